@@ -1,0 +1,37 @@
+#ifndef C_PROCESS_POOL_SHIMS_H
+#define C_PROCESS_POOL_SHIMS_H
+
+#include <sys/types.h>
+
+/// The environment variable that marks a process started as a pool worker. Its value is the
+/// descriptor number of the worker's end of the socket.
+#define PP_WORKER_ENV "PROCESSPOOL_WORKER_FD"
+
+/// The worker's socket descriptor when this process was started as a worker whose loop could not
+/// run before `main` (a statically linked build), else -1. Set once by the constructor.
+int pp_deferred_worker_fd(void);
+
+/// Marks the deferred worker start as taken by `main` (returns the fd, or -1 if none or taken).
+int pp_take_deferred_worker_fd(void);
+
+/// 1 when this process was started as a worker (before or in `main`), else 0.
+int pp_started_as_worker(void);
+
+/// posix_spawn of `path` with `argv`/`envp`, `child_fd` duplicated onto fd 3 and every other
+/// descriptor above 2 closed in the child. Returns 0 or an errno value; the pid goes to `pid`.
+int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[],
+                    int child_fd);
+
+/// The number of CPUs this process may run on (its affinity mask), at least 1.
+int pp_available_cpus(void);
+
+/// pipe2 with O_CLOEXEC | O_NONBLOCK (a GNU extension Swift's Glibc module does not show).
+int pp_pipe_cloexec_nonblock(int fds[2]);
+
+/// Names the calling thread (best effort; shows in ps and debuggers).
+void pp_set_thread_name(const char *name);
+
+/// The process environment (`environ`), which Swift cannot name portably.
+char *const *pp_environ(void);
+
+#endif

@@ -1,0 +1,234 @@
+// The package's own compact binary Codable format (no Foundation, no JSON).
+//
+// Every value is a tag byte (`CodecTag`) and a body: integers as LEB128 varints (zigzag for
+// signed), floats as little-endian IEEE bits, strings and byte arrays as a varint length and
+// raw bytes, `[Int]`/`[Double]` as a count and 8 bytes each, keyed and unkeyed containers as a
+// `u32` byte length (so a decoder can skip them in O(1)), a `u32` count and their entries.
+// Keys travel as strings, so a decoder may read them in any order; the common in-order read is
+// the fast path. Both ends are the same binary, so there is no schema evolution to handle.
+
+/// Encodes `Encodable` values into the package's binary format.
+struct BinaryEncoder {
+  /// Appends the encoding of `value` to `buffer`.
+  static func encode<T: Encodable>(_ value: T, into buffer: inout [UInt8]) throws {
+    let writer = ByteWriter(buffer)
+    buffer = []
+    defer { buffer = writer.bytes }
+    try writer.encodeValue(value, path: [])
+    writer.closeAll()
+  }
+
+  /// The encoding of `value`.
+  static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
+    var bytes: [UInt8] = []
+    try encode(value, into: &bytes)
+    return bytes
+  }
+}
+
+/// The shared output buffer and the stack of open containers. Containers write in order; a
+/// container used after a sibling or its parent wrote past it throws instead of corrupting.
+final class ByteWriter {
+  var bytes: [UInt8]
+  /// Start offsets of open containers (their byte length is patched when they close).
+  private var open: [(start: Int, token: Int)] = []
+  private var nextToken = 0
+
+  init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+  // MARK: Primitives
+
+  @inline(__always) func tag(_ tag: CodecTag) { bytes.append(tag.rawValue) }
+
+  @inline(__always) func varint(_ value: UInt64) {
+    var value = value
+    while value >= 0x80 {
+      bytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
+      value >>= 7
+    }
+    bytes.append(UInt8(value))
+  }
+
+  @inline(__always) func signed(_ value: Int64) {
+    tag(.signed)
+    varint(UInt64(bitPattern: (value << 1) ^ (value >> 63)))
+  }
+
+  @inline(__always) func unsigned(_ value: UInt64) {
+    tag(.unsigned)
+    varint(value)
+  }
+
+  func string(_ value: String) {
+    tag(.string)
+    var value = value
+    value.withUTF8 { utf8 in
+      varint(UInt64(utf8.count))
+      bytes.append(contentsOf: utf8)
+    }
+  }
+
+  func bool(_ value: Bool) { tag(value ? .trueValue : .falseValue) }
+
+  func double(_ value: Double) {
+    tag(.double)
+    bytes.appendLittleEndian(value.bitPattern)
+  }
+
+  func float(_ value: Float) {
+    tag(.float)
+    bytes.appendLittleEndian(value.bitPattern)
+  }
+
+  /// A key inside a keyed container: a bare varint-length string (no tag).
+  func key(_ key: String) {
+    var key = key
+    key.withUTF8 { utf8 in
+      varint(UInt64(utf8.count))
+      bytes.append(contentsOf: utf8)
+    }
+  }
+
+  // MARK: Values
+
+  /// Writes one value: fast paths for the common types, otherwise through its `encode(to:)`.
+  func encodeValue<T: Encodable>(_ value: T, path: [any CodingKey]) throws {
+    if try encodePrimitive(value) { return }
+    let depth = open.count
+    let start = bytes.count
+    let encoder = ValueEncoder(writer: self, codingPath: path)
+    try value.encode(to: encoder)
+    close(above: depth)
+    // A value that asked for no container encodes as an empty keyed container.
+    if bytes.count == start { emptyKeyed() }
+  }
+
+  /// Metatype checks, not dynamic casts: this runs for every value, including every field of
+  /// every struct that is not a primitive.
+  private func encodePrimitive<T: Encodable>(_ value: T) throws -> Bool {
+    if T.self == Int.self {
+      signed(Int64(unsafeBitCast(value, to: Int.self)))
+    } else if T.self == String.self {
+      string(unsafeBitCast(value, to: String.self))
+    } else if T.self == Double.self {
+      double(unsafeBitCast(value, to: Double.self))
+    } else if T.self == Bool.self {
+      bool(unsafeBitCast(value, to: Bool.self))
+    } else if T.self == [UInt8].self {
+      let value = unsafeBitCast(value, to: [UInt8].self)
+      tag(.bytes)
+      varint(UInt64(value.count))
+      bytes.append(contentsOf: value)
+    } else if T.self == [Int].self {
+      let value = unsafeBitCast(value, to: [Int].self)
+      tag(.ints)
+      varint(UInt64(value.count))
+      bytes.reserveCapacity(bytes.count + value.count * 8)
+      for element in value { bytes.appendLittleEndian(Int64(element)) }
+    } else if T.self == [Double].self {
+      let value = unsafeBitCast(value, to: [Double].self)
+      tag(.doubles)
+      varint(UInt64(value.count))
+      bytes.reserveCapacity(bytes.count + value.count * 8)
+      for element in value { bytes.appendLittleEndian(element.bitPattern) }
+    } else if T.self == Float.self {
+      float(unsafeBitCast(value, to: Float.self))
+    } else if T.self == Int64.self {
+      signed(unsafeBitCast(value, to: Int64.self))
+    } else if T.self == Int32.self {
+      signed(Int64(unsafeBitCast(value, to: Int32.self)))
+    } else if T.self == Int16.self {
+      signed(Int64(unsafeBitCast(value, to: Int16.self)))
+    } else if T.self == Int8.self {
+      signed(Int64(unsafeBitCast(value, to: Int8.self)))
+    } else if T.self == UInt.self {
+      unsigned(UInt64(unsafeBitCast(value, to: UInt.self)))
+    } else if T.self == UInt64.self {
+      unsigned(unsafeBitCast(value, to: UInt64.self))
+    } else if T.self == UInt32.self {
+      unsigned(UInt64(unsafeBitCast(value, to: UInt32.self)))
+    } else if T.self == UInt16.self {
+      unsigned(UInt64(unsafeBitCast(value, to: UInt16.self)))
+    } else if T.self == UInt8.self {
+      unsigned(UInt64(unsafeBitCast(value, to: UInt8.self)))
+    } else {
+      return false
+    }
+    return true
+  }
+
+  func emptyKeyed() {
+    tag(.keyed)
+    bytes.appendLittleEndian(UInt32(4))
+    bytes.appendLittleEndian(UInt32(0))
+  }
+
+  // MARK: Containers
+
+  /// Opens a container: tag, byte length (patched on close), count. Returns its token.
+  func openContainer(_ tag: CodecTag) -> (token: Int, countOffset: Int) {
+    self.tag(tag)
+    let start = bytes.count
+    bytes.appendLittleEndian(UInt32(0))
+    bytes.appendLittleEndian(UInt32(0))
+    nextToken += 1
+    open.append((start, nextToken))
+    return (nextToken, start + 4)
+  }
+
+  /// Makes the container `token` the innermost open one (closing those opened after it), or
+  /// throws if it was already closed (used out of order).
+  func activate(_ token: Int, path: [any CodingKey]) throws {
+    guard let index = open.lastIndex(where: { $0.token == token }) else {
+      throw CodecError.encoding("a container at \(CodecError.path(path)) was used after it was finished")
+    }
+    close(above: index + 1)
+  }
+
+  func incrementCount(at offset: Int) {
+    bytes.withUnsafeMutableBytes { raw in
+      let count = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+      raw.storeBytes(of: (count + 1).littleEndian, toByteOffset: offset, as: UInt32.self)
+    }
+  }
+
+  func close(above depth: Int) {
+    while open.count > depth {
+      let (start, _) = open.removeLast()
+      let length = UInt32(bytes.count - start - 4)
+      bytes.withUnsafeMutableBytes { $0.storeBytes(of: length.littleEndian, toByteOffset: start, as: UInt32.self) }
+    }
+  }
+
+  func closeAll() { close(above: 0) }
+}
+
+/// The `Encoder` handed to a value's `encode(to:)`. A value that asks for its keyed container
+/// twice (a class and its superclass sharing one encoder) gets the same one.
+final class ValueEncoder: Encoder {
+  let writer: ByteWriter
+  let codingPath: [any CodingKey]
+  var userInfo: [CodingUserInfoKey: Any] { [:] }
+  private var keyed: (token: Int, countOffset: Int)?
+
+  init(writer: ByteWriter, codingPath: [any CodingKey]) {
+    self.writer = writer
+    self.codingPath = codingPath
+  }
+
+  func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
+    let opened = keyed ?? writer.openContainer(.keyed)
+    keyed = opened
+    return KeyedEncodingContainer(
+      KeyedWriter<Key>(writer: writer, codingPath: codingPath, token: opened.token, countOffset: opened.countOffset))
+  }
+
+  func unkeyedContainer() -> any UnkeyedEncodingContainer {
+    let opened = writer.openContainer(.unkeyed)
+    return UnkeyedWriter(writer: writer, codingPath: codingPath, token: opened.token, countOffset: opened.countOffset)
+  }
+
+  func singleValueContainer() -> any SingleValueEncodingContainer {
+    SingleValueWriter(writer: writer, codingPath: codingPath)
+  }
+}

@@ -1,0 +1,126 @@
+/// CPython's future states. `cancelled` is "cancelled, not yet seen by the pool";
+/// `cancelledAndNotified` is "the pool knows", which is when `wait` and `asCompleted` count it.
+enum FuturePhase: Equatable, Sendable {
+  case pending, running, cancelled, cancelledAndNotified, finished
+
+  var isCancelled: Bool { self == .cancelled || self == .cancelledAndNotified }
+  var isDone: Bool { self != .pending && self != .running }
+}
+
+/// The mutable part of a future, kept under its mutex. Transitions return the effects to run
+/// after the lock is released (continuations, callbacks), so no user code runs under it.
+struct FutureState<Output: Sendable>: ~Copyable {
+  var phase: FuturePhase = .pending
+  var outcome: Result<Output, any Error>?
+  var waiters: [Int: CheckedContinuation<Output, any Error>] = [:]
+  var abandoned: Set<Int> = []
+  var nextWaiterID = 0
+  var callbacks: [@Sendable (ProcessFuture<Output>) throws -> Void] = []
+  /// Internal observers (`wait`, `asCompleted`, blocking waits): told when the future counts as
+  /// completed for them, i.e. finished or cancelled-and-notified.
+  var watchers: [Int: @Sendable () -> Void] = [:]
+
+  enum Registration {
+    case registered
+    case outcome(Result<Output, any Error>)
+    case abandoned
+  }
+
+  mutating func allocateWaiterID() -> Int {
+    nextWaiterID += 1
+    return nextWaiterID
+  }
+
+  mutating func register(_ id: Int, _ continuation: CheckedContinuation<Output, any Error>) -> Registration {
+    if let outcome { return .outcome(outcome) }
+    if abandoned.remove(id) != nil { return .abandoned }
+    waiters[id] = continuation
+    return .registered
+  }
+
+  /// The awaiting task was cancelled: hands back its continuation, or remembers the id when the
+  /// continuation is not registered yet.
+  mutating func abandon(_ id: Int) -> CheckedContinuation<Output, any Error>? {
+    if outcome != nil { return nil }
+    if let continuation = waiters.removeValue(forKey: id) { return continuation }
+    abandoned.insert(id)
+    return nil
+  }
+
+  /// Adds an observer unless the future already counts as completed (then returns false).
+  mutating func watch(_ id: Int, _ watcher: @escaping @Sendable () -> Void) -> Bool {
+    if phase == .finished || phase == .cancelledAndNotified { return false }
+    watchers[id] = watcher
+    return true
+  }
+
+  mutating func cancel() -> FutureEffects<Output>? {
+    guard phase == .pending else { return nil }
+    phase = .cancelled
+    return finish(.failure(ProcessPoolError(.cancelled, "the future was cancelled before it started")), notifyWatchers: false)
+  }
+
+  /// The pool takes the task: pending becomes running; a cancelled future becomes
+  /// cancelled-and-notified and the pool must skip it (returns false with effects to run).
+  mutating func setRunningOrNotifyCancel() -> (Bool, FutureEffects<Output>?) {
+    switch phase {
+    case .pending:
+      phase = .running
+      return (true, nil)
+    case .cancelled:
+      phase = .cancelledAndNotified
+      return (false, FutureEffects(watchers: takeWatchers()))
+    default:
+      return (false, nil)
+    }
+  }
+
+  /// Finishes with an outcome; nil when the future is already done (the outcome is kept).
+  mutating func complete(_ result: Result<Output, any Error>) -> FutureEffects<Output>? {
+    guard phase == .pending || phase == .running else { return nil }
+    phase = .finished
+    return finish(result, notifyWatchers: true)
+  }
+
+  private mutating func finish(_ result: Result<Output, any Error>, notifyWatchers: Bool) -> FutureEffects<Output> {
+    outcome = result
+    let continuations = Array(waiters.values)
+    waiters = [:]
+    abandoned = []
+    let callbacks = self.callbacks
+    self.callbacks = []
+    return FutureEffects(
+      continuations: continuations, outcome: result, callbacks: callbacks,
+      watchers: notifyWatchers ? takeWatchers() : [])
+  }
+
+  private mutating func takeWatchers() -> [@Sendable () -> Void] {
+    let taken = Array(watchers.values)
+    watchers = [:]
+    return taken
+  }
+}
+
+/// What a transition asks to be done once the future's lock is released.
+struct FutureEffects<Output: Sendable> {
+  var continuations: [CheckedContinuation<Output, any Error>] = []
+  var outcome: Result<Output, any Error>? = nil
+  var callbacks: [@Sendable (ProcessFuture<Output>) throws -> Void] = []
+  var watchers: [@Sendable () -> Void] = []
+
+  func run(_ future: ProcessFuture<Output>) {
+    if let outcome {
+      for continuation in continuations { continuation.resume(with: outcome) }
+    }
+    for callback in callbacks { Self.invoke(callback, future) }
+    for watcher in watchers { watcher() }
+  }
+
+  static func invoke(_ callback: @Sendable (ProcessFuture<Output>) throws -> Void, _ future: ProcessFuture<Output>) {
+    do {
+      try callback(future)
+    } catch {
+      ProcessPoolLog.emit(.error, "exception calling callback for \(future): \(error)")
+    }
+  }
+}

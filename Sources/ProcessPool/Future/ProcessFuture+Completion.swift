@@ -1,0 +1,52 @@
+import Synchronization
+
+/// What the pool (and `wait`/`asCompleted`) do to a future. Internal: only the pool finishes one.
+extension ProcessFuture {
+  /// A future already finished with `outcome` (used for work that fails before it is queued).
+  convenience init(finished outcome: Result<Output, any Error>) {
+    self.init()
+    _ = complete(outcome)
+  }
+
+  /// Finishes the future; false when it was already done (its first outcome is kept).
+  @discardableResult
+  func complete(_ outcome: Result<Output, any Error>) -> Bool {
+    guard let effects = state.withLock({ $0.complete(outcome) }) else { return false }
+    effects.run(self)
+    return true
+  }
+
+  /// The pool takes the task; false means it was cancelled and must be skipped.
+  func setRunningOrNotifyCancel() -> Bool {
+    let (running, effects) = state.withLock { $0.setRunningOrNotifyCancel() }
+    effects?.run(self)
+    return running
+  }
+
+  /// Blocks until done or `timeout`; the outcome, or a `timedOut` error.
+  func waitForOutcome(timeout: Duration?) throws -> Result<Output, any Error> {
+    if let outcome = state.withLock({ $0.outcome }) { return outcome }
+    let gate = ConditionLock()
+    let id = state.withLock { $0.allocateWaiterID() }
+    let flag = Mutex(false)
+    let watching = state.withLock { state in
+      state.outcome == nil
+        && state.watch(id) {
+          gate.withLock {
+            flag.withLock { $0 = true }
+            gate.broadcast()
+          }
+        }
+    }
+    if watching {
+      let deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
+      _ = gate.withLock { gate.wait(until: deadline) { flag.withLock { $0 } || self.isDone } }
+      state.withLock { _ = $0.watchers.removeValue(forKey: id) }
+    }
+    if let outcome = state.withLock({ $0.outcome }) { return outcome }
+    throw ProcessPoolError(.timedOut, "the future did not finish within \(timeout.map { "\($0)" } ?? "the wait")")
+  }
+
+  /// The outcome if finished (no waiting).
+  var outcome: Result<Output, any Error>? { state.withLock { $0.outcome } }
+}

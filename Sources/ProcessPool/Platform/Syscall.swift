@@ -1,0 +1,94 @@
+import CProcessPoolShims
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Musl)
+  import Musl
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// Every system call the package makes, wrapped once: each loops on `EINTR` and keeps `errno`.
+enum Syscall {
+  /// Runs `body` until it does not fail with `EINTR`; a `-1` result throws the `errno` it left.
+  @inline(__always)
+  static func retrying<T: FixedWidthInteger>(_ call: String, _ body: () -> T) throws(Errno) -> T {
+    while true {
+      let result = body()
+      if result != -1 { return result }
+      let code = errno
+      if code != EINTR { throw Errno(code: code, call: call) }
+    }
+  }
+
+  static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) throws(Errno) -> Int {
+    try retrying("read") { Glibc.read(fd, buffer, count) }
+  }
+
+  /// Sends without raising SIGPIPE: a dead peer is an `EPIPE` error, not a dead process.
+  static func send(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, nonBlocking: Bool) throws(Errno) -> Int {
+    let flags = Int32(MSG_NOSIGNAL) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)
+    return try retrying("send") { Glibc.send(fd, buffer, count, flags) }
+  }
+
+  /// Sends all of `bytes`, blocking as needed.
+  static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(Errno) {
+    var offset = 0
+    while offset < bytes.count {
+      offset += try send(fd, bytes.baseAddress! + offset, bytes.count - offset, nonBlocking: false)
+    }
+  }
+
+  static func close(_ fd: Int32) {
+    // Linux closes the descriptor even when close reports EINTR, so it is never retried.
+    _ = Glibc.close(fd)
+  }
+
+  static func poll(_ fds: UnsafeMutablePointer<pollfd>, _ count: Int, timeoutMilliseconds: Int32) throws(Errno) -> Int32 {
+    try retrying("poll") { Glibc.poll(fds, nfds_t(count), timeoutMilliseconds) }
+  }
+
+  /// A connected stream socket pair, both ends close-on-exec.
+  static func socketPair() throws(Errno) -> (Int32, Int32) {
+    var fds: [Int32] = [-1, -1]
+    _ = try retrying("socketpair") {
+      socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
+    }
+    return (fds[0], fds[1])
+  }
+
+  /// A pipe whose ends are close-on-exec and non-blocking (used to wake the I/O thread).
+  static func wakePipe() throws(Errno) -> (read: Int32, write: Int32) {
+    var fds: [Int32] = [-1, -1]
+    _ = try retrying("pipe2") { pp_pipe_cloexec_nonblock(&fds) }
+    return (fds[0], fds[1])
+  }
+
+  static func setCloseOnExec(_ fd: Int32) throws(Errno) {
+    _ = try retrying("fcntl") { fcntl(fd, F_SETFD, FD_CLOEXEC) }
+  }
+
+  static func setNonBlocking(_ fd: Int32) throws(Errno) {
+    let flags = try retrying("fcntl") { fcntl(fd, F_GETFL) }
+    _ = try retrying("fcntl") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+  }
+
+  /// Sets the socket's send and receive buffer sizes (best effort: the kernel clamps them).
+  static func setSocketBuffers(_ fd: Int32, bytes: Int32) {
+    var size = bytes
+    _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+  }
+
+  /// Waits for `pid`; returns its raw wait status, or nil with `WNOHANG` when it still runs.
+  static func waitPID(_ pid: pid_t, noHang: Bool) throws(Errno) -> Int32? {
+    var status: Int32 = 0
+    let result = try retrying("waitpid") { waitpid(pid, &status, noHang ? WNOHANG : 0) }
+    return result == 0 ? nil : status
+  }
+
+  /// Sends `signal` to `pid`; a process that is already gone is not an error.
+  static func kill(_ pid: pid_t, _ signal: Int32) {
+    _ = Glibc.kill(pid, signal)
+  }
+}

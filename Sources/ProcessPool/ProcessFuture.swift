@@ -1,0 +1,120 @@
+import Synchronization
+
+/// The eventual result of a task submitted to a ``ProcessPoolExecutor``.
+///
+/// The life of a future is CPython's: *pending* in the pool's queue, *running* once handed to a
+/// worker, then *finished* with a value or an error, or *cancelled* while still pending.
+///
+/// ```swift
+/// let future = try pool.submit(Countdown(), 5_000_000)
+/// print(try await future.value)
+/// ```
+public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConvertible {
+  let state: Mutex<FutureState<Output>>
+  /// A pool's future is acknowledged as cancelled at once (the pool skips it when its turn
+  /// comes), so `wait` and `asCompleted` count it as done without waiting for a free worker.
+  let acknowledgesCancel: Bool
+
+  init(acknowledgesCancel: Bool = false) {
+    self.state = Mutex(FutureState())
+    self.acknowledgesCancel = acknowledgesCancel
+  }
+
+  /// The task's output, awaited without blocking a thread.
+  ///
+  /// Throws the task's own error, a ``ProcessPoolError`` (crash, timeout, cancellation), or
+  /// `CancellationError` when the awaiting Swift task is cancelled. Cancelling the awaiting task
+  /// also cancels this future if it has not started yet; a running task is left to finish.
+  public var value: Output {
+    get async throws {
+      if let outcome = state.withLock({ $0.outcome }) { return try outcome.get() }
+      let id = state.withLock { $0.allocateWaiterID() }
+      return try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Output, any Error>) in
+          let ready = state.withLock { $0.register(id, continuation) }
+          switch ready {
+          case .registered: break
+          case .outcome(let outcome): continuation.resume(with: outcome)
+          case .abandoned: continuation.resume(throwing: CancellationError())
+          }
+        }
+      } onCancel: {
+        if let continuation = state.withLock({ $0.abandon(id) }) {
+          continuation.resume(throwing: CancellationError())
+        }
+        _ = cancel()
+      }
+    }
+  }
+
+  /// Blocks the calling thread until the future finishes or `timeout` passes, and returns the
+  /// output. Throws ``ProcessPoolError/Code/timedOut`` when the wait times out (the task goes on),
+  /// ``ProcessPoolError/Code/cancelled`` when cancelled, or the task's error.
+  @available(*, noasync, message: "use `await future.value` in async code")
+  public func result(timeout: Duration? = nil) throws -> Output {
+    try waitForOutcome(timeout: timeout).get()
+  }
+
+  /// Blocks until the future finishes or `timeout` passes; returns the task's error, or nil when it
+  /// returned a value. Throws ``ProcessPoolError/Code/timedOut`` or ``ProcessPoolError/Code/cancelled``.
+  @available(*, noasync, message: "use `await future.value` in async code")
+  public func error(timeout: Duration? = nil) throws -> (any Error)? {
+    let outcome = try waitForOutcome(timeout: timeout)
+    if case .failure(let error) = outcome {
+      if let poolError = error as? ProcessPoolError, poolError.code == .cancelled,
+        state.withLock({ $0.phase.isCancelled })
+      {
+        throw poolError
+      }
+      return error
+    }
+    return nil
+  }
+
+  /// Cancels the task if it has not started. Returns true when the future is (now) cancelled,
+  /// false when it is running or finished.
+  @discardableResult
+  public func cancel() -> Bool {
+    let effects = state.withLock { $0.cancel() }
+    guard let effects else { return state.withLock { $0.phase.isCancelled } }
+    effects.run(self)
+    if acknowledgesCancel { _ = setRunningOrNotifyCancel() }
+    return true
+  }
+
+  /// True once cancelled.
+  public var isCancelled: Bool { state.withLock { $0.phase.isCancelled } }
+  /// True while a worker has the task.
+  public var isRunning: Bool { state.withLock { $0.phase == .running } }
+  /// True once finished or cancelled.
+  public var isDone: Bool { state.withLock { $0.phase.isDone } }
+
+  /// Calls `callback` with this future once it is done (at once if it already is), on the thread
+  /// that finishes it. An error thrown by the callback is reported through ``ProcessPoolLog`` and
+  /// does not propagate.
+  public func addDoneCallback(_ callback: @escaping @Sendable (ProcessFuture<Output>) throws -> Void) {
+    let runNow = state.withLock { state -> Bool in
+      if state.phase.isDone { return true }
+      state.callbacks.append(callback)
+      return false
+    }
+    if runNow { FutureEffects<Output>.invoke(callback, self) }
+  }
+
+  public var description: String {
+    let phase = state.withLock { state -> String in
+      switch state.phase {
+      case .pending: return "pending"
+      case .running: return "running"
+      case .cancelled, .cancelledAndNotified: return "cancelled"
+      case .finished:
+        switch state.outcome {
+        case .success(let value)?: return "finished returned \(type(of: value))"
+        case .failure(let error)?: return "finished raised \(type(of: error))"
+        case nil: return "finished"
+        }
+      }
+    }
+    return "ProcessFuture<\(Output.self)>(state=\(phase))"
+  }
+}

@@ -1,0 +1,103 @@
+/// The one error type of the package.
+///
+/// Switch on ``code``; ``message`` says what happened in words, and the optional fields carry the
+/// details that apply (the worker's pid and how it ended, a remote error's type name).
+///
+/// ```swift
+/// do {
+///     _ = try await future.value
+/// } catch let error as ProcessPoolError where error.code == .workerCrashed {
+///     print("worker \(error.workerPID ?? 0) died: \(error.termination!)")
+/// }
+/// ```
+public struct ProcessPoolError: Error, Sendable, Hashable, Codable, CustomStringConvertible {
+  /// What kind of failure this is.
+  public struct Code: Hashable, Sendable, Codable, CustomStringConvertible {
+    /// The raw name of the code, stable across versions.
+    public let rawValue: String
+    private init(_ rawValue: String) { self.rawValue = rawValue }
+
+    /// The pool is broken (a crash under ``ProcessPoolExecutor/CrashPolicy/breakPool``, a failing
+    /// initializer, or workers that keep dying at start); it accepts no more work.
+    public static let brokenPool = Code("brokenPool")
+    /// The worker running this task died; ``termination`` says how.
+    public static let workerCrashed = Code("workerCrashed")
+    /// The task ran past its per-task timeout and its worker was stopped.
+    public static let taskTimedOut = Code("taskTimedOut")
+    /// Waiting for a result took longer than the caller's timeout (the task may still run).
+    public static let timedOut = Code("timedOut")
+    /// The future was cancelled.
+    public static let cancelled = Code("cancelled")
+    /// The pool is shut down and accepts no more work.
+    public static let shutDown = Code("shutDown")
+    /// The task's type cannot be found by name in a worker (a private, fileprivate or local type).
+    public static let unknownTaskType = Code("unknownTaskType")
+    /// A value could not be encoded.
+    public static let encodingFailed = Code("encodingFailed")
+    /// A value could not be decoded.
+    public static let decodingFailed = Code("decodingFailed")
+    /// A worker sent something that is not the protocol, or of another version.
+    public static let protocolViolation = Code("protocolViolation")
+    /// The task threw an error that cannot be rebuilt in the parent; ``remoteTypeName`` names it.
+    public static let remote = Code("remote")
+    /// A worker could not be started (spawn failed, or the worker loop never ran).
+    public static let workerStartFailed = Code("workerStartFailed")
+    /// An argument was out of range (for example `maxWorkers <= 0`).
+    public static let invalidArgument = Code("invalidArgument")
+
+    public var description: String { rawValue }
+  }
+
+  /// How a worker process ended.
+  public enum Termination: Hashable, Sendable, Codable, CustomStringConvertible {
+    /// It exited with this status.
+    case exited(Int32)
+    /// It was killed by this signal.
+    case signaled(Int32)
+
+    public var description: String {
+      switch self {
+      case .exited(let code): return "exit code \(code)"
+      case .signaled(let signal): return "signal \(signal)\(Termination.signalName(signal).map { " (\($0))" } ?? "")"
+      }
+    }
+
+    static func signalName(_ signal: Int32) -> String? {
+      let names: [Int32: String] = [
+        1: "SIGHUP", 2: "SIGINT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE",
+        9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM",
+      ]
+      return names[signal]
+    }
+  }
+
+  /// The kind of failure.
+  public var code: Code
+  /// What happened, in words.
+  public var message: String
+  /// The worker involved, when there is one.
+  public var workerPID: Int32?
+  /// How that worker ended, when it did.
+  public var termination: Termination?
+  /// For ``Code/remote``: the type name of the error the task threw.
+  public var remoteTypeName: String?
+
+  /// Creates an error; the pool makes these, tests and wrappers may too.
+  public init(
+    _ code: Code, _ message: String, workerPID: Int32? = nil, termination: Termination? = nil,
+    remoteTypeName: String? = nil
+  ) {
+    self.code = code
+    self.message = message
+    self.workerPID = workerPID
+    self.termination = termination
+    self.remoteTypeName = remoteTypeName
+  }
+
+  public var description: String {
+    var text = "ProcessPoolError.\(code): \(message)"
+    if let remoteTypeName { text += " [\(remoteTypeName)]" }
+    if let workerPID { text += " (worker \(workerPID)" + (termination.map { ", \($0))" } ?? ")") }
+    return text
+  }
+}

@@ -1,0 +1,152 @@
+import CProcessPoolShims
+
+/// Runs ``ProcessTask`` values in worker processes (this executable, started again) and hands
+/// back ``ProcessFuture`` values: Python's `concurrent.futures.ProcessPoolExecutor` for Swift.
+///
+/// ```swift
+/// let pool = try ProcessPoolExecutor(maxWorkers: 4)
+/// let future = try pool.submit(Countdown(), 5_000_000)
+/// print(try await future.value)
+/// await pool.shutdown()
+/// ```
+///
+/// Workers start on demand, idle ones are reused first, and there are never more than
+/// `maxWorkers`. A worker that crashes fails only the task it was running and is replaced
+/// (see ``CrashPolicy``). Dropping the last reference without ``shutdown(wait:cancelFutures:)``
+/// lets submitted work finish and then stops every worker; at process exit, pending work is
+/// waited for.
+public final class ProcessPoolExecutor: Sendable {
+  let core: PoolCore
+
+  /// Creates a pool.
+  /// - Parameters:
+  ///   - maxWorkers: At most this many worker processes; default: the CPUs this process may use.
+  ///   - maxTasksPerChild: Replace a worker after it has run this many tasks (nil: never).
+  ///   - taskTimeout: Fail a task that runs longer, and stop its worker (nil: no limit).
+  ///   - crashPolicy: What a worker crash does to the rest of the pool.
+  ///   - initializer: Runs once in every new worker before its first task.
+  /// - Throws: ``ProcessPoolError/Code/invalidArgument`` for a count below 1.
+  public convenience init(
+    maxWorkers: Int? = nil, maxTasksPerChild: Int? = nil, taskTimeout: Duration? = nil,
+    crashPolicy: CrashPolicy = .replaceWorker, initializer: (any WorkerInitializer)? = nil
+  ) throws {
+    var configuration = Configuration()
+    if let maxWorkers { configuration.maxWorkers = maxWorkers }
+    configuration.maxTasksPerChild = maxTasksPerChild
+    configuration.taskTimeout = taskTimeout
+    configuration.crashPolicy = crashPolicy
+    try self.init(configuration: configuration, initializer: initializer)
+  }
+
+  /// Creates a pool from a full configuration.
+  public init(configuration: Configuration, initializer: (any WorkerInitializer)? = nil) throws {
+    try configuration.validate()
+    var initializerPayload: [UInt8]?
+    if let initializer {
+      initializerPayload = try Self.initializerPayload(initializer)
+    }
+    core = try PoolCore(configuration: configuration, initializerPayload: initializerPayload)
+  }
+
+  deinit {
+    // Not a kill: queued work finishes, then the workers stop (the I/O thread keeps the core).
+    core.transition { state, effects in state.shutdown(cancelFutures: false, &effects) }
+  }
+
+  /// The configuration the pool runs with.
+  public var configuration: Configuration { core.configuration }
+
+  /// Schedules `task.run(input)` in a worker.
+  ///
+  /// Never blocks on a busy worker. Throws at the call site when the pool is shut down or
+  /// broken, when the task's type cannot be found by name in a worker, or when the task or the
+  /// input cannot be encoded.
+  /// - Parameter timeout: This task's own time limit (overrides the pool's `taskTimeout`).
+  public func submit<T: ProcessTask>(_ task: T, _ input: T.Input, timeout: Duration? = nil) throws -> ProcessFuture<T.Output> {
+    var payload = try Self.taskHeader(task)
+    payload.appendLittleEndian(UInt32(1))
+    do {
+      try payload.appendEncodedBlock(input)
+    } catch {
+      throw ProcessPoolError(.encodingFailed, "cannot encode the input of \(T.self): \(error)")
+    }
+    let future = ProcessFuture<T.Output>(acknowledgesCancel: true)
+    let job = Job(payload: payload, sink: ChunkSink(futures: [future]), timeout: timeout ?? configuration.taskTimeout)
+    try enqueue(job)
+    return future
+  }
+
+  func enqueue(_ job: Job) throws(ProcessPoolError) {
+    let rejection = core.transition { state, effects in state.submit(job, &effects) }
+    if let rejection { throw rejection }
+  }
+
+  /// The start of a `run` payload: the task's type name and encoded value.
+  static func taskHeader<T: ProcessTask>(_ task: T) throws(ProcessPoolError) -> [UInt8] {
+    let name = try TaskTypeRegistry.name(for: T.self)
+    var payload: [UInt8] = []
+    payload.appendBlock(Array(name.utf8))
+    do {
+      try payload.appendEncodedBlock(task)
+    } catch {
+      throw ProcessPoolError(.encodingFailed, "cannot encode the task value \(T.self): \(error)")
+    }
+    return payload
+  }
+
+  private static func initializerPayload<I: WorkerInitializer>(_ initializer: I) throws(ProcessPoolError) -> [UInt8] {
+    let name = try TaskTypeRegistry.name(for: I.self)
+    var payload: [UInt8] = []
+    payload.appendBlock(Array(name.utf8))
+    do {
+      try payload.appendEncodedBlock(initializer)
+    } catch {
+      throw ProcessPoolError(.encodingFailed, "cannot encode the initializer \(I.self): \(error)")
+    }
+    return payload
+  }
+
+  /// Stops taking work. Later submits throw ``ProcessPoolError/Code/shutDown``.
+  /// - Parameters:
+  ///   - wait: Return only once all work is done and every worker has exited and been reaped.
+  ///     With `false` the pool finishes in the background.
+  ///   - cancelFutures: Cancel the work that has not started.
+  public func shutdown(wait: Bool = true, cancelFutures: Bool = false) async {
+    core.transition { state, effects in state.shutdown(cancelFutures: cancelFutures, &effects) }
+    if wait { await core.waitUntilStopped() }
+  }
+
+  /// Blocking form of ``shutdown(wait:cancelFutures:)`` for synchronous code.
+  @available(*, noasync, message: "use `await pool.shutdown()` in async code")
+  public func shutdownAndWait(cancelFutures: Bool = false) {
+    core.transition { state, effects in state.shutdown(cancelFutures: cancelFutures, &effects) }
+    core.blockUntilStopped()
+  }
+
+  /// Forced shutdown: sends SIGTERM to every worker, cancels queued work; running work fails
+  /// with ``ProcessPoolError/Code/brokenPool``. The pool takes no more work. A no-op on workers
+  /// that never started or already died.
+  public func terminateWorkers() {
+    core.transition { state, effects in state.forceShutdown(signal: 15, &effects) }
+  }
+
+  /// Like ``terminateWorkers()`` with SIGKILL.
+  public func killWorkers() {
+    core.transition { state, effects in state.forceShutdown(signal: 9, &effects) }
+  }
+
+  /// Counters describing the pool now.
+  public var statistics: Statistics {
+    core.state.withLock { state in
+      var snapshot = state.statistics
+      snapshot.workersAlive = state.workers.count
+      snapshot.workersBusy = state.workers.filter { !$0.isIdle }.count
+      snapshot.tasksQueued = state.queue.count
+      snapshot.tasksRunning = state.workers.reduce(0) { $0 + $1.inflight.count }
+      return snapshot
+    }
+  }
+
+  /// The pids of the live workers (for diagnostics and tests).
+  public var workerPIDs: [Int32] { core.state.withLock { $0.workers.map(\.pid) } }
+}

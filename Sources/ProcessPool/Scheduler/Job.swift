@@ -1,0 +1,81 @@
+/// One `run` frame's worth of work: a task over one input (a `submit`) or several (a `map`
+/// chunk), with the futures it finishes.
+final class Job: @unchecked Sendable {
+  /// Set once by the pool when queued; read under the pool's lock afterwards.
+  var id: UInt64 = 0
+  /// The frame's payload: task name, task value and the inputs (the header is added at dispatch).
+  let payload: [UInt8]
+  let sink: any JobSink
+  /// The per-task timeout for this job (each item of a chunk gets it).
+  let timeout: Duration?
+
+  init(payload: [UInt8], sink: any JobSink, timeout: Duration?) {
+    self.payload = payload
+    self.sink = sink
+    self.timeout = timeout
+  }
+}
+
+/// The futures a job finishes, with their output type erased.
+protocol JobSink: Sendable {
+  /// Marks the futures running; false when every one was cancelled (the job is skipped).
+  func start() -> Bool
+  /// Decodes a `results` payload and finishes the futures. A malformed payload fails them.
+  func deliver(_ payload: UnsafeRawBufferPointer, workerPID: Int32)
+  /// Fails every future not yet done, each with its own copy of `error`.
+  func fail(_ error: ProcessPoolError)
+  /// Cancels every future that has not started.
+  func cancelAll()
+}
+
+/// The sink of a chunk whose items all have output type `Output`.
+struct ChunkSink<Output: Codable & Sendable>: JobSink {
+  let futures: [ProcessFuture<Output>]
+
+  func start() -> Bool {
+    var anyRunning = false
+    for future in futures where future.setRunningOrNotifyCancel() { anyRunning = true }
+    return anyRunning
+  }
+
+  func deliver(_ payload: UnsafeRawBufferPointer, workerPID: Int32) {
+    var reader = PayloadReader(payload)
+    do {
+      let count = Int(try reader.integer(UInt32.self))
+      guard count == futures.count else { throw WireError("\(count) results for \(futures.count) inputs") }
+      for future in futures {
+        let status = try reader.integer(UInt8.self)
+        let block = try reader.block()
+        future.complete(Self.outcome(status: status, block, workerPID: workerPID))
+      }
+    } catch {
+      fail(ProcessPoolError(.protocolViolation, "malformed results from the worker: \(error)", workerPID: workerPID))
+    }
+  }
+
+  private static func outcome(status: UInt8, _ block: UnsafeRawBufferPointer, workerPID: Int32) -> Result<Output, any Error> {
+    if status == Frame.Status.success.rawValue {
+      do {
+        return .success(try BinaryDecoder.decode(Output.self, from: block))
+      } catch {
+        return .failure(
+          ProcessPoolError(.decodingFailed, "cannot decode the output as \(Output.self): \(error)", workerPID: workerPID))
+      }
+    }
+    do {
+      let record = try BinaryDecoder.decode(RemoteErrorRecord.self, from: block)
+      return .failure(record.rebuild(workerPID: workerPID))
+    } catch {
+      return .failure(
+        ProcessPoolError(.decodingFailed, "cannot decode the task's error: \(error)", workerPID: workerPID))
+    }
+  }
+
+  func fail(_ error: ProcessPoolError) {
+    for future in futures { future.complete(.failure(error)) }
+  }
+
+  func cancelAll() {
+    for future in futures { future.cancel() }
+  }
+}

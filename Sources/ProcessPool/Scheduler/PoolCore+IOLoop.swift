@@ -1,0 +1,172 @@
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The I/O thread: one `poll` over every worker's socket and the wake-up pipe. It reads frames,
+/// writes what a caller could not, reaps workers whose socket ended, and enforces deadlines.
+/// It exits once the pool is stopped.
+extension PoolCore {
+  private struct Watched {
+    let worker: Int
+    let socket: Socket
+    let pid: Int32
+    let wantsWrite: Bool
+  }
+
+  func runIOLoop() {
+    serveWorkers()
+    state.withLock {
+      $0.ioThreadRunning = false
+      $0.wakePipe = nil
+    }
+    ActivePools.unregister(self)
+    ioThreadExited()
+  }
+
+  /// The loop proper; its locals (sockets among them) are released when it returns.
+  private func serveWorkers() {
+    var buffers: [Int: FrameBuffer] = [:]
+    var pollSet: [pollfd] = []
+    var nextDeadline: ContinuousClock.Instant?
+    guard let wake = state.withLock({ $0.wakePipe?.read }) else { return }
+    while true {
+      let (watched, stopped) = state.withLock { state -> ([Watched], Bool) in
+        let watched = state.workers.filter { $0.phase != .exited }.map {
+          Watched(worker: $0.id, socket: $0.socket, pid: $0.pid, wantsWrite: $0.wantsWrite)
+        }
+        return (watched, state.lifecycle == .stopped && state.workers.isEmpty)
+      }
+      if stopped { break }
+      pollSet.removeAll(keepingCapacity: true)
+      pollSet.append(pollfd(fd: wake.fd, events: Int16(POLLIN), revents: 0))
+      for entry in watched {
+        let events = Int16(POLLIN) | (entry.wantsWrite ? Int16(POLLOUT) : 0)
+        pollSet.append(pollfd(fd: entry.socket.fd, events: events, revents: 0))
+      }
+      let timeout = Self.milliseconds(until: nextDeadline)
+      _ = try? pollSet.withUnsafeMutableBufferPointer { fds in
+        try Syscall.poll(fds.baseAddress!, fds.count, timeoutMilliseconds: timeout)
+      }
+      if pollSet[0].revents != 0 { drainWakePipe(wake.fd) }
+      for (offset, entry) in watched.enumerated() {
+        let revents = pollSet[offset + 1].revents
+        if revents == 0 { continue }
+        if revents & Int16(POLLOUT) != 0 { resumeWriting(worker: entry.worker) }
+        if revents & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0 {
+          var buffer = buffers[entry.worker] ?? FrameBuffer()
+          let open = read(entry, into: &buffer)
+          if open {
+            buffers[entry.worker] = buffer
+          } else {
+            buffers[entry.worker] = nil
+            reap(entry)
+          }
+        }
+      }
+      nextDeadline = transition { state, effects in state.checkDeadlines(now: .now, &effects) }
+    }
+  }
+
+  /// Reads and handles what the socket has; false at end of stream (or a protocol violation).
+  private func read(_ entry: Watched, into buffer: inout FrameBuffer) -> Bool {
+    do {
+      guard try buffer.fill(from: entry.socket.fd) else { return false }
+    } catch where error.code == EAGAIN || error.code == EWOULDBLOCK {
+      return true
+    } catch {
+      return false
+    }
+    do {
+      try buffer.drainFrames { kind, id, payload in
+        try handle(kind, id: id, payload, from: entry)
+      }
+    } catch {
+      transition { state, effects in state.protocolViolation(worker: entry.worker, "\(error)", &effects) }
+    }
+    return true
+  }
+
+  private func handle(_ kind: Frame.Kind, id: UInt64, _ payload: UnsafeRawBufferPointer, from entry: Watched) throws {
+    switch kind {
+    case .results where id == 0:
+      // The initializer's outcome.
+      var reader = PayloadReader(payload)
+      _ = try reader.integer(UInt32.self)
+      let status = try reader.integer(UInt8.self)
+      let block = try reader.block()
+      var failure: String?
+      if status != Frame.Status.success.rawValue {
+        failure = (try? BinaryDecoder.decode(RemoteErrorRecord.self, from: block))
+          .map { "\($0.typeName): \($0.description)" } ?? "an error that could not be decoded"
+      }
+      transition { state, effects in state.initialized(worker: entry.worker, failure: failure, &effects) }
+    case .results:
+      let delivery = transition { state, effects in
+        state.resultArrived(worker: entry.worker, requestID: id, &effects)
+      }
+      if let (job, pid) = delivery { job.sink.deliver(payload, workerPID: pid) }
+    case .hello:
+      var reader = PayloadReader(payload)
+      let version = try reader.integer(UInt32.self)
+      let pid = try reader.integer(Int32.self)
+      transition { state, effects in state.hello(worker: entry.worker, version: version, pid: pid, &effects) }
+    case .awaitingBootstrap:
+      transition { state, effects in state.awaitingBootstrap(worker: entry.worker, &effects) }
+    case .run, .stop, .initialize:
+      throw WireError("the worker sent a parent's frame (kind \(kind.rawValue))")
+    }
+  }
+
+  private func resumeWriting(worker id: Int) {
+    let claimed = state.withLock { state -> Bool in
+      guard let index = state.index(ofWorker: id), state.workers[index].wantsWrite, !state.workers[index].flushing
+      else { return false }
+      state.workers[index].wantsWrite = false
+      state.workers[index].flushing = true
+      return true
+    }
+    if claimed { flush(worker: id) }
+  }
+
+  /// The socket ended: make sure the process is gone, collect its status, hand it to the state.
+  private func reap(_ entry: Watched) {
+    let graceful = state.withLock { state -> Bool in
+      guard let index = state.index(ofWorker: entry.worker) else { return false }
+      let retiring = state.workers[index].phase == .retiring
+      state.workers[index].phase = .exited
+      return retiring
+    }
+    // A worker closes its socket only by exiting, unless it misbehaves: make sure it is dead
+    // before blocking in waitpid.
+    if !graceful { Syscall.kill(entry.pid, SIGKILL) }
+    var termination = ProcessPoolError.Termination.exited(0)
+    do {
+      if let status = try Syscall.waitPID(entry.pid, noHang: false) {
+        termination = Self.termination(fromWaitStatus: status)
+      }
+    } catch {
+      termination = .exited(-1)
+    }
+    transition { state, effects in state.workerExited(worker: entry.worker, termination: termination, &effects) }
+  }
+
+  static func termination(fromWaitStatus status: Int32) -> ProcessPoolError.Termination {
+    let signal = status & 0x7f
+    if signal == 0 { return .exited((status >> 8) & 0xff) }
+    return .signaled(signal)
+  }
+
+  private func drainWakePipe(_ fd: Int32) {
+    var scratch = [UInt8](repeating: 0, count: 256)
+    while Glibc.read(fd, &scratch, scratch.count) > 0 {}
+  }
+
+  private static func milliseconds(until deadline: ContinuousClock.Instant?) -> Int32 {
+    guard let deadline else { return -1 }
+    let remaining = ContinuousClock.now.duration(to: deadline)
+    if remaining <= .zero { return 0 }
+    let (seconds, attoseconds) = remaining.components
+    let total = seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1
+    return Int32(clamping: total)
+  }
+}

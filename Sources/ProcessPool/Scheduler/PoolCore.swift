@@ -1,0 +1,188 @@
+import Synchronization
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The storage behind a `ProcessPoolExecutor`: the one `Mutex<PoolState>`, and the code that
+/// carries out what state transitions ask for (spawning, writing, signalling, finishing
+/// futures) with the lock released. The I/O thread keeps it alive until every worker is reaped,
+/// so dropping the executor finishes the work instead of orphaning it.
+final class PoolCore: Sendable {
+  let state: Mutex<PoolState>
+  let configuration: ProcessPoolExecutor.Configuration
+  /// The initializer's `initialize` payload (type name and value), sent first to every worker.
+  let initializerPayload: [UInt8]?
+  private let stopWaiters = Mutex<[CheckedContinuation<Void, Never>]>([])
+  private let stopGate = ConditionLock()
+  /// Guarded by `stopGate`: the I/O thread has returned (every socket it held is closed).
+  private nonisolated(unsafe) var ioThreadDone = false
+
+  init(configuration: ProcessPoolExecutor.Configuration, initializerPayload: [UInt8]?) throws(ProcessPoolError) {
+    self.configuration = configuration
+    self.initializerPayload = initializerPayload
+    self.state = Mutex(PoolState(configuration: configuration))
+  }
+
+  /// Runs a transition under the lock, then its effects without it.
+  @discardableResult
+  func transition<T>(_ body: (inout PoolState, inout PoolEffects) -> T) -> T {
+    var effects = PoolEffects()
+    let result = state.withLock { body(&$0, &effects) }
+    perform(effects)
+    return result
+  }
+
+  func perform(_ effects: PoolEffects) {
+    for (level, message) in effects.logs { ProcessPoolLog.emit(level, message) }
+    for (pid, signal) in effects.signals { Syscall.kill(pid, signal) }
+    for workerID in effects.flushes { flush(worker: workerID) }
+    for sink in effects.cancellations { sink.cancelAll() }
+    for (sink, error) in effects.failures { sink.fail(error) }
+    if effects.wakeIO { wakeIOThread() }
+    for _ in 0..<effects.spawns { spawnWorker() }
+    if effects.stopped { resumeStopWaiters() }
+  }
+
+  // MARK: Workers
+
+  private func spawnWorker() {
+    if !ensureIOThread() { return }
+    do {
+      let (pid, socket) = try WorkerSpawner.spawn()
+      transition { state, effects in
+        _ = state.workerSpawned(pid: pid, socket: socket, initializer: initializerPayload, &effects)
+      }
+    } catch {
+      transition { state, effects in state.spawnFailed(error, &effects) }
+    }
+  }
+
+  /// Starts the I/O thread if it is not running; false (and the pool broken) if it cannot start.
+  private func ensureIOThread() -> Bool {
+    let start = state.withLock { state -> Bool in
+      if state.ioThreadRunning { return false }
+      state.ioThreadRunning = true
+      return true
+    }
+    guard start else { return true }
+    do {
+      let pipe = try Syscall.wakePipe()
+      state.withLock { $0.wakePipe = (Socket(pipe.read), Socket(pipe.write)) }
+      try OSThread.start(name: "processpool-io") {
+        ActivePools.register(self)
+        self.runIOLoop()
+      }
+      return true
+    } catch {
+      transition { state, effects in
+        state.ioThreadRunning = false
+        state.spawning -= 1
+        state.breakPool(ProcessPoolError(.brokenPool, "cannot start the pool's I/O thread: \(error)"), &effects)
+      }
+      return false
+    }
+  }
+
+  /// Wakes the I/O thread out of `poll` (a byte on its pipe; a full pipe already wakes it).
+  func wakeIOThread() {
+    guard let pipe = state.withLock({ $0.wakePipe?.write }) else { return }
+    var byte: UInt8 = 1
+    _ = Glibc.write(pipe.fd, &byte, 1)
+  }
+
+  /// Writes a worker's pending bytes; the caller holds the writer role (`flushing`). Stops at
+  /// a full socket and hands the rest to the I/O thread, so no caller ever blocks on a worker.
+  func flush(worker id: Int) {
+    while true {
+      let claim = state.withLock { state -> (Socket, [UInt8], Int)? in
+        guard let index = state.index(ofWorker: id) else { return nil }
+        if state.workers[index].out.count == state.workers[index].outOffset || state.workers[index].phase == .exited {
+          state.workers[index].out = []
+          state.workers[index].outOffset = 0
+          state.workers[index].flushing = false
+          return nil
+        }
+        let bytes = state.workers[index].out
+        let offset = state.workers[index].outOffset
+        state.workers[index].out = []
+        state.workers[index].outOffset = 0
+        return (state.workers[index].socket, bytes, offset)
+      }
+      guard let (socket, bytes, offset) = claim else { return }
+      var sent = offset
+      var blocked = false
+      bytes.withUnsafeBytes { raw in
+        while sent < raw.count {
+          do {
+            sent += try Syscall.send(socket.fd, raw.baseAddress! + sent, raw.count - sent, nonBlocking: true)
+          } catch let error as Errno where error.code == EAGAIN || error.code == EWOULDBLOCK {
+            blocked = true
+            return
+          } catch {
+            // The worker is gone; the I/O thread sees its end of stream and handles the work.
+            sent = raw.count
+          }
+        }
+      }
+      if blocked {
+        state.withLock { state in
+          guard let index = state.index(ofWorker: id) else { return }
+          let newer = state.workers[index].out
+          state.workers[index].out = bytes
+          state.workers[index].outOffset = sent
+          if !newer.isEmpty { state.workers[index].out.append(contentsOf: newer) }
+          state.workers[index].flushing = false
+          state.workers[index].wantsWrite = true
+        }
+        wakeIOThread()
+        return
+      }
+    }
+  }
+
+  // MARK: Shutdown
+
+  /// Waits (without blocking a thread) until every worker has exited and been reaped.
+  func waitUntilStopped() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let stopped = stopWaiters.withLock { waiters -> Bool in
+        if state.withLock({ $0.lifecycle == .stopped }) { return true }
+        waiters.append(continuation)
+        return false
+      }
+      if stopped { continuation.resume() }
+    }
+  }
+
+  /// Blocks the calling thread until stopped (used at process exit).
+  func blockUntilStopped() {
+    stopGate.withLock {
+      _ = stopGate.wait(until: nil) { state.withLock { $0.lifecycle == .stopped } }
+    }
+  }
+
+  func ioThreadExited() {
+    stopGate.withLock {
+      ioThreadDone = true
+      stopGate.broadcast()
+    }
+  }
+
+  /// Blocks until the I/O thread has returned, or at once if it never started.
+  func waitForIOThread() {
+    stopGate.withLock {
+      _ = stopGate.wait(until: nil) { ioThreadDone || !state.withLock { $0.ioThreadRunning } }
+    }
+  }
+
+  private func resumeStopWaiters() {
+    let waiters = stopWaiters.withLock { waiters in
+      defer { waiters = [] }
+      return waiters
+    }
+    for waiter in waiters { waiter.resume() }
+    stopGate.withLock { stopGate.broadcast() }
+  }
+}
+

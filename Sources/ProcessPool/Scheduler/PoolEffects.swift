@@ -1,0 +1,19 @@
+/// What a state transition asks for once the pool's lock is released.
+struct PoolEffects {
+  /// Workers to spawn (already counted in `PoolState.spawning`).
+  var spawns = 0
+  /// Workers whose writer role this thread took: flush their `out` bytes.
+  var flushes: [Int] = []
+  /// Futures to fail, each job with its own error value.
+  var failures: [(any JobSink, ProcessPoolError)] = []
+  /// Futures to cancel (shutdown with `cancelFutures`).
+  var cancellations: [any JobSink] = []
+  /// Signals to send to workers.
+  var signals: [(pid: Int32, signal: Int32)] = []
+  /// The I/O thread must look again (a new socket, new write interest, a new deadline).
+  var wakeIO = false
+  /// The pool reached `stopped`: wake everyone waiting for shutdown.
+  var stopped = false
+  /// Lines for the log handler.
+  var logs: [(ProcessPoolLog.Level, String)] = []
+}

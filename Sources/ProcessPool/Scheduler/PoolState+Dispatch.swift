@@ -1,0 +1,149 @@
+/// Handing queued work to workers, retiring workers, and finishing a shutdown.
+extension PoolState {
+  /// Puts a job in the queue; nil when accepted, else the error to throw at the caller.
+  mutating func submit(_ job: Job, _ effects: inout PoolEffects) -> ProcessPoolError? {
+    if let rejection { return rejection }
+    queue.append(job)
+    statistics.tasksSubmitted += 1
+    advance(&effects)
+    return nil
+  }
+
+  /// Runs after every event: dispatch, retire, and move the lifecycle on.
+  mutating func advance(_ effects: inout PoolEffects) {
+    dispatch(&effects)
+    stopIdleWorkers(&effects)
+    switch lifecycle {
+    case .shuttingDown, .broken:
+      guard workers.isEmpty, spawning == 0, queue.isEmpty else { return }
+      lifecycle = .stopped
+      effects.stopped = true
+      effects.wakeIO = true
+    case .running, .stopped:
+      break
+    }
+  }
+
+  private var canSpawn: Bool {
+    switch lifecycle {
+    case .running, .shuttingDown: return !forced
+    default: return false
+    }
+  }
+
+  private mutating func dispatch(_ effects: inout PoolEffects) {
+    let maxTasks = configuration.maxTasksPerChild
+    // 1. Idle workers first (CPython reuses an idle worker before starting one).
+    for index in workers.indices where !queue.isEmpty {
+      if workers[index].isIdle && workers[index].accepts(maxTasksPerChild: maxTasks) {
+        assignNext(to: index, &effects)
+      }
+    }
+    guard !queue.isEmpty else { return }
+    // 2. Start workers for what is left, up to maxWorkers.
+    if canSpawn {
+      // Every process counts, a retiring one too: never more than maxWorkers alive.
+      let room = configuration.maxWorkers - workers.count - spawning
+      let wanted = min(queue.count - spawning, room)
+      if wanted > 0 {
+        spawning += wanted
+        effects.spawns += wanted
+      }
+    }
+    // 3. Pipeline the rest onto busy workers, so a stream of small tasks never waits for a
+    //    round trip; jobs that new workers will take stay queued.
+    let depth = configuration.jobsPerWorker
+    while queue.count > spawning {
+      var best: Int?
+      for index in workers.indices where workers[index].accepts(maxTasksPerChild: maxTasks) {
+        if workers[index].inflight.count < depth,
+          best == nil || workers[index].inflight.count < workers[best!].inflight.count
+        {
+          best = index
+        }
+      }
+      guard let best, assignNext(to: best, &effects) else { break }
+    }
+  }
+
+  /// Sends the next job that was not cancelled to `workers[index]`; false when the queue ran dry.
+  @discardableResult
+  private mutating func assignNext(to index: Int, _ effects: inout PoolEffects) -> Bool {
+    while let job = queue.popFirst() {
+      guard job.sink.start() else { continue }
+      job.id = nextJobID
+      nextJobID += 1
+      workers[index].jobsAssigned += 1
+      workers[index].inflight.append(job)
+      if workers[index].inflight.count == 1 && workers[index].phase == .ready {
+        workers[index].headDeadline = job.timeout.map { ContinuousClock.now.advanced(by: $0) }
+        if job.timeout != nil { effects.wakeIO = true }
+      }
+      if workers[index].enqueue(.run, id: job.id, payload: job.payload) {
+        effects.flushes.append(workers[index].id)
+      }
+      return true
+    }
+    return false
+  }
+
+  /// Workers with nothing to do that must go: at their task limit, or the pool is shutting down
+  /// and no work is left.
+  private mutating func stopIdleWorkers(_ effects: inout PoolEffects) {
+    let shuttingDown = lifecycle == .shuttingDown && queue.isEmpty
+    for index in workers.indices where workers[index].isIdle {
+      switch workers[index].phase {
+      case .starting, .awaitingBootstrap, .ready: break
+      default: continue
+      }
+      let atLimit = configuration.maxTasksPerChild.map { workers[index].jobsAssigned >= $0 } ?? false
+      guard shuttingDown || atLimit else { continue }
+      workers[index].phase = .retiring
+      if atLimit { statistics.workersRetired += 1 }
+      if workers[index].enqueue(.stop, id: 0, payload: []) {
+        effects.flushes.append(workers[index].id)
+      }
+    }
+  }
+
+  /// Stops taking work. With `cancelFutures`, queued jobs are cancelled.
+  mutating func shutdown(cancelFutures: Bool, _ effects: inout PoolEffects) {
+    if lifecycle == .running { lifecycle = .shuttingDown }
+    if cancelFutures { effects.cancellations += queue.removeAll().map(\.sink) }
+    advance(&effects)
+  }
+
+  /// `terminateWorkers`/`killWorkers`: signal every worker, cancel queued work, replace nobody.
+  mutating func forceShutdown(signal: Int32, _ effects: inout PoolEffects) {
+    if lifecycle == .running { lifecycle = .shuttingDown }
+    forced = true
+    effects.cancellations += queue.removeAll().map(\.sink)
+    let reason = ProcessPoolError(.brokenPool, "the pool was forcefully shut down")
+    for index in workers.indices where workers[index].phase != .exited {
+      workers[index].phase = .terminating(killAt: nil)
+      workers[index].stopReason = reason
+      effects.signals.append((workers[index].pid, signal))
+    }
+    advance(&effects)
+  }
+
+  /// Fails everything and stops every worker: the pool takes no more work.
+  mutating func breakPool(_ error: ProcessPoolError, _ effects: inout PoolEffects) {
+    if case .broken = lifecycle { return }
+    if lifecycle == .stopped { return }
+    lifecycle = .broken(error)
+    brokenReason = error
+    effects.logs.append((.error, "pool broken: \(error.message)"))
+    for job in queue.removeAll() { effects.failures.append((job.sink, error)) }
+    for index in workers.indices {
+      for job in workers[index].inflight { effects.failures.append((job.sink, error)) }
+      workers[index].inflight = []
+      workers[index].headDeadline = nil
+      if workers[index].phase != .exited {
+        workers[index].phase = .terminating(killAt: nil)
+        effects.signals.append((workers[index].pid, 9))
+      }
+    }
+    advance(&effects)
+  }
+}

@@ -1,0 +1,91 @@
+/// The whole state of a pool: the queue, the workers, the lifecycle. Kept under one `Mutex` in
+/// `PoolCore` and changed only through the transitions in `PoolState+*.swift`, each of which
+/// records in `PoolEffects` what must happen once the lock is released (writes, spawns, signals,
+/// futures to finish): no user code and no blocking system call runs under the lock.
+struct PoolState: ~Copyable {
+  enum Lifecycle: Equatable {
+    case running
+    /// No new work; queued work still runs, then workers are stopped.
+    case shuttingDown
+    /// No new work; every job failed with this error.
+    case broken(ProcessPoolError)
+    /// Every worker reaped; nothing runs.
+    case stopped
+  }
+
+  let configuration: ProcessPoolExecutor.Configuration
+  var lifecycle: Lifecycle = .running
+  /// Set by `terminateWorkers`/`killWorkers`: workers are not replaced and running work fails.
+  var forced = false
+  /// Why the pool broke, kept after it is stopped so later submits can say so.
+  var brokenReason: ProcessPoolError?
+  var queue = JobQueue()
+  var workers: [WorkerSlot] = []
+  /// Workers being spawned right now (counted against `maxWorkers`).
+  var spawning = 0
+  var nextJobID: UInt64 = 1
+  var nextWorkerID = 0
+  /// Workers in a row that died before saying hello.
+  var startFailures = 0
+  /// Whether the I/O thread runs (it is started with the first worker and ends when stopped).
+  var ioThreadRunning = false
+  /// The pipe that wakes the I/O thread; it lives exactly as long as that thread.
+  var wakePipe: (read: Socket, write: Socket)?
+  var statistics = ProcessPoolExecutor.Statistics()
+
+  init(configuration: ProcessPoolExecutor.Configuration) {
+    self.configuration = configuration
+  }
+
+  func index(ofWorker id: Int) -> Int? {
+    workers.firstIndex { $0.id == id }
+  }
+
+  /// The error a submit gets when the pool takes no more work, or nil when it does.
+  var rejection: ProcessPoolError? {
+    switch lifecycle {
+    case .running: return nil
+    case .broken(let error): return error
+    case .shuttingDown, .stopped:
+      if let brokenReason { return brokenReason }
+      return ProcessPoolError(.shutDown, "cannot schedule new work after shutdown")
+    }
+  }
+}
+
+/// A FIFO of jobs that pops from the front without shifting the array.
+struct JobQueue {
+  private var items: [Job] = []
+  private var head = 0
+
+  var isEmpty: Bool { head == items.count }
+  var count: Int { items.count - head }
+  var first: Job? { isEmpty ? nil : items[head] }
+
+  mutating func append(_ job: Job) { items.append(job) }
+
+  mutating func popFirst() -> Job? {
+    guard head < items.count else { return nil }
+    let job = items[head]
+    head += 1
+    if head == items.count || head > 4096 && head * 2 > items.count {
+      items.removeSubrange(0..<head)
+      head = 0
+    }
+    return job
+  }
+
+  /// Puts jobs back at the front, in order (work a dead worker had not started).
+  mutating func prepend(_ jobs: some Collection<Job>) {
+    guard !jobs.isEmpty else { return }
+    items.replaceSubrange(0..<head, with: jobs)
+    head = 0
+  }
+
+  mutating func removeAll() -> [Job] {
+    let all = Array(items[head...])
+    items = []
+    head = 0
+    return all
+  }
+}

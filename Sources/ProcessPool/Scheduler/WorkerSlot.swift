@@ -1,0 +1,66 @@
+/// The parent's view of one worker process. Lives in `PoolState.workers`.
+struct WorkerSlot {
+  enum Phase: Equatable {
+    /// Spawned; its hello has not arrived (work may already be queued on its socket).
+    case starting
+    /// Its loop waits for `ProcessPoolWorker.bootstrap()` in `main` (a static build).
+    case awaitingBootstrap
+    /// Said hello: running work.
+    case ready
+    /// Sent `stop` (retired, or the pool shuts down); will exit when it has read it.
+    case retiring
+    /// Being stopped by signal (timeout, forced shutdown, protocol violation); SIGKILL at `killAt`.
+    case terminating(killAt: ContinuousClock.Instant?)
+    /// Its socket reached end of stream; waiting to be reaped and removed.
+    case exited
+  }
+
+  let id: Int
+  let pid: Int32
+  let socket: Socket
+  var phase: Phase = .starting
+  /// Jobs sent and not answered, oldest first; the first one is running.
+  var inflight: [Job] = []
+  var jobsAssigned = 0
+  var saidHello = false
+  var initializing = false
+  /// Bytes not yet written, from `outOffset` on; a thread that sets `flushing` owns the writing.
+  var out: [UInt8] = []
+  var outOffset = 0
+  var flushing = false
+  var wantsWrite = false
+  /// When the running job's per-task timeout ends (set once the worker has said hello).
+  var headDeadline: ContinuousClock.Instant?
+  /// When a worker awaiting bootstrap is given up.
+  var startDeadline: ContinuousClock.Instant?
+  /// Why the pool is stopping this worker, reported to the job it was running, if any.
+  var stopReason: ProcessPoolError?
+
+  init(id: Int, pid: Int32, socket: Socket) {
+    self.id = id
+    self.pid = pid
+    self.socket = socket
+  }
+
+  var isIdle: Bool { inflight.isEmpty }
+
+  /// Whether it may be given work now.
+  func accepts(maxTasksPerChild: Int?) -> Bool {
+    switch phase {
+    case .starting, .awaitingBootstrap, .ready: break
+    default: return false
+    }
+    if let maxTasksPerChild, jobsAssigned >= maxTasksPerChild { return false }
+    return true
+  }
+
+  /// Appends a frame; returns true when the caller must now flush (it took the writer role).
+  mutating func enqueue(_ kind: Frame.Kind, id: UInt64, payload: [UInt8]) -> Bool {
+    let start = Frame.begin(kind, id: id, into: &out)
+    out.append(contentsOf: payload)
+    Frame.finish(at: start, in: &out)
+    if flushing || wantsWrite { return false }
+    flushing = true
+    return true
+  }
+}

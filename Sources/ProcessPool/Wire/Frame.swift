@@ -1,0 +1,101 @@
+/// The framing on a worker's socket: `[u32 length][u8 kind][u64 request id][payload]`, little
+/// endian, where `length` counts everything after itself. One socket per worker, so there is no
+/// multiplexing beyond the request id.
+enum Frame {
+  /// Bumped whenever the frames or the codec change shape; the handshake refuses a mismatch.
+  static let protocolVersion: UInt32 = 1
+  static let headerSize = 13
+  /// The largest frame either side accepts; a bigger length is a protocol violation.
+  static let maximumSize = 1 << 30
+
+  enum Kind: UInt8 {
+    /// Worker to parent, first frame: protocol version and pid.
+    case hello = 1
+    /// Parent to worker: run a task over one or more inputs (a chunk).
+    case run = 2
+    /// Worker to parent: one outcome per input of a `run`.
+    case results = 3
+    /// Parent to worker: finish what was sent, then exit.
+    case stop = 4
+    /// Worker to parent: the worker loop waits for `ProcessPoolWorker.bootstrap()` in `main`
+    /// (a statically linked build). Written by the C constructor.
+    case awaitingBootstrap = 5
+    /// Parent to worker: run the pool's initializer task once, before any work.
+    case initialize = 6
+  }
+
+  /// Outcome tags inside a `results` frame.
+  enum Status: UInt8 {
+    case success = 0
+    case failure = 1
+  }
+
+  /// Appends a frame header; the payload follows and `finish` patches the length.
+  @inline(__always)
+  static func begin(_ kind: Kind, id: UInt64, into buffer: inout [UInt8]) -> Int {
+    let start = buffer.count
+    buffer.append(contentsOf: [0, 0, 0, 0, kind.rawValue])
+    buffer.appendLittleEndian(id)
+    return start
+  }
+
+  @inline(__always)
+  static func finish(at start: Int, in buffer: inout [UInt8]) {
+    let length = UInt32(buffer.count - start - 4)
+    buffer.withUnsafeMutableBytes { bytes in
+      bytes.storeBytes(of: length.littleEndian, toByteOffset: start, as: UInt32.self)
+    }
+  }
+}
+
+extension Array where Element == UInt8 {
+  @inline(__always)
+  mutating func appendLittleEndian<T: FixedWidthInteger>(_ value: T) {
+    Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
+  }
+
+  /// A `u32` length followed by the bytes.
+  @inline(__always)
+  mutating func appendBlock(_ bytes: [UInt8]) {
+    appendLittleEndian(UInt32(bytes.count))
+    append(contentsOf: bytes)
+  }
+}
+
+/// A bounds-checked cursor over a frame's payload: every read checks what is left, so a malformed
+/// frame throws instead of reading past the end.
+struct PayloadReader {
+  let bytes: UnsafeRawBufferPointer
+  var offset = 0
+
+  init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+  var isAtEnd: Bool { offset == bytes.count }
+
+  mutating func integer<T: FixedWidthInteger>(_: T.Type) throws(WireError) -> T {
+    let size = MemoryLayout<T>.size
+    guard bytes.count - offset >= size else { throw WireError("truncated frame") }
+    let value = bytes.loadUnaligned(fromByteOffset: offset, as: T.self)
+    offset += size
+    return T(littleEndian: value)
+  }
+
+  /// A `u32`-length-prefixed block, as a view into the frame.
+  mutating func block() throws(WireError) -> UnsafeRawBufferPointer {
+    let count = Int(try integer(UInt32.self))
+    guard bytes.count - offset >= count else { throw WireError("truncated block") }
+    let slice = UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + count])
+    offset += count
+    return slice
+  }
+
+  mutating func string() throws(WireError) -> String {
+    String(decoding: try block(), as: UTF8.self)
+  }
+}
+
+/// A malformed frame.
+struct WireError: Error, CustomStringConvertible {
+  let description: String
+  init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,66 @@
+/// Bytes read from a socket, cut into frames. Keeps partial frames across reads and compacts
+/// lazily so a stream of small frames costs no copying.
+struct FrameBuffer {
+  /// Valid bytes are `storage[start..<end]`; the rest is room for the next read.
+  private var storage: [UInt8] = Array(repeating: 0, count: 1 << 16)
+  private var start = 0
+  private var end = 0
+
+  /// Reads what `fd` has. Returns false at end of stream; a non-blocking socket with nothing to
+  /// read throws `EAGAIN`.
+  mutating func fill(from fd: Int32) throws(Errno) -> Bool {
+    if start == end {
+      start = 0
+      end = 0
+      // Give back the memory of a large payload once it has been consumed.
+      if storage.count > 1 << 22 { storage = Array(repeating: 0, count: 1 << 16) }
+    }
+    if storage.count - end < 1 << 14 {
+      // Make room: slide the partial frame down, grow only when a frame needs more.
+      if start > 0 {
+        storage.withUnsafeMutableBytes { bytes in
+          bytes.baseAddress!.copyMemory(from: bytes.baseAddress! + start, byteCount: end - start)
+        }
+        end -= start
+        start = 0
+      }
+      if storage.count - end < 1 << 14 {
+        storage.append(contentsOf: repeatElement(0, count: storage.count))
+      }
+    }
+    let room = storage.count - end
+    let offset = end
+    let got = try storage.withUnsafeMutableBytes { bytes in
+      Result { () throws(Errno) -> Int in try Syscall.read(fd, bytes.baseAddress! + offset, room) }
+    }.get()
+    end += got
+    return got > 0
+  }
+
+  /// Calls `body(kind, id, payload)` for each complete frame. Throws on a bad length or kind.
+  mutating func drainFrames(_ body: (Frame.Kind, UInt64, UnsafeRawBufferPointer) throws -> Void) throws {
+    while end - start >= Frame.headerSize {
+      let (length, rawKind, id) = storage.withUnsafeBytes { bytes in
+        (
+          Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: start, as: UInt32.self))),
+          bytes[start + 4],
+          UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: start + 5, as: UInt64.self))
+        )
+      }
+      guard length >= Frame.headerSize - 4, length <= Frame.maximumSize else {
+        throw WireError("frame length \(length) out of bounds")
+      }
+      guard let kind = Frame.Kind(rawValue: rawKind) else { throw WireError("unknown frame kind \(rawKind)") }
+      guard end - start >= 4 + length else { return }
+      let payloadStart = start + Frame.headerSize
+      let payloadEnd = start + 4 + length
+      start = payloadEnd
+      try storage.withUnsafeBytes { bytes in
+        try body(kind, id, UnsafeRawBufferPointer(rebasing: bytes[payloadStart..<payloadEnd]))
+      }
+    }
+  }
+
+  /// Bytes still waiting for the rest of their frame.
+  var pendingCount: Int { end - start }
+}

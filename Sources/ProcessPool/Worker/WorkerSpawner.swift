@@ -1,0 +1,70 @@
+import CProcessPoolShims
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Starts a worker: this executable again, with the marker in its environment and its end of a
+/// socket pair as fd 3, through `posix_spawn` (never `fork`: a forked Swift process with threads
+/// is not safe).
+enum WorkerSpawner {
+  static let bootstrapAdvice =
+    "add `ProcessPoolWorker.bootstrap()` as the first line of `main` (needed in a build linked with --static-swift-stdlib)"
+
+  /// Returns the child's pid and the parent's end of its socket (non-blocking, close-on-exec).
+  static func spawn() throws(ProcessPoolError) -> (pid: Int32, socket: Socket) {
+    if pp_started_as_worker() != 0 && !WorkerLoop.isActive.load(ordering: .acquiring) {
+      throw ProcessPoolError(
+        .workerStartFailed,
+        "this process was started as a pool worker but its worker loop never ran, so it may not start workers itself; "
+          + bootstrapAdvice)
+    }
+    let ends: (Int32, Int32)
+    do {
+      ends = try Syscall.socketPair()
+    } catch {
+      throw ProcessPoolError(.workerStartFailed, "cannot create the worker's socket: \(error)")
+    }
+    let parentEnd = Socket(ends.0)
+    defer { Syscall.close(ends.1) }
+    do {
+      try Syscall.setNonBlocking(parentEnd.fd)
+    } catch {
+      throw ProcessPoolError(.workerStartFailed, "cannot configure the worker's socket: \(error)")
+    }
+    Syscall.setSocketBuffers(parentEnd.fd, bytes: 1 << 20)
+
+    var environment: [UnsafeMutablePointer<CChar>?] = []
+    if let base = pp_environ() {
+      var index = 0
+      while let entry = base[index] {
+        environment.append(entry)
+        index += 1
+      }
+    }
+    let marker = strdup(PP_WORKER_ENV + "=3")
+    let argument0 = strdup(CommandLine.arguments.first ?? "processpool-worker")
+    defer {
+      free(marker)
+      free(argument0)
+    }
+    environment.append(marker)
+    environment.append(nil)
+    let arguments: [UnsafeMutablePointer<CChar>?] = [argument0, nil]
+
+    var pid: pid_t = 0
+    let rc = arguments.withUnsafeBufferPointer { argv in
+      environment.withUnsafeBufferPointer { envp in
+        pp_spawn_worker(&pid, executablePath, argv.baseAddress, envp.baseAddress, ends.1)
+      }
+    }
+    guard rc == 0 else {
+      throw ProcessPoolError(.workerStartFailed, "posix_spawn failed: \(Errno(code: rc, call: "posix_spawn"))")
+    }
+    return (pid, parentEnd)
+  }
+
+  /// `/proc/self/exe` resolves in the spawning process, so a rebuilt or moved binary still
+  /// starts the code that is running.
+  private static let executablePath = "/proc/self/exe"
+}

@@ -1,0 +1,135 @@
+import ProcessPool
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+// Tasks the integration tests run in real worker processes. They are internal types of the test
+// target: the worker (this test binary, started again) finds them by name.
+
+struct Square: ProcessTask {
+  func run(_ x: Int) async throws -> Int { x * x }
+}
+
+struct Multiply: ProcessTask {
+  var factor: Int
+  func run(_ x: Int) async throws -> Int { x * factor }
+}
+
+/// Field names that collide with `submit`'s own parameters reach the task (test_submit_keyword).
+struct Capture: ProcessTask {
+  struct Arguments: Codable, Sendable, Equatable {
+    var fn: Int
+    var `self`: Int
+  }
+  func run(_ input: Arguments) async throws -> Arguments { input }
+}
+
+struct ProcessID: ProcessTask {
+  func run(_: Int) async throws -> Int32 { getpid() }
+}
+
+struct Echo: ProcessTask {
+  func run(_ bytes: [UInt8]) async throws -> [UInt8] { bytes }
+}
+
+/// A `Codable` error: it comes back as itself.
+struct DivisionByZero: Error, Codable, Equatable {
+  var dividend: Int
+}
+
+struct Divide: ProcessTask {
+  var divisor: Int
+  func run(_ x: Int) async throws -> Int {
+    if divisor == 0 { throw DivisionByZero(dividend: x) }
+    return x / divisor
+  }
+}
+
+/// A non-`Codable` error: it comes back as a remote error with its type name and description.
+struct OpaqueFailure: Error, CustomStringConvertible {
+  var description: String { "this is an exception" }
+}
+
+/// An error whose description is empty still propagates (gh-132063).
+struct SilentFailure: Error, CustomStringConvertible {
+  var description: String { "" }
+}
+
+struct Fail: ProcessTask {
+  var silent = false
+  func run(_: Int) async throws -> Int {
+    if silent { throw SilentFailure() }
+    throw OpaqueFailure()
+  }
+}
+
+/// Connects to a `TestGate` (so the test knows it started), blocks until the gate opens, then
+/// returns its input.
+struct WaitForGate: ProcessTask {
+  var path: String
+  func run(_ x: Int) async throws -> Int {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw GateError(message: "socket failed") }
+    defer { close(fd) }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+      for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
+    }
+    let connected = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+      }
+    }
+    guard connected == 0 else { throw GateError(message: "cannot connect to \(path)") }
+    var byte: UInt8 = 0
+    while read(fd, &byte, 1) < 0 && errno == EINTR {}
+    return x
+  }
+}
+
+struct GateError: Error, Codable {
+  var message: String
+}
+
+/// Sleeps: for timeouts and cancellation of running work, where the point is that it does not end.
+struct Sleep: ProcessTask {
+  func run(_ milliseconds: Int) async throws -> Int {
+    usleep(UInt32(milliseconds) * 1000)
+    return milliseconds
+  }
+}
+
+/// Dies the way it is told to.
+struct Crash: ProcessTask {
+  enum Mode: String, Codable, Sendable {
+    case exit, trap, segfault, abort
+  }
+  func run(_ mode: Mode) async throws -> Int {
+    switch mode {
+    case .exit: exit(99)
+    case .trap: fatalError("crash on purpose")
+    case .segfault: raise(SIGSEGV)
+    case .abort: abort()
+    }
+    return 0
+  }
+}
+
+/// An output that cannot be encoded.
+struct Unencodable: Codable, Sendable {
+  init() {}
+  init(from decoder: any Decoder) throws { self.init() }
+  func encode(to encoder: any Encoder) throws {
+    throw EncodingError.invalidValue(0, .init(codingPath: [], debugDescription: "refuses to encode"))
+  }
+}
+
+struct ReturnUnencodable: ProcessTask {
+  func run(_: Int) async throws -> Unencodable { Unencodable() }
+}
+
+struct TakeUnencodable: ProcessTask {
+  func run(_: Unencodable) async throws -> Int { 0 }
+}
