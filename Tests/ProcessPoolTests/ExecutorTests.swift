@@ -12,21 +12,21 @@ import Testing
 /// leaves no child process and no descriptor behind.
 @Suite(.serialized) struct ExecutorTests {
   @Test func submit() async throws {
-    try await withPool { pool in
+    try await withPool { (pool: ProcessPoolExecutor) async throws in
       #expect(try await pool.submit(Square(), 16).value == 256)
       #expect(try await pool.submit(Multiply(factor: 3), 7).value == 21)
     }
   }
 
   @Test func fieldsNamedLikeSubmitParametersRoundTrip() async throws {
-    try await withPool { pool in
+    try await withPool { (pool: ProcessPoolExecutor) async throws in
       let arguments = Capture.Arguments(fn: 3, self: 2)
       #expect(try await pool.submit(Capture(), arguments).value == arguments)
     }
   }
 
   @Test func runsInAnotherProcess() async throws {
-    try await withPool { pool in
+    try await withPool { (pool: ProcessPoolExecutor) async throws in
       let pid = try await pool.submit(ProcessID(), 0).value
       #expect(pid != getpid())
       #expect(pool.workerPIDs.contains(pid))
@@ -48,14 +48,14 @@ import Testing
   }
 
   @Test func codableErrorComesBackAsItself() async throws {
-    try await withPool { pool in
+    try await withPool { (pool: ProcessPoolExecutor) async throws in
       await #expect(throws: DivisionByZero(dividend: 5)) { try await pool.submit(Divide(divisor: 0), 5).value }
       #expect(try await pool.submit(Divide(divisor: 2), 10).value == 5)
     }
   }
 
   @Test func otherErrorsComeBackAsRemoteErrors() async throws {
-    try await withPool { pool in
+    try await withPool { (pool: ProcessPoolExecutor) async throws in
       let future = try pool.submit(Fail(), 0)
       do {
         _ = try await future.value
@@ -74,7 +74,7 @@ import Testing
   }
 
   @Test func privateTaskTypesAreRejectedAtSubmit() async throws {
-    try await withPool { pool in
+    try await withPool { (pool: ProcessPoolExecutor) async throws in
       #expect { try pool.submit(PrivateTask(), 1) } throws: {
         ($0 as? ProcessPoolError)?.code == .unknownTaskType
       }
@@ -88,7 +88,7 @@ import Testing
   }
 
   @Test func unencodableInputFailsAtTheCallSite() async throws {
-    try await withPool { pool in
+    try await withPool { (pool: ProcessPoolExecutor) async throws in
       #expect { try pool.submit(TakeUnencodable(), Unencodable()) } throws: {
         ($0 as? ProcessPoolError)?.code == .encodingFailed
       }
@@ -97,7 +97,7 @@ import Testing
   }
 
   @Test func unencodableOutputFailsOnlyItsFuture() async throws {
-    try await withPool { pool in
+    try await withPool { (pool: ProcessPoolExecutor) async throws in
       await #expect { try await pool.submit(ReturnUnencodable(), 0).value } throws: {
         ($0 as? ProcessPoolError)?.code == .encodingFailed
       }
@@ -106,29 +106,32 @@ import Testing
   }
 
   @Test func largePayloadsRoundTrip() async throws {
-    try await withPool { pool in
-      let big = (0..<(32 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+    try await withPool { (pool: ProcessPoolExecutor) async throws in
+      var big = [UInt8](repeating: 0xA5, count: 32 << 20)
+      for index in stride(from: 0, to: big.count, by: 4093) { big[index] = UInt8(truncatingIfNeeded: index) }
       let back = try await pool.submit(Echo(), big).value
-      #expect(back == big)
+      // Compared outside #expect, which would describe both 32 MiB operands.
+      let same = back == big
+      #expect(same)
       // CPython's PIPE_MAX_SIZE: 4 MiB + 1.
       let odd = [UInt8](repeating: 7, count: 4 * 1024 * 1024 + 1)
-      #expect(try await pool.submit(Echo(), odd).value == odd)
+      let oddBack = try await pool.submit(Echo(), odd).value
+      let oddSame = oddBack == odd
+      #expect(oddSame)
     }
   }
 
   @Test func blockingResultAndError() async throws {
-    try await withPool { pool in
+    try await withPool { (pool: ProcessPoolExecutor) async throws in
       let future = try pool.submit(Square(), 12)
-      let outcome = try await Task.detached { try future.result(timeout: .seconds(60)) }.value
-      #expect(outcome == 144)
+      #expect(try blockingResult(future) == 144)
       let failing = try pool.submit(Divide(divisor: 0), 1)
-      let error = try await Task.detached { try failing.error(timeout: .seconds(60)) }.value
-      #expect(error is DivisionByZero)
+      #expect(try blockingError(failing) is DivisionByZero)
     }
   }
 
   @Test func saturationNeverExceedsMaxWorkers() async throws {
-    try await withPool(.workers(3)) { pool in
+    try await withPool(.workers(3)) { (pool: ProcessPoolExecutor) async throws in
       let gate = TestGate()
       defer { gate.close() }
       let futures = try (0..<15).map { try pool.submit(gate.task, $0) }
@@ -150,7 +153,7 @@ import Testing
   }
 
   @Test func idleWorkerIsReused() async throws {
-    try await withPool(.workers(5)) { pool in
+    try await withPool(.workers(5)) { (pool: ProcessPoolExecutor) async throws in
       #expect(try await pool.submit(Multiply(factor: 2), 21).value == 42)
       #expect(try await pool.submit(Multiply(factor: 7), 6).value == 42)
       #expect(try await pool.submit(Multiply(factor: 14), 3).value == 42)
@@ -159,7 +162,7 @@ import Testing
   }
 
   @Test func idleWorkersAreReusedWithFireAndForget() async throws {
-    try await withPool(.workers(5)) { pool in
+    try await withPool(.workers(5)) { (pool: ProcessPoolExecutor) async throws in
       for round in 0..<3 {
         #expect(try await pool.submit(Multiply(factor: 2), round).value == round * 2)
         _ = try pool.submit(Multiply(factor: 2), round)
@@ -169,7 +172,7 @@ import Testing
   }
 
   @Test func submitAfterShutdownThrows() async throws {
-    try await withPool { pool in
+    try await withPool { (pool: ProcessPoolExecutor) async throws in
       await pool.shutdown()
       #expect { try pool.submit(Square(), 2) } throws: {
         ($0 as? ProcessPoolError)?.code == .shutDown && "\($0)".contains("after shutdown")
@@ -178,10 +181,10 @@ import Testing
   }
 
   @Test func shutdownWaitsForAllWork() async throws {
-    try await withPool { pool in
+    try await withPool { (pool: ProcessPoolExecutor) async throws in
       let futures = try (0..<50).map { try pool.submit(Sleep(), $0 % 3) }
       await pool.shutdown(wait: true)
-      #expect(futures.allSatisfy(\.isDone))
+      #expect(futures.allSatisfy { $0.isDone })
       for (index, future) in futures.enumerated() { #expect(try await future.value == index % 3) }
       #expect(pool.workerPIDs.isEmpty)
       #expect(LeakCheck.childPIDs().isEmpty)
@@ -189,7 +192,7 @@ import Testing
   }
 
   @Test func shutdownCancelsFuturesThatHaveNotStarted() async throws {
-    try await withPool(.workers(2)) { pool in
+    try await withPool(.workers(2)) { (pool: ProcessPoolExecutor) async throws in
       let gate = TestGate()
       defer { gate.close() }
       let blockers = try (0..<2).map { try pool.submit(gate.task, $0) }
@@ -209,7 +212,7 @@ import Testing
 
   @Test func cancelPendingThenShutdownDoesNotHang() async throws {
     // gh-94440: submit, result, then submit+cancel, then shutdown(wait: true).
-    try await withPool(.workers(1)) { pool in
+    try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
       _ = try await pool.submit(Square(), 1).value
       let future = try pool.submit(Square(), 2)
       _ = future.cancel()
@@ -248,7 +251,7 @@ import Testing
   }
 
   @Test func processesTerminateAfterShutdown() async throws {
-    try await withPool(.workers(3)) { pool in
+    try await withPool(.workers(3)) { (pool: ProcessPoolExecutor) async throws in
       let gate = TestGate()
       defer { gate.close() }
       let futures = try (0..<3).map { try pool.submit(gate.task, $0) }
@@ -261,6 +264,15 @@ import Testing
       for pid in pids { #expect(kill(pid, 0) == -1 && errno == ESRCH) }
     }
   }
+}
+
+/// The blocking API, called from a synchronous context as a user's thread would.
+private func blockingResult(_ future: ProcessFuture<Int>) throws -> Int {
+  try future.result(timeout: .seconds(60))
+}
+
+private func blockingError(_ future: ProcessFuture<Int>) throws -> (any Error)? {
+  try future.error(timeout: .seconds(60))
 }
 
 private struct PrivateTask: ProcessTask {

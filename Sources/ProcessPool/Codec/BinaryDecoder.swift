@@ -186,7 +186,7 @@ final class ByteReader {
       let found = try tag(at: &offset, path)
       guard found == .bytes else { throw fail("expected [UInt8], found \(found)", path) }
       let count = try length(at: &offset, unit: 1, path)
-      let value = [UInt8](UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + count]))
+      let value = [UInt8](copying: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + count]))
       offset += count
       return unsafeBitCast(value, to: T.self)
     }

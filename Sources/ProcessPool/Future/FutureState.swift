@@ -19,6 +19,8 @@ struct FutureState<Output: Sendable>: ~Copyable {
   /// Internal observers (`wait`, `asCompleted`, blocking waits): told when the future counts as
   /// completed for them, i.e. finished or cancelled-and-notified.
   var watchers: [Int: @Sendable () -> Void] = [:]
+  /// Blocked threads (`result(timeout:)`): told when there is an outcome, cancelled included.
+  var wakeups: [Int: @Sendable () -> Void] = [:]
 
   enum Registration {
     case registered
@@ -32,8 +34,8 @@ struct FutureState<Output: Sendable>: ~Copyable {
   }
 
   mutating func register(_ id: Int, _ continuation: CheckedContinuation<Output, any Error>) -> Registration {
-    if let outcome { return .outcome(outcome) }
     if abandoned.remove(id) != nil { return .abandoned }
+    if let outcome { return .outcome(outcome) }
     waiters[id] = continuation
     return .registered
   }
@@ -86,12 +88,13 @@ struct FutureState<Output: Sendable>: ~Copyable {
     outcome = result
     let continuations = Array(waiters.values)
     waiters = [:]
-    abandoned = []
     let callbacks = self.callbacks
     self.callbacks = []
+    let woken = Array(wakeups.values)
+    wakeups = [:]
     return FutureEffects(
       continuations: continuations, outcome: result, callbacks: callbacks,
-      watchers: notifyWatchers ? takeWatchers() : [])
+      watchers: (notifyWatchers ? takeWatchers() : []) + woken)
   }
 
   private mutating func takeWatchers() -> [@Sendable () -> Void] {

@@ -29,19 +29,20 @@ extension ProcessFuture {
     let gate = ConditionLock()
     let id = state.withLock { $0.allocateWaiterID() }
     let flag = Mutex(false)
-    let watching = state.withLock { state in
-      state.outcome == nil
-        && state.watch(id) {
-          gate.withLock {
-            flag.withLock { $0 = true }
-            gate.broadcast()
-          }
+    let watching = state.withLock { state -> Bool in
+      guard state.outcome == nil else { return false }
+      state.wakeups[id] = {
+        gate.withLock {
+          flag.withLock { $0 = true }
+          gate.broadcast()
         }
+      }
+      return true
     }
     if watching {
       let deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
       _ = gate.withLock { gate.wait(until: deadline) { flag.withLock { $0 } || self.isDone } }
-      state.withLock { _ = $0.watchers.removeValue(forKey: id) }
+      state.withLock { _ = $0.wakeups.removeValue(forKey: id) }
     }
     if let outcome = state.withLock({ $0.outcome }) { return outcome }
     throw ProcessPoolError(.timedOut, "the future did not finish within \(timeout.map { "\($0)" } ?? "the wait")")

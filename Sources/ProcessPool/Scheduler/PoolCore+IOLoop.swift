@@ -53,12 +53,12 @@ extension PoolCore {
         if revents == 0 { continue }
         if revents & Int16(POLLOUT) != 0 { resumeWriting(worker: entry.worker) }
         if revents & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0 {
-          var buffer = buffers[entry.worker] ?? FrameBuffer()
+          // Taken out of the dictionary so the read does not copy the buffer (copy-on-write).
+          var buffer = buffers.removeValue(forKey: entry.worker) ?? FrameBuffer()
           let open = read(entry, into: &buffer)
           if open {
             buffers[entry.worker] = buffer
           } else {
-            buffers[entry.worker] = nil
             reap(entry)
           }
         }
@@ -130,12 +130,12 @@ extension PoolCore {
 
   /// The socket ended: make sure the process is gone, collect its status, hand it to the state.
   private func reap(_ entry: Watched) {
-    let graceful = state.withLock { state -> Bool in
-      guard let index = state.index(ofWorker: entry.worker) else { return false }
-      let retiring = state.workers[index].phase == .retiring
-      state.workers[index].phase = .exited
-      return retiring
+    let phase = state.withLock { state -> WorkerSlot.Phase? in
+      guard let index = state.index(ofWorker: entry.worker) else { return nil }
+      defer { state.workers[index].phase = .exited }
+      return state.workers[index].phase
     }
+    let graceful = phase == .retiring
     // A worker closes its socket only by exiting, unless it misbehaves: make sure it is dead
     // before blocking in waitpid.
     if !graceful { Syscall.kill(entry.pid, SIGKILL) }
@@ -147,7 +147,7 @@ extension PoolCore {
     } catch {
       termination = .exited(-1)
     }
-    transition { state, effects in state.workerExited(worker: entry.worker, termination: termination, &effects) }
+    transition { state, effects in state.workerExited(worker: entry.worker, phase: phase ?? .exited, termination: termination, &effects) }
   }
 
   static func termination(fromWaitStatus status: Int32) -> ProcessPoolError.Termination {

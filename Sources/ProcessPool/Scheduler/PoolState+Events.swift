@@ -162,9 +162,13 @@ extension PoolState {
   }
 
   /// The worker's socket ended and it was reaped: fail or requeue its work, replace or break.
-  mutating func workerExited(worker id: Int, termination: ProcessPoolError.Termination, _ effects: inout PoolEffects) {
+  /// `phase` is the one the worker had when its socket ended.
+  mutating func workerExited(
+    worker id: Int, phase: WorkerSlot.Phase, termination: ProcessPoolError.Termination, _ effects: inout PoolEffects
+  ) {
     guard let index = index(ofWorker: id) else { return }
-    let slot = workers.remove(at: index)
+    var slot = workers.remove(at: index)
+    slot.phase = phase
     let pid = slot.pid
     let graceful = slot.phase == .retiring && slot.inflight.isEmpty && termination == .exited(0)
     if graceful {

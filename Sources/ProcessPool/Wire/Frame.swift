@@ -99,3 +99,15 @@ struct WireError: Error, CustomStringConvertible {
   let description: String
   init(_ description: String) { self.description = description }
 }
+
+extension Array where Element == UInt8 {
+  /// A copy of `bytes` by one `memcpy` (the generic sequence initializer goes byte by byte).
+  init(copying bytes: UnsafeRawBufferPointer) {
+    self.init(unsafeUninitializedCapacity: bytes.count) { buffer, initialized in
+      if let base = bytes.baseAddress, bytes.count > 0 {
+        UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: base, byteCount: bytes.count)
+      }
+      initialized = bytes.count
+    }
+  }
+}

@@ -16,7 +16,8 @@ struct FrameBuffer {
       if storage.count > 1 << 22 { storage = Array(repeating: 0, count: 1 << 16) }
     }
     if storage.count - end < 1 << 14 {
-      // Make room: slide the partial frame down, grow only when a frame needs more.
+      // Make room: slide the partial frame down; grow (once, to fit the whole pending frame
+      // when its header is in) only when that is not enough.
       if start > 0 {
         storage.withUnsafeMutableBytes { bytes in
           bytes.baseAddress!.copyMemory(from: bytes.baseAddress! + start, byteCount: end - start)
@@ -25,7 +26,18 @@ struct FrameBuffer {
         start = 0
       }
       if storage.count - end < 1 << 14 {
-        storage.append(contentsOf: repeatElement(0, count: storage.count))
+        var wanted = storage.count * 2
+        if end >= 4 {
+          let length = storage.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }
+          wanted = max(wanted, min(length, Frame.maximumSize) + 4 + (1 << 14))
+        }
+        var grown = [UInt8](repeating: 0, count: wanted)
+        grown.withUnsafeMutableBytes { target in
+          storage.withUnsafeBytes { source in
+            target.baseAddress!.copyMemory(from: source.baseAddress!, byteCount: end)
+          }
+        }
+        storage = grown
       }
     }
     let room = storage.count - end

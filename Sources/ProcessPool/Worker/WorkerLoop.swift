@@ -66,7 +66,7 @@ final class WorkerLoop: @unchecked Sendable {
       }
       do {
         try buffer.drainFrames { kind, id, payload in
-          let bytes = [UInt8](payload)
+          let bytes = [UInt8](copying: payload)
           inbox.withLock {
             frames.append((kind, id, bytes))
             inbox.broadcast()
@@ -201,10 +201,10 @@ private struct RunRequest {
   init(_ raw: UnsafeRawBufferPointer) throws {
     var reader = PayloadReader(raw)
     name = try reader.string()
-    task = [UInt8](try reader.block())
+    task = [UInt8](copying: try reader.block())
     let count = Int(try reader.integer(UInt32.self))
     inputs.reserveCapacity(min(count, raw.count / 4))
-    for _ in 0..<count { inputs.append([UInt8](try reader.block())) }
+    for _ in 0..<count { inputs.append([UInt8](copying: try reader.block())) }
   }
 }
 
@@ -216,7 +216,7 @@ private struct InitializeRequest {
   init(_ raw: UnsafeRawBufferPointer) throws {
     var reader = PayloadReader(raw)
     name = try reader.string()
-    value = [UInt8](try reader.block())
+    value = [UInt8](copying: try reader.block())
   }
 }
 

@@ -43,7 +43,7 @@ final class TestGate: @unchecked Sendable {
     for connection in arrivals {
       var byte: UInt8 = 1
       _ = write(connection, &byte, 1)
-      close(connection)
+      Glibc.close(connection)
     }
     arrivals = []
   }
