@@ -26,7 +26,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ProcessPoolTests",
-            dependencies: ["ProcessPool"]
+            dependencies: ["ProcessPool", "CProcessPoolShims"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <errno.h>
 #include <spawn.h>
 #include <stdint.h>
@@ -36,9 +37,9 @@ int pp_started_as_worker(void) { return started_as_worker; }
 
 char *const *pp_environ(void) { return environ; }
 
-int pp_pipe_cloexec_nonblock(int fds[2]) { return pipe2(fds, O_CLOEXEC | O_NONBLOCK); }
-
 void pp_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
+
+int pp_set_child_subreaper(int on) { return prctl(PR_SET_CHILD_SUBREAPER, on, 0, 0, 0); }
 
 int pp_available_cpus(void) {
     cpu_set_t set;

@@ -25,11 +25,12 @@ int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *cons
 /// The number of CPUs this process may run on (its affinity mask), at least 1.
 int pp_available_cpus(void);
 
-/// pipe2 with O_CLOEXEC | O_NONBLOCK (a GNU extension Swift's Glibc module does not show).
-int pp_pipe_cloexec_nonblock(int fds[2]);
-
 /// Names the calling thread (best effort; shows in ps and debuggers).
 void pp_set_thread_name(const char *name);
+
+/// prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants are re-parented to this process (used by
+/// tests to wait for a worker whose parent was killed). Returns 0 or -1 with errno.
+int pp_set_child_subreaper(int on);
 
 /// The process environment (`environ`), which Swift cannot name portably.
 char *const *pp_environ(void);

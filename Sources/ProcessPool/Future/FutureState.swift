@@ -62,12 +62,15 @@ struct FutureState<Output: Sendable>: ~Copyable {
     return finish(.failure(ProcessPoolError(.cancelled, "the future was cancelled before it started")), notifyWatchers: false)
   }
 
-  /// The pool takes the task: pending becomes running; a cancelled future becomes
+  /// The pool takes the task: pending becomes running (and stays so when requeued); a cancelled future becomes
   /// cancelled-and-notified and the pool must skip it (returns false with effects to run).
   mutating func setRunningOrNotifyCancel() -> (Bool, FutureEffects<Output>?) {
     switch phase {
     case .pending:
       phase = .running
+      return (true, nil)
+    case .running:
+      // Work a dead worker had not started, handed to another one.
       return (true, nil)
     case .cancelled:
       phase = .cancelledAndNotified

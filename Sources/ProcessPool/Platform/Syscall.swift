@@ -57,11 +57,19 @@ enum Syscall {
     return (fds[0], fds[1])
   }
 
-  /// A pipe whose ends are close-on-exec and non-blocking (used to wake the I/O thread).
+  /// A non-blocking, close-on-exec socket pair that wakes the I/O thread. A socket rather than
+  /// a pipe so a late wake-up after the thread ended is an `EPIPE`, not a SIGPIPE.
   static func wakePipe() throws(Errno) -> (read: Int32, write: Int32) {
-    var fds: [Int32] = [-1, -1]
-    _ = try retrying("pipe2") { pp_pipe_cloexec_nonblock(&fds) }
-    return (fds[0], fds[1])
+    let (read, write) = try socketPair()
+    do {
+      try setNonBlocking(read)
+      try setNonBlocking(write)
+    } catch {
+      close(read)
+      close(write)
+      throw error
+    }
+    return (read, write)
   }
 
   static func setCloseOnExec(_ fd: Int32) throws(Errno) {

@@ -88,7 +88,8 @@ final class PoolCore: Sendable {
   func wakeIOThread() {
     guard let pipe = state.withLock({ $0.wakePipe?.write }) else { return }
     var byte: UInt8 = 1
-    _ = Glibc.write(pipe.fd, &byte, 1)
+    // A full buffer already means a pending wake-up; a closed one means the thread is gone.
+    _ = try? Syscall.send(pipe.fd, &byte, 1, nonBlocking: true)
   }
 
   /// Writes a worker's pending bytes; the caller holds the writer role (`flushing`). Stops at

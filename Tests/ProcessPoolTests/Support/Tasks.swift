@@ -110,7 +110,7 @@ struct Crash: ProcessTask {
     switch mode {
     case .exit: exit(99)
     case .trap: fatalError("crash on purpose")
-    case .segfault: raise(SIGSEGV)
+    case .segfault: UnsafeMutablePointer<Int>(bitPattern: 8)!.pointee = 1
     case .abort: abort()
     }
     return 0
@@ -132,4 +132,49 @@ struct ReturnUnencodable: ProcessTask {
 
 struct TakeUnencodable: ProcessTask {
   func run(_: Unencodable) async throws -> Int { 0 }
+}
+
+/// Starts a pool of its own inside the worker, gives it a task that never ends, keeps it
+/// alive in a global, and returns the inner worker's pid (a grandchild of the test).
+struct StartNestedSleeper: ProcessTask {
+  func run(_: Int) async throws -> Int32 {
+    let pool = try ProcessPoolExecutor(maxWorkers: 1)
+    _ = try pool.submit(Sleep(), 3_600_000)
+    NestedPools.keep(pool)
+    return pool.workerPIDs.first ?? -1
+  }
+}
+
+/// Nested pools that must outlive the task that made them.
+enum NestedPools {
+  nonisolated(unsafe) static var pools: [ProcessPoolExecutor] = []
+  static func keep(_ pool: ProcessPoolExecutor) { pools.append(pool) }
+}
+
+/// Runs a nested pool inside the worker and returns its result (nested pools are legitimate).
+struct NestedSquare: ProcessTask {
+  func run(_ x: Int) async throws -> Int {
+    let pool = try ProcessPoolExecutor(maxWorkers: 1)
+    let value = try await pool.submit(Square(), x).value
+    await pool.shutdown()
+    return value
+  }
+}
+
+/// Sets worker-global state once; tasks read it.
+struct SetGreeting: WorkerInitializer {
+  var greeting: String
+  func initialize() async throws { Greeting.value = greeting }
+}
+
+struct FailingInitializer: WorkerInitializer {
+  func initialize() async throws { throw GateError(message: "error in initializer") }
+}
+
+enum Greeting {
+  nonisolated(unsafe) static var value = "not initialized"
+}
+
+struct ReadGreeting: ProcessTask {
+  func run(_: Int) async throws -> String { Greeting.value }
 }

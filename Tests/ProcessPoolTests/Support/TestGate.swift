@@ -42,7 +42,7 @@ final class TestGate: @unchecked Sendable {
   func open() {
     for connection in arrivals {
       var byte: UInt8 = 1
-      _ = write(connection, &byte, 1)
+      _ = send(connection, &byte, 1, Int32(MSG_NOSIGNAL))
       Glibc.close(connection)
     }
     arrivals = []
