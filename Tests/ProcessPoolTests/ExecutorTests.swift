@@ -10,7 +10,8 @@ import Testing
 /// The executor core with real worker processes: CPython's executor.py, test_process_pool.py
 /// and test_shutdown.py cases that apply, plus our own. Serialized: each test checks that it
 /// leaves no child process and no descriptor behind.
-@Suite(.serialized) struct ExecutorTests {
+extension WorkerProcessTests {
+@Suite struct ExecutorTests {
   @Test func submit() async throws {
     try await withPool { (pool: ProcessPoolExecutor) async throws in
       #expect(try await pool.submit(Square(), 16).value == 256)
@@ -264,6 +265,7 @@ import Testing
       for pid in pids { #expect(kill(pid, 0) == -1 && errno == ESRCH) }
     }
   }
+}
 }
 
 /// The blocking API, called from a synchronous context as a user's thread would.

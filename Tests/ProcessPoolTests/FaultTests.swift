@@ -11,7 +11,8 @@ import Testing
 /// Crashes, timeouts, forced shutdown, recycling, initializers and a dying parent, with real
 /// workers (CPython's test_deadlock.py, test_process_pool.py and test_init.py cases, and the
 /// peers' complaints). Each test checks that nothing is left behind.
-@Suite(.serialized) struct FaultTests {
+extension WorkerProcessTests {
+@Suite struct FaultTests {
   init() {
     // The crash reports are expected here; keep the test log readable.
     ProcessPoolLog.setHandler { _, _ in }
@@ -268,6 +269,7 @@ import Testing
       }
     }
   }
+}
 }
 
 /// Ignores SIGTERM, then sleeps: only SIGKILL stops it.

@@ -4,6 +4,7 @@ import Testing
 @testable import ProcessPool
 
 /// CPython's test_future.py, on `ProcessFuture` alone (fixtures made in each state).
+extension WorkerProcessTests {
 @Suite struct FutureTests {
   struct OSError: Error, Equatable {}
 
@@ -189,4 +190,5 @@ import Testing
     await #expect(throws: CancellationError.self) { try await waiter.value }
     #expect(future.isCancelled)
   }
+}
 }
