@@ -178,3 +178,46 @@ enum Greeting {
 struct ReadGreeting: ProcessTask {
   func run(_: Int) async throws -> String { Greeting.value }
 }
+
+struct Pair: Codable, Sendable, Equatable {
+  var a: Int
+  var b: Int
+}
+
+/// divmod(a, b); b == 0 throws `DivisionByZero`.
+struct DivMod: ProcessTask {
+  func run(_ pair: Pair) async throws -> Pair {
+    if pair.b == 0 { throw DivisionByZero(dividend: pair.a) }
+    return Pair(a: pair.a / pair.b, b: pair.a % pair.b)
+  }
+}
+
+/// The task's own timeout error, which a map must not take for its own.
+struct TaskTimeoutError: Error, Codable, Equatable {}
+
+struct TimeoutOnOne: ProcessTask {
+  func run(_ x: Int) async throws -> Int {
+    if x == 1 { throw TaskTimeoutError() }
+    return x
+  }
+}
+
+struct Describe: ProcessTask {
+  func run(_ x: Int) async throws -> String { String(x) }
+}
+
+/// An infinite input that counts how many elements were pulled.
+struct CountingSequence: Sequence, IteratorProtocol {
+  let pulled: PulledCounter
+  var current = 0
+  mutating func next() -> Int? {
+    defer { current += 1 }
+    pulled.increment()
+    return current
+  }
+}
+
+final class PulledCounter: @unchecked Sendable {
+  private(set) var value = 0
+  func increment() { value += 1 }
+}

@@ -1,0 +1,100 @@
+extension ProcessPoolExecutor {
+  /// Runs `task` over every input and yields the outputs **in input order** while the workers
+  /// evaluate them out of order.
+  ///
+  /// ```swift
+  /// for try await n in try pool.map(Countdown(), inputs, chunksize: 64) { … }
+  /// ```
+  ///
+  /// - Parameters:
+  ///   - chunksize: Inputs sent per message: the main lever for small tasks. Default: about four
+  ///     chunks per worker when the input's size is known (`underestimatedCount`), else 1.
+  ///   - buffersize: At most this many chunks in flight; the input is then pulled lazily, so an
+  ///     infinite or huge sequence runs in bounded memory. Default: the whole input is
+  ///     submitted at once (as Python does).
+  ///   - timeout: A deadline for the whole iteration. Past it, `next()` throws
+  ///     ``ProcessPoolError/Code/timedOut`` and the rest is cancelled.
+  /// - Throws: ``ProcessPoolError/Code/invalidArgument`` for a `chunksize` or `buffersize` below 1,
+  ///   and the errors of ``submit(_:_:timeout:)`` for the task.
+  ///
+  /// A failing item throws at its own position; calling `next()` again goes on with the next
+  /// item. Ending the iteration early (`break`, or the consuming task being cancelled) cancels
+  /// what has not started.
+  public func map<T: ProcessTask, Inputs: Sequence>(
+    _ task: T, _ inputs: Inputs, chunksize: Int? = nil, buffersize: Int? = nil, timeout: Duration? = nil
+  ) throws -> ProcessMapSequence<T.Output> where Inputs.Element == T.Input {
+    if let chunksize, chunksize < 1 {
+      throw ProcessPoolError(.invalidArgument, "chunksize must be at least 1 (got \(chunksize))")
+    }
+    if let buffersize, buffersize < 1 {
+      throw ProcessPoolError(.invalidArgument, "buffersize must be None or > 0 (got \(buffersize))")
+    }
+    let header = try Self.taskHeader(task)
+    let size = chunksize ?? Self.automaticChunksize(count: inputs.underestimatedCount, workers: configuration.maxWorkers)
+    let source = ChunkSource<T>(pool: self, header: header, inputs: inputs.makeIterator(), chunksize: size)
+    let state = MapState(source: source, buffersize: buffersize, timeout: timeout)
+    try state.fill()
+    return ProcessMapSequence(state: state)
+  }
+
+  /// `multiprocessing.Pool.map`'s rule: about four chunks per worker.
+  static func automaticChunksize(count: Int, workers: Int) -> Int {
+    guard count > 0 else { return 1 }
+    let chunks = 4 * max(workers, 1)
+    return max(1, (count + chunks - 1) / chunks)
+  }
+
+  /// Queues one chunk: one job, one future per input (an input that cannot be encoded gets a
+  /// future that already failed, and stays out of the job).
+  func submitChunk<T: ProcessTask>(_ header: [UInt8], _ inputs: [T.Input], as _: T.Type) throws -> [ProcessFuture<T.Output>] {
+    var payload = header
+    let countOffset = payload.count
+    payload.appendLittleEndian(UInt32(0))
+    var futures: [ProcessFuture<T.Output>] = []
+    var running: [ProcessFuture<T.Output>] = []
+    for input in inputs {
+      do {
+        try payload.appendEncodedBlock(input)
+        let future = ProcessFuture<T.Output>(acknowledgesCancel: true)
+        futures.append(future)
+        running.append(future)
+      } catch {
+        futures.append(
+          ProcessFuture(finished: .failure(ProcessPoolError(.encodingFailed, "cannot encode an input of \(T.self): \(error)"))))
+      }
+    }
+    guard !running.isEmpty else { return futures }
+    payload.withUnsafeMutableBytes {
+      $0.storeBytes(of: UInt32(running.count).littleEndian, toByteOffset: countOffset, as: UInt32.self)
+    }
+    try enqueue(Job(payload: payload, sink: ChunkSink(futures: running), timeout: configuration.taskTimeout))
+    return futures
+  }
+}
+
+/// Pulls inputs and submits them a chunk at a time.
+final class ChunkSource<T: ProcessTask> {
+  let pool: ProcessPoolExecutor
+  let header: [UInt8]
+  var inputs: any IteratorProtocol<T.Input>
+  let chunksize: Int
+  var exhausted = false
+
+  init(pool: ProcessPoolExecutor, header: [UInt8], inputs: some IteratorProtocol<T.Input>, chunksize: Int) {
+    self.pool = pool
+    self.header = header
+    self.inputs = inputs
+    self.chunksize = chunksize
+  }
+
+  /// The next chunk's futures, or nil when the input is exhausted.
+  func submitNext() throws -> [ProcessFuture<T.Output>]? {
+    guard !exhausted else { return nil }
+    var chunk: [T.Input] = []
+    chunk.reserveCapacity(chunksize)
+    while chunk.count < chunksize, let input = inputs.next() { chunk.append(input) }
+    if chunk.count < chunksize { exhausted = true }
+    if chunk.isEmpty { return nil }
+    return try pool.submitChunk(header, chunk, as: T.self)
+  }
+}

@@ -1,0 +1,105 @@
+import Synchronization
+
+/// When ``wait(_:timeout:returnWhen:)`` returns.
+public enum ReturnCondition: Sendable, Hashable {
+  /// As soon as any future finishes or is cancelled.
+  case firstCompleted
+  /// As soon as any future finishes with an error; otherwise when all are done.
+  case firstException
+  /// When every future is done.
+  case allCompleted
+}
+
+/// Waits for futures, as Python's `concurrent.futures.wait`: returns the futures that are done
+/// (finished, failed or cancelled) and those that are not. A timeout returns; it does not throw.
+/// Duplicates count once; the futures may come from several pools.
+///
+/// ```swift
+/// let (done, notDone) = await wait(futures, timeout: .seconds(5), returnWhen: .firstException)
+/// ```
+public func wait<Output>(
+  _ futures: some Sequence<ProcessFuture<Output>>, timeout: Duration? = nil,
+  returnWhen condition: ReturnCondition = .allCompleted
+) async -> (done: Set<ProcessFuture<Output>>, notDone: Set<ProcessFuture<Output>>) {
+  let all = Set(futures)
+  func partition() -> (Set<ProcessFuture<Output>>, Set<ProcessFuture<Output>>) {
+    let done = all.filter(\.isCompleted)
+    return (done, all.subtracting(done))
+  }
+  func satisfied() -> Bool {
+    switch condition {
+    case .allCompleted: return all.allSatisfy(\.isCompleted)
+    case .firstCompleted: return all.isEmpty || all.contains(where: \.isCompleted)
+    case .firstException: return all.allSatisfy(\.isCompleted) || all.contains(where: \.hasFailed)
+    }
+  }
+  if satisfied() { return partition() }
+
+  let signal = CompletionSignal()
+  let ids = all.map { future in
+    let id = signal.nextID()
+    _ = future.watchCompletion(id) { signal.fire() }
+    return (future, id)
+  }
+  defer { for (future, id) in ids { future.stopWatching(id) } }
+  let deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
+  while !satisfied() {
+    if let deadline, deadline <= .now { break }
+    if Task.isCancelled { break }
+    await signal.wait(until: deadline)
+  }
+  return partition()
+}
+
+/// Wakes an async waiter when any watched future completes, or at a deadline.
+final class CompletionSignal: Sendable {
+  private struct State {
+    var fired = false
+    var continuation: CheckedContinuation<Void, Never>?
+    var ids = 0
+  }
+  private let state = Mutex(State())
+
+  func nextID() -> Int {
+    state.withLock {
+      $0.ids += 1
+      return $0.ids
+    }
+  }
+
+  func fire() {
+    let continuation = state.withLock { state -> CheckedContinuation<Void, Never>? in
+      state.fired = true
+      defer { state.continuation = nil }
+      return state.continuation
+    }
+    continuation?.resume()
+  }
+
+  /// Returns after a `fire` (one since the last wait), at the deadline, or on cancellation.
+  func wait(until deadline: ContinuousClock.Instant?) async {
+    let timer = deadline.map { deadline in
+      Task { [weak self] in
+        try? await Task.sleep(until: deadline, clock: .continuous)
+        self?.fire()
+      }
+    }
+    defer { timer?.cancel() }
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let resumeNow = state.withLock { state -> Bool in
+          if state.fired || Task.isCancelled {
+            state.fired = false
+            return true
+          }
+          state.continuation = continuation
+          return false
+        }
+        if resumeNow { continuation.resume() }
+      }
+    } onCancel: {
+      fire()
+    }
+    state.withLock { $0.fired = false }
+  }
+}

@@ -1,0 +1,315 @@
+import Synchronization
+import Testing
+
+@testable import ProcessPool
+
+/// `map`, `asCompleted` and `wait` with real workers: CPython's executor.py (map),
+/// test_as_completed.py and test_wait.py cases.
+extension WorkerProcessTests {
+  @Suite struct CollectionTests {
+    /// Collects a map, recording thrown errors in place and going on (Python main's semantics).
+    static func collect<Output>(_ sequence: ProcessMapSequence<Output>) async -> [Result<Output, any Error>] {
+      var iterator = sequence.makeAsyncIterator()
+      var results: [Result<Output, any Error>] = []
+      while true {
+        do {
+          guard let value = try await iterator.next() else { break }
+          results.append(.success(value))
+        } catch {
+          results.append(.failure(error))
+        }
+      }
+      return results
+    }
+
+    @Test(arguments: [nil, 1, 3, 6, 40, 50])
+    func mapIsInInputOrder(_ chunksize: Int?) async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        var results: [Int] = []
+        for try await value in try pool.map(Square(), 0..<40, chunksize: chunksize) { results.append(value) }
+        #expect(results == (0..<40).map { $0 * $0 })
+      }
+    }
+
+    @Test func invalidChunksizeAndBuffersizeThrowAtTheCall() async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        for bad in [0, -1] {
+          #expect { try pool.map(Square(), [1], chunksize: bad) } throws: {
+            ($0 as? ProcessPoolError)?.code == .invalidArgument
+          }
+          #expect { try pool.map(Square(), [1], buffersize: bad) } throws: {
+            ($0 as? ProcessPoolError)?.code == .invalidArgument && "\($0)".contains("buffersize must be None or > 0")
+          }
+        }
+      }
+    }
+
+    @Test(arguments: [1, 3])
+    func aFailingItemThrowsAtItsPositionAndIterationGoesOn(_ chunksize: Int) async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        let inputs = [Pair(a: 5, b: 2), Pair(a: 5, b: 0), Pair(a: 5, b: 3), Pair(a: 5, b: 5)]
+        let results = await Self.collect(try pool.map(DivMod(), inputs, chunksize: chunksize))
+        #expect(results.count == 4)
+        #expect(try results[0].get() == Pair(a: 2, b: 1))
+        #expect(throws: DivisionByZero(dividend: 5)) { try results[1].get() }
+        #expect(try results[2].get() == Pair(a: 1, b: 2))
+        #expect(try results[3].get() == Pair(a: 1, b: 0))
+      }
+    }
+
+    @Test(arguments: [nil, Duration.seconds(30)])
+    func aTaskThrowingATimeoutIsNotTheMapTimeout(_ timeout: Duration?) async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        let results = await Self.collect(try pool.map(TimeoutOnOne(), [0, 1, 2, 3], timeout: timeout))
+        #expect(results.count == 4)
+        #expect(try results[0].get() == 0)
+        #expect(throws: TaskTimeoutError()) { try results[1].get() }
+        #expect(try results[2].get() == 2)
+        #expect(try results[3].get() == 3)
+      }
+    }
+
+    @Test func mapTimeoutEndsTheIterationAndCancelsTheRest() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        var iterator = try pool.map(Sleep(), [0, 0, 60_000, 0, 0], chunksize: 1, timeout: .milliseconds(500))
+          .makeAsyncIterator()
+        var values: [Int] = []
+        do {
+          while let value = try await iterator.next() { values.append(value) }
+          Issue.record("the map must time out")
+        } catch let error as ProcessPoolError {
+          #expect(error.code == .timedOut)
+        }
+        #expect(values.count <= 2)
+        #expect(try await iterator.next() == nil)
+        #expect(try await iterator.next() == nil)
+        // The sleeping worker is still busy; shutdown waits for it, so stop it.
+        pool.terminateWorkers()
+      }
+    }
+
+    @Test func breakingOutCancelsPendingWorkAndLeavesThePoolHealthy() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let inputs = [Pair(a: 5, b: 2), Pair(a: 5, b: 0), Pair(a: 5, b: 3), Pair(a: 5, b: 5)]
+        for try await first in try pool.map(DivMod(), inputs) {
+          #expect(first == Pair(a: 2, b: 1))
+          break
+        }
+        #expect(try await pool.submit(Square(), 7).value == 49)
+      }
+    }
+
+    @Test(arguments: [1, 2, 4, 8])
+    func buffersize(_ size: Int) async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        var results: [String] = []
+        for try await value in try pool.map(Describe(), 0..<4, buffersize: size) { results.append(value) }
+        #expect(results == ["0", "1", "2", "3"])
+        var empty: [String] = []
+        for try await value in try pool.map(Describe(), [Int](), buffersize: 2) { empty.append(value) }
+        #expect(empty.isEmpty)
+      }
+    }
+
+    @Test func buffersizeOnAnInfiniteSequence() async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        let pulled = PulledCounter()
+        var results: [String] = []
+        for try await value in try pool.map(Describe(), CountingSequence(pulled: pulled), chunksize: 1, buffersize: 2) {
+          results.append(value)
+          if results.count == 3 { break }
+        }
+        #expect(results == ["0", "1", "2"])
+        #expect(pulled.value <= 5)
+      }
+    }
+
+    @Test func buffersizeTakesExactlyThatManyWhenNotConsumed() async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        let pulled = PulledCounter()
+        let sequence = try pool.map(Describe(), CountingSequence(pulled: pulled), chunksize: 1, buffersize: 2)
+        await pool.shutdown(wait: true)
+        #expect(pulled.value == 2)
+        _ = sequence
+      }
+    }
+
+    @Test func automaticChunksize() {
+      #expect(ProcessPoolExecutor.automaticChunksize(count: 0, workers: 4) == 1)
+      #expect(ProcessPoolExecutor.automaticChunksize(count: 100, workers: 4) == 7)
+      #expect(ProcessPoolExecutor.automaticChunksize(count: 16, workers: 4) == 1)
+      #expect(ProcessPoolExecutor.automaticChunksize(count: 20_000, workers: 2) == 2500)
+    }
+
+    // MARK: asCompleted
+
+    static func finished(_ value: Int) -> ProcessFuture<Int> { ProcessFuture(finished: .success(value)) }
+    static func failed() -> ProcessFuture<Int> { ProcessFuture(finished: .failure(DivisionByZero(dividend: 1))) }
+    static func cancelledAndNotified() -> ProcessFuture<Int> {
+      let future = ProcessFuture<Int>()
+      future.cancel()
+      _ = future.setRunningOrNotifyCancel()
+      return future
+    }
+    static func cancelled() -> ProcessFuture<Int> {
+      let future = ProcessFuture<Int>()
+      future.cancel()
+      return future
+    }
+
+    @Test func asCompletedYieldsEveryFuture() async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        let f1 = try pool.submit(Multiply(factor: 2), 21)
+        let f2 = try pool.submit(Multiply(factor: 7), 6)
+        let fixtures = [Self.cancelledAndNotified(), Self.failed(), Self.finished(42)]
+        var yielded = Set<ProcessFuture<Int>>()
+        for try await future in asCompleted([f1, f2] + fixtures) { yielded.insert(future) }
+        #expect(yielded == Set([f1, f2] + fixtures))
+      }
+    }
+
+    @Test func asCompletedTimesOutAfterTheFinishedOnes() async throws {
+      for timeout in [Duration.zero, .milliseconds(100)] {
+        let pending = ProcessFuture<Int>()
+        let done = [Self.cancelledAndNotified(), Self.failed(), Self.finished(42)]
+        var yielded: [ProcessFuture<Int>] = []
+        do {
+          for try await future in asCompleted(done + [pending], timeout: timeout) { yielded.append(future) }
+          Issue.record("expected a timeout")
+        } catch let error as ProcessPoolError {
+          #expect(error.code == .timedOut)
+          #expect(error.message == "1 (of 4) futures unfinished")
+        }
+        #expect(Set(yielded) == Set(done))
+      }
+    }
+
+    @Test func asCompletedYieldsDuplicatesOnce() async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        let future = try pool.submit(Sleep(), 10)
+        var count = 0
+        for try await _ in asCompleted([future, future, future]) { count += 1 }
+        #expect(count == 1)
+      }
+    }
+
+    @Test func asCompletedTimeoutMessage() async throws {
+      let running = ProcessFuture<Int>()
+      _ = running.setRunningOrNotifyCancel()
+      let futures = [Self.cancelledAndNotified(), ProcessFuture<Int>(), running, Self.finished(1)]
+      await #expect { for try await _ in asCompleted(futures, timeout: .zero) {} } throws: {
+        ($0 as? ProcessPoolError)?.message == "2 (of 4) futures unfinished"
+      }
+    }
+
+    @Test func asCompletedKeepsNoReferenceToYieldedFutures() async throws {
+      weak var weakFuture: ProcessFuture<Int>?
+      let pending = ProcessFuture<Int>()
+      let sequence: AsCompletedSequence<Int>
+      do {
+        let finished = Self.finished(42)
+        weakFuture = finished
+        sequence = asCompleted([finished, pending], timeout: .zero)
+      }
+      var iterator = sequence.makeAsyncIterator()
+      _ = try await iterator.next()
+      // The sequence value still holds its input list; the iterator's storage does not.
+      _ = sequence
+      await #expect(throws: ProcessPoolError.self) { try await iterator.next() }
+      #expect(weakFuture != nil)  // held by `sequence`'s input array
+      pending.complete(.success(1))
+    }
+
+    @Test func asCompletedAcrossPools() async throws {
+      try await withPool(.workers(1)) { (first: ProcessPoolExecutor) async throws in
+        let second = try ProcessPoolExecutor(maxWorkers: 1)
+        let futures = [try first.submit(Square(), 2), try second.submit(Square(), 3)]
+        var values: [Int] = []
+        for try await future in asCompleted(futures) { values.append(try await future.value) }
+        #expect(values.sorted() == [4, 9])
+        await second.shutdown()
+        second.core.waitForIOThread()
+      }
+    }
+
+    // MARK: wait
+
+    @Test func waitAllCompletedRemovesDuplicates() async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        let future = try pool.submit(Sleep(), 10)
+        let (done, notDone) = await wait([future, future], returnWhen: .allCompleted)
+        #expect(done == [future])
+        #expect(notDone.isEmpty)
+      }
+    }
+
+    @Test func waitFirstCompleted() async throws {
+      try await withPool(.workers(2)) { (pool: ProcessPoolExecutor) async throws in
+        let gate = TestGate()
+        defer { gate.close() }
+        let f1 = try pool.submit(Multiply(factor: 2), 21)
+        let f2 = try pool.submit(gate.task, 0)
+        let cancelled = Self.cancelled()
+        let (done, notDone) = await wait([f1, f2, cancelled], returnWhen: .firstCompleted)
+        #expect(done == [f1])
+        #expect(notDone == [cancelled, f2])
+        #expect(gate.waitForArrivals(1))
+        gate.open()
+        _ = try await f2.value
+      }
+    }
+
+    @Test func waitFirstCompletedSomeAlreadyCompleted() async throws {
+      let pending = ProcessFuture<Int>()
+      let notified = Self.cancelledAndNotified()
+      let successful = Self.finished(42)
+      let (done, notDone) = await wait([pending, notified, successful], returnWhen: .firstCompleted)
+      #expect(done == [notified, successful])
+      #expect(notDone == [pending])
+    }
+
+    @Test func waitFirstException() async throws {
+      try await withPool(.workers(2)) { (pool: ProcessPoolExecutor) async throws in
+        let gate = TestGate()
+        defer { gate.close() }
+        let f1 = try pool.submit(Multiply(factor: 2), 21)
+        _ = try await f1.value
+        let f2 = try pool.submit(Divide(divisor: 0), 1)
+        let f3 = try pool.submit(gate.task, 0)
+        let (done, notDone) = await wait([f1, f2, f3], returnWhen: .firstException)
+        #expect(done == [f1, f2])
+        #expect(notDone == [f3])
+        #expect(gate.waitForArrivals(1))
+        gate.open()
+        _ = try await f3.value
+      }
+    }
+
+    @Test func waitFirstExceptionOneAlreadyFailed() async throws {
+      let pending = ProcessFuture<Int>()
+      let failed = Self.failed()
+      let (done, notDone) = await wait([pending, failed], returnWhen: .firstException)
+      #expect(done == [failed])
+      #expect(notDone == [pending])
+    }
+
+    @Test func waitAllCompletedCountsFailuresAndCancellations() async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        let f1 = try pool.submit(Divide(divisor: 0), 2)
+        let f2 = try pool.submit(Multiply(factor: 2), 21)
+        let fixtures = [Self.finished(42), Self.cancelledAndNotified(), Self.failed()]
+        let (done, notDone) = await wait([f1, f2] + fixtures, returnWhen: .allCompleted)
+        #expect(done == Set([f1, f2] + fixtures))
+        #expect(notDone.isEmpty)
+      }
+    }
+
+    @Test func waitTimeoutReturns() async throws {
+      let pending = ProcessFuture<Int>()
+      let fixtures = [Self.cancelledAndNotified(), Self.failed(), Self.finished(42)]
+      let (done, notDone) = await wait(fixtures + [pending], timeout: .milliseconds(50), returnWhen: .allCompleted)
+      #expect(done == Set(fixtures))
+      #expect(notDone == [pending])
+    }
+  }
+}
