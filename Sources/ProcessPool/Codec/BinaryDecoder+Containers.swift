@@ -46,8 +46,9 @@ final class KeyedReader<Key: CodingKey>: KeyedDecodingContainerProtocol {
   }
 
   /// The offset of the value for `key`, or nil when absent.
-  private func find(_ key: Key) throws -> Int? {
-    let name = key.stringValue
+  private func find(_ key: Key) throws -> Int? { try find(name: key.stringValue) }
+
+  private func find(name: String) throws -> Int? {
     if let lastFound, lastFound.key == name { return lastFound.offset }
     if cursorIndex < count && reader.keyMatches(name, at: cursor) {
       var valueOffset = cursor
@@ -118,7 +119,9 @@ final class KeyedReader<Key: CodingKey>: KeyedDecodingContainerProtocol {
   }
 
   func superDecoder() throws -> any Decoder {
-    try superDecoder(forKey: Key(stringValue: "super")!)
+    // "super" need not be one of `Key`'s cases.
+    guard let offset = try find(name: "super") else { throw reader.fail("no value for key 'super'", codingPath) }
+    return ValueDecoder(reader: reader, offset: offset, codingPath: codingPath)
   }
 
   func superDecoder(forKey key: Key) throws -> any Decoder {

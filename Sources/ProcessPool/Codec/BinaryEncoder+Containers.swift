@@ -6,10 +6,12 @@ struct KeyedWriter<Key: CodingKey>: KeyedEncodingContainerProtocol {
   let countOffset: Int
 
   /// Starts an entry: checks order, counts it, writes the key.
-  private func begin(_ key: Key) throws {
+  private func begin(_ key: Key) throws { try begin(name: key.stringValue) }
+
+  private func begin(name: String) throws {
     try writer.activate(token, path: codingPath)
     writer.incrementCount(at: countOffset)
-    writer.key(key.stringValue)
+    writer.key(name)
   }
 
   mutating func encodeNil(forKey key: Key) throws {
@@ -40,7 +42,9 @@ struct KeyedWriter<Key: CodingKey>: KeyedEncodingContainerProtocol {
   }
 
   mutating func superEncoder() -> any Encoder {
-    superEncoder(forKey: Key(stringValue: "super")!)
+    // "super" need not be one of `Key`'s cases.
+    try? begin(name: "super")
+    return ValueEncoder(writer: writer, codingPath: codingPath + [IndexKey(stringValue: "super") ?? IndexKey(0)])
   }
 
   mutating func superEncoder(forKey key: Key) -> any Encoder {

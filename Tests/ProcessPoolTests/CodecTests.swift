@@ -1,0 +1,184 @@
+import Testing
+
+@testable import ProcessPool
+
+/// The binary codec on its own: round trips of everything `Codable` can express, and malformed
+/// input that must throw (never crash, hang or allocate absurdly).
+@Suite struct CodecTests {
+  func roundTrip<T: Codable & Equatable>(_ value: T, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let bytes = try BinaryEncoder.encode(value)
+    let back = try BinaryDecoder.decode(T.self, from: bytes)
+    #expect(back == value, sourceLocation: sourceLocation)
+  }
+
+  @Test func integersAtTheirBounds() throws {
+    for value in [Int.min, -1, 0, 1, 127, 128, Int.max] { try roundTrip(value) }
+    try roundTrip([Int8.min, Int8.max])
+    try roundTrip([Int16.min, Int16.max])
+    try roundTrip([Int32.min, Int32.max])
+    try roundTrip([Int64.min, Int64.max])
+    try roundTrip([UInt.max, 0])
+    try roundTrip([UInt8.max, 0])
+    try roundTrip([UInt16.max, 0])
+    try roundTrip([UInt32.max, 0])
+    try roundTrip([UInt64.max, 0])
+  }
+
+  @Test func floats() throws {
+    for value in [0.0, -0.0, 1.5, .infinity, -.infinity, .leastNonzeroMagnitude, .greatestFiniteMagnitude] {
+      try roundTrip(value)
+    }
+    let nan = try BinaryDecoder.decode(Double.self, from: try BinaryEncoder.encode(Double.nan))
+    #expect(nan.isNaN)
+    let negativeZero = try BinaryDecoder.decode(Double.self, from: try BinaryEncoder.encode(-0.0))
+    #expect(negativeZero.sign == .minus)
+    try roundTrip(Float(3.25))
+    try roundTrip([Float.infinity, -1])
+  }
+
+  @Test func stringsAndBools() throws {
+    for value in ["", "hello", "héllo wörld ✓ 🎉", String(repeating: "x", count: 100_000)] { try roundTrip(value) }
+    try roundTrip([true, false])
+  }
+
+  @Test func arrays() throws {
+    try roundTrip([UInt8]())
+    try roundTrip([Int]())
+    try roundTrip([1.5, -2.5])
+    try roundTrip(["a", "", "c"])
+    try roundTrip([[1, 2], [], [3]])
+    let big = [UInt8](repeating: 0xAB, count: 10 << 20)
+    let back = try BinaryDecoder.decode([UInt8].self, from: try BinaryEncoder.encode(big))
+    let same = back == big
+    #expect(same)
+  }
+
+  struct Point: Codable, Equatable {
+    var x: Int
+    var y: Double
+    var label: String?
+    var tags: [String]
+  }
+
+  enum Shape: Codable, Equatable {
+    case circle(center: Point, radius: Double)
+    case polygon([Point])
+    case empty
+  }
+
+  struct Empty: Codable, Equatable {}
+
+  @Test func structsEnumsOptionalsAndDictionaries() throws {
+    let point = Point(x: 3, y: -1.5, label: nil, tags: ["a"])
+    try roundTrip(point)
+    try roundTrip(Point(x: 0, y: 0, label: "origin", tags: []))
+    try roundTrip(Shape.circle(center: point, radius: 2))
+    try roundTrip(Shape.polygon([point, point]))
+    try roundTrip(Shape.empty)
+    try roundTrip(Empty())
+    try roundTrip([Empty(), Empty()])
+    // Nested optionals: like JSON, `.some(nil)` and `nil` are the same on the wire.
+    for nested: Int?? in [.some(.some(5)), .none] {
+      let back = try BinaryDecoder.decode(Int??.self, from: try BinaryEncoder.encode(nested))
+      #expect(back == nested)
+    }
+    try roundTrip([Int?.none, 5])
+    try roundTrip(["a": 1, "b": 2])
+    try roundTrip([1: "one", 2: "two"])
+    try roundTrip(["k": [Point(x: 1, y: 2, label: "p", tags: [])]])
+  }
+
+  /// Writes its keys in one order and reads them in another, and skips one.
+  struct Reordered: Codable, Equatable {
+    var a: Int
+    var b: String
+    var c: [Int]
+    enum CodingKeys: String, CodingKey { case a, b, c, extra }
+    init(a: Int, b: String, c: [Int]) {
+      self.a = a
+      self.b = b
+      self.c = c
+    }
+    init(from decoder: any Decoder) throws {
+      let container = try decoder.container(keyedBy: CodingKeys.self)
+      c = try container.decode([Int].self, forKey: .c)
+      a = try container.decode(Int.self, forKey: .a)
+      b = try container.decode(String.self, forKey: .b)
+      #expect(container.contains(.extra))
+      #expect(Set(container.allKeys.map(\.stringValue)) == ["a", "b", "c", "extra"])
+    }
+    func encode(to encoder: any Encoder) throws {
+      var container = encoder.container(keyedBy: CodingKeys.self)
+      try container.encode(a, forKey: .a)
+      try container.encode("ignored", forKey: .extra)
+      try container.encode(b, forKey: .b)
+      try container.encode(c, forKey: .c)
+    }
+  }
+
+  @Test func keysInAnyOrder() throws {
+    try roundTrip(Reordered(a: 1, b: "two", c: [3]))
+  }
+
+  class Animal: Codable {
+    var name: String
+    init(name: String) { self.name = name }
+  }
+
+  final class Dog: Animal, Equatable {
+    var good: Bool
+    init(name: String, good: Bool) {
+      self.good = good
+      super.init(name: name)
+    }
+    enum CodingKeys: String, CodingKey { case good }
+    required init(from decoder: any Decoder) throws {
+      let container = try decoder.container(keyedBy: CodingKeys.self)
+      good = try container.decode(Bool.self, forKey: .good)
+      try super.init(from: container.superDecoder())
+    }
+    override func encode(to encoder: any Encoder) throws {
+      var container = encoder.container(keyedBy: CodingKeys.self)
+      try container.encode(good, forKey: .good)
+      try super.encode(to: container.superEncoder())
+    }
+    static func == (lhs: Dog, rhs: Dog) -> Bool { lhs.name == rhs.name && lhs.good == rhs.good }
+  }
+
+  @Test func classesWithSuperEncoder() throws {
+    try roundTrip(Dog(name: "Rex", good: true))
+  }
+
+  @Test func everyTruncationThrows() throws {
+    let bytes = try BinaryEncoder.encode(
+      Shape.polygon([Point(x: 1, y: 2, label: "l", tags: ["t", "u"]), Point(x: -3, y: 4, label: nil, tags: [])]))
+    for length in 0..<bytes.count {
+      #expect(throws: CodecError.self) { try BinaryDecoder.decode(Shape.self, from: Array(bytes[0..<length])) }
+    }
+  }
+
+  @Test func malformedInputThrows() throws {
+    // A huge declared length.
+    #expect(throws: CodecError.self) {
+      try BinaryDecoder.decode([UInt8].self, from: [CodecTag.bytes.rawValue, 0xff, 0xff, 0xff, 0xff, 0x0f])
+    }
+    #expect(throws: CodecError.self) {
+      try BinaryDecoder.decode([Int].self, from: [CodecTag.ints.rawValue, 0xff, 0xff, 0xff, 0x7f])
+    }
+    // Out of range for the type.
+    #expect(throws: CodecError.self) { try BinaryDecoder.decode(UInt8.self, from: try BinaryEncoder.encode(300)) }
+    #expect(throws: CodecError.self) { try BinaryDecoder.decode(UInt.self, from: try BinaryEncoder.encode(-1)) }
+    // Trailing bytes.
+    #expect(throws: CodecError.self) { try BinaryDecoder.decode(Int.self, from: try BinaryEncoder.encode(1) + [0]) }
+    // Type mismatch and unknown tags.
+    #expect(throws: CodecError.self) { try BinaryDecoder.decode(String.self, from: try BinaryEncoder.encode(1)) }
+    #expect(throws: CodecError.self) { try BinaryDecoder.decode(Int.self, from: [200]) }
+    #expect(throws: CodecError.self) { try BinaryDecoder.decode(Point.self, from: try BinaryEncoder.encode([1, 2])) }
+    // Invalid UTF-8.
+    #expect(throws: CodecError.self) {
+      try BinaryDecoder.decode(String.self, from: [CodecTag.string.rawValue, 2, 0xc3, 0x28])
+    }
+    // A missing key.
+    #expect(throws: CodecError.self) { try BinaryDecoder.decode(Point.self, from: try BinaryEncoder.encode(Empty())) }
+  }
+}
