@@ -2,32 +2,32 @@
 import PackageDescription
 
 let package = Package(
-    name: "ProcessPool",
-    products: [
-        .library(name: "ProcessPool", targets: ["ProcessPool"])
-    ],
-    targets: [
-        // Only what Swift cannot do: the pre-main worker hook and posix_spawn's closefrom.
-        .target(name: "CProcessPoolShims"),
-        .target(
-            name: "ProcessPool",
-            dependencies: ["CProcessPoolShims"],
-            swiftSettings: [.enableUpcomingFeature("ExistentialAny")]
-        ),
-        .executableTarget(
-            name: "Countdown",
-            dependencies: ["ProcessPool"],
-            path: "Examples/Countdown"
-        ),
-        .executableTarget(
-            name: "Benchmarks",
-            dependencies: ["ProcessPool"],
-            path: "Benchmarks"
-        ),
-        .testTarget(
-            name: "ProcessPoolTests",
-            dependencies: ["ProcessPool", "CProcessPoolShims"]
-        ),
-    ],
-    swiftLanguageModes: [.v6]
+  name: "ProcessPool",
+  products: [
+    .library(name: "ProcessPool", targets: ["ProcessPool"])
+  ],
+  targets: [
+    // Only what Swift cannot do: the pre-main worker hook and posix_spawn's closefrom.
+    .target(name: "CProcessPoolShims"),
+    .target(
+      name: "ProcessPool",
+      dependencies: ["CProcessPoolShims"],
+      swiftSettings: [.enableUpcomingFeature("ExistentialAny")]
+    ),
+    .executableTarget(
+      name: "Countdown",
+      dependencies: ["ProcessPool"],
+      path: "Examples/Countdown"
+    ),
+    .executableTarget(
+      name: "Benchmarks",
+      dependencies: ["ProcessPool"],
+      path: "Benchmarks"
+    ),
+    .testTarget(
+      name: "ProcessPoolTests",
+      dependencies: ["ProcessPool", "CProcessPoolShims"]
+    ),
+  ],
+  swiftLanguageModes: [.v6]
 )

@@ -1,7 +1,11 @@
-// The countdown from Python's concurrent.futures docs, serial vs parallel, side by side.
+// The countdown from Python's concurrent.futures docs: the same CPU-bound work run serially in
+// this process and in parallel on a process pool, printed side by side.
 //
 //   swift run -c release Countdown [n] [tasks]
 import ProcessPool
+
+// Needed only in a build linked with --static-swift-stdlib; harmless otherwise.
+ProcessPoolWorker.bootstrap()
 
 /// Counts down from its input: pure CPU work, no I/O.
 struct Countdown: ProcessTask {
@@ -15,35 +19,47 @@ struct Countdown: ProcessTask {
 /// Keeps the optimiser from folding the loop away.
 @inline(never) func opaque(_ value: Int) -> Int { value }
 
-let arguments = CommandLine.arguments.dropFirst().compactMap { Int($0) }
-let n = arguments.first ?? 50_000_000
-let pool = try ProcessPoolExecutor()
-let workers = pool.configuration.maxWorkers
-let tasks = arguments.dropFirst().first ?? workers * 2
-let clock = ContinuousClock()
-
-// Serial: one task after another in this process.
-let serialTime = try await clock.measure {
-  for _ in 0..<tasks { _ = try await Countdown().run(n) }
+func seconds(_ duration: Duration) -> Double {
+  Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
 }
 
-// Parallel: the same tasks on the pool, results in order, four inputs per message.
-var parallelTime = Duration.zero
-parallelTime = try await clock.measure {
-  var futures: [ProcessFuture<Int>] = []
-  for _ in 0..<tasks { futures.append(try pool.submit(Countdown(), n)) }
-  for future in futures { _ = try await future.value }
+func format(_ value: Double) -> String {
+  let hundredths = Int((value * 100).rounded())
+  let fraction = hundredths % 100
+  return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+}
+
+let arguments = CommandLine.arguments.dropFirst().compactMap { Int($0) }
+let n = arguments.first ?? 20_000_000
+let pool = try ProcessPoolExecutor()
+let workers = pool.configuration.maxWorkers
+let tasks = arguments.dropFirst().first ?? workers * 4
+let inputs = Array(repeating: n, count: tasks)
+let clock = ContinuousClock()
+
+// Serial: one countdown after another in this process.
+let serial = try await clock.measure {
+  for input in inputs { _ = try await Countdown().run(input) }
+}
+
+// Parallel: `map` yields the results in input order; chunksize 1 because each task is long.
+let parallel = try await clock.measure {
+  for try await result in try pool.map(Countdown(), inputs, chunksize: 1) { precondition(result == 0) }
+}
+
+// asCompleted: the same work submitted one by one, taken in the order it finishes.
+var finished = 0
+let completed = try await clock.measure {
+  let futures = try inputs.map { try pool.submit(Countdown(), $0) }
+  for try await future in asCompleted(futures) {
+    _ = try await future.value
+    finished += 1
+  }
 }
 await pool.shutdown()
 
-func seconds(_ duration: Duration) -> String {
-  let (whole, fraction) = duration.components
-  let milliseconds = Int(whole) * 1000 + Int(fraction / 1_000_000_000_000_000)
-  return "\(milliseconds / 1000).\(String(repeating: "0", count: 3 - String(milliseconds % 1000).count))\(milliseconds % 1000) s"
-}
-
-let speedup = Double(serialTime.components.seconds * 1_000_000_000_000_000_000 + serialTime.components.attoseconds)
-  / Double(parallelTime.components.seconds * 1_000_000_000_000_000_000 + parallelTime.components.attoseconds)
-print("countdown(\(n)) x \(tasks) tasks on \(workers) workers")
-print("  serial     parallel   speedup")
-print("  \(seconds(serialTime))    \(seconds(parallelTime))    \((speedup * 100).rounded() / 100)x")
+print("countdown(\(n)) x \(tasks) tasks, \(workers) workers")
+print("serial    parallel (map)    asCompleted    speedup")
+print(
+  "\(format(seconds(serial))) s    \(format(seconds(parallel))) s            \(format(seconds(completed))) s         "
+    + "\(format(seconds(serial) / seconds(parallel)))x")

@@ -30,7 +30,8 @@ extension ProcessPoolExecutor {
       throw ProcessPoolError(.invalidArgument, "buffersize must be None or > 0 (got \(buffersize))")
     }
     let header = try Self.taskHeader(task)
-    let size = chunksize ?? Self.automaticChunksize(count: inputs.underestimatedCount, workers: configuration.maxWorkers)
+    let size =
+      chunksize ?? Self.automaticChunksize(count: inputs.underestimatedCount, workers: configuration.maxWorkers)
     let source = ChunkSource<T>(pool: self, header: header, inputs: inputs.makeIterator(), chunksize: size)
     let state = MapState(source: source, buffersize: buffersize, timeout: timeout)
     try state.fill()
@@ -46,7 +47,9 @@ extension ProcessPoolExecutor {
 
   /// Queues one chunk: one job, one future per input (an input that cannot be encoded gets a
   /// future that already failed, and stays out of the job).
-  func submitChunk<T: ProcessTask>(_ header: [UInt8], _ inputs: [T.Input], as _: T.Type) throws -> [ProcessFuture<T.Output>] {
+  func submitChunk<T: ProcessTask>(_ header: [UInt8], _ inputs: [T.Input], as _: T.Type) throws -> [ProcessFuture<
+    T.Output
+  >] {
     var payload = header
     let countOffset = payload.count
     payload.appendLittleEndian(UInt32(0))
@@ -60,7 +63,8 @@ extension ProcessPoolExecutor {
         running.append(future)
       } catch {
         futures.append(
-          ProcessFuture(finished: .failure(ProcessPoolError(.encodingFailed, "cannot encode an input of \(T.self): \(error)"))))
+          ProcessFuture(
+            finished: .failure(ProcessPoolError(.encodingFailed, "cannot encode an input of \(T.self): \(error)"))))
       }
     }
     guard !running.isEmpty else { return futures }

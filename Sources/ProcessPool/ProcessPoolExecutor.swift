@@ -62,7 +62,9 @@ public final class ProcessPoolExecutor: Sendable {
   /// broken, when the task's type cannot be found by name in a worker, or when the task or the
   /// input cannot be encoded.
   /// - Parameter timeout: This task's own time limit (overrides the pool's `taskTimeout`).
-  public func submit<T: ProcessTask>(_ task: T, _ input: T.Input, timeout: Duration? = nil) throws -> ProcessFuture<T.Output> {
+  public func submit<T: ProcessTask>(_ task: T, _ input: T.Input, timeout: Duration? = nil) throws -> ProcessFuture<
+    T.Output
+  > {
     var payload = try Self.taskHeader(task)
     payload.appendLittleEndian(UInt32(1))
     do {

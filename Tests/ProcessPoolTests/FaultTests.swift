@@ -12,264 +12,264 @@ import Testing
 /// workers (CPython's test_deadlock.py, test_process_pool.py and test_init.py cases, and the
 /// peers' complaints). Each test checks that nothing is left behind.
 extension WorkerProcessTests {
-@Suite struct FaultTests {
-  init() {
-    // The crash reports are expected here; keep the test log readable.
-    ProcessPoolLog.setHandler { _, _ in }
-  }
-
-  @Test(arguments: [Crash.Mode.exit, .trap, .segfault, .abort])
-  func crashFailsOnlyItsTaskAndTheWorkerIsReplaced(_ mode: Crash.Mode) async throws {
-    try await withPool(.workers(2)) { (pool: ProcessPoolExecutor) async throws in
-      let crashing = try pool.submit(Crash(), mode)
-      do {
-        _ = try await crashing.value
-        Issue.record("a crashed task must fail")
-      } catch let error as ProcessPoolError {
-        #expect(error.code == .workerCrashed)
-        #expect(error.workerPID != nil)
-        switch mode {
-        case .exit: #expect(error.termination == .exited(99))
-        case .segfault: #expect(error.termination == .signaled(SIGSEGV))
-        case .abort: #expect(error.termination == .signaled(SIGABRT))
-        case .trap:
-          #expect(error.termination == .signaled(SIGTRAP) || error.termination == .signaled(SIGILL))
-        }
-        #expect("\(error)".contains("\(error.workerPID!)"))
-      }
-      // The pool goes on.
-      let results = try await withThrowingTaskGroup(of: Int.self) { group in
-        for x in 0..<6 { group.addTask { try await pool.submit(Square(), x).value } }
-        return try await group.reduce(into: []) { $0.append($1) }
-      }
-      #expect(results.sorted() == [0, 1, 4, 9, 16, 25])
-      #expect(pool.statistics.workersCrashed == 1)
+  @Suite struct FaultTests {
+    init() {
+      // The crash reports are expected here; keep the test log readable.
+      ProcessPoolLog.setHandler { _, _ in }
     }
-  }
 
-  @Test func workerKilledFromOutsideFailsItsTask() async throws {
-    try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
-      let gate = TestGate()
-      defer { gate.close() }
-      let future = try pool.submit(gate.task, 1)
-      #expect(gate.waitForArrivals(1))
-      let pid = pool.workerPIDs[0]
-      kill(pid, SIGKILL)
-      await #expect { try await future.value } throws: {
-        let error = $0 as? ProcessPoolError
-        return error?.code == .workerCrashed && error?.workerPID == pid && error?.termination == .signaled(SIGKILL)
-      }
-      #expect(try await pool.submit(Square(), 8).value == 64)
-    }
-  }
-
-  @Test func breakPoolPolicyFailsEverythingWithItsOwnError() async throws {
-    var configuration = ProcessPoolExecutor.Configuration.workers(2)
-    configuration.crashPolicy = .breakPool
-    try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
-      let gate = TestGate()
-      defer { gate.close() }
-      let blocked = try (0..<3).map { try pool.submit(gate.task, $0) }
-      #expect(gate.waitForArrivals(2))
-      kill(pool.workerPIDs[0], SIGTERM)
-      var errors: [ProcessPoolError] = []
-      for future in blocked {
+    @Test(arguments: [Crash.Mode.exit, .trap, .segfault, .abort])
+    func crashFailsOnlyItsTaskAndTheWorkerIsReplaced(_ mode: Crash.Mode) async throws {
+      try await withPool(.workers(2)) { (pool: ProcessPoolExecutor) async throws in
+        let crashing = try pool.submit(Crash(), mode)
         do {
-          _ = try await future.value
-        } catch let error as ProcessPoolError {
-          errors.append(error)
-        }
-      }
-      #expect(errors.count == 3)
-      #expect(errors.allSatisfy { $0.code == .brokenPool || $0.code == .workerCrashed })
-      #expect { try pool.submit(Square(), 2) } throws: { ($0 as? ProcessPoolError)?.code == .brokenPool }
-    }
-  }
-
-  @Test func crashWhileReceivingABigPayload() async throws {
-    // gh-94777: a worker that dies while the parent writes a large payload must not wedge it.
-    try await withPool(.workers(2)) { (pool: ProcessPoolExecutor) async throws in
-      let big = [UInt8](repeating: 1, count: 4 * 1024 * 1024 + 1)
-      let gate = TestGate()
-      defer { gate.close() }
-      let blocker = try pool.submit(gate.task, 0)
-      #expect(gate.waitForArrivals(1))
-      let victim = pool.workerPIDs[0]
-      let echoes = try (0..<4).map { _ in try pool.submit(Echo(), big) }
-      kill(victim, SIGKILL)
-      await #expect(throws: ProcessPoolError.self) { try await blocker.value }
-      for future in echoes {
-        do {
-          let back = try await future.value
-          #expect(back.count == big.count)
+          _ = try await crashing.value
+          Issue.record("a crashed task must fail")
         } catch let error as ProcessPoolError {
           #expect(error.code == .workerCrashed)
+          #expect(error.workerPID != nil)
+          switch mode {
+          case .exit: #expect(error.termination == .exited(99))
+          case .segfault: #expect(error.termination == .signaled(SIGSEGV))
+          case .abort: #expect(error.termination == .signaled(SIGABRT))
+          case .trap:
+            #expect(error.termination == .signaled(SIGTRAP) || error.termination == .signaled(SIGILL))
+          }
+          #expect("\(error)".contains("\(error.workerPID!)"))
+        }
+        // The pool goes on.
+        let results = try await withThrowingTaskGroup(of: Int.self) { group in
+          for x in 0..<6 { group.addTask { try await pool.submit(Square(), x).value } }
+          return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(results.sorted() == [0, 1, 4, 9, 16, 25])
+        #expect(pool.statistics.workersCrashed == 1)
+      }
+    }
+
+    @Test func workerKilledFromOutsideFailsItsTask() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let gate = TestGate()
+        defer { gate.close() }
+        let future = try pool.submit(gate.task, 1)
+        #expect(gate.waitForArrivals(1))
+        let pid = pool.workerPIDs[0]
+        kill(pid, SIGKILL)
+        await #expect { try await future.value } throws: {
+          let error = $0 as? ProcessPoolError
+          return error?.code == .workerCrashed && error?.workerPID == pid && error?.termination == .signaled(SIGKILL)
+        }
+        #expect(try await pool.submit(Square(), 8).value == 64)
+      }
+    }
+
+    @Test func breakPoolPolicyFailsEverythingWithItsOwnError() async throws {
+      var configuration = ProcessPoolExecutor.Configuration.workers(2)
+      configuration.crashPolicy = .breakPool
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
+        let gate = TestGate()
+        defer { gate.close() }
+        let blocked = try (0..<3).map { try pool.submit(gate.task, $0) }
+        #expect(gate.waitForArrivals(2))
+        kill(pool.workerPIDs[0], SIGTERM)
+        var errors: [ProcessPoolError] = []
+        for future in blocked {
+          do {
+            _ = try await future.value
+          } catch let error as ProcessPoolError {
+            errors.append(error)
+          }
+        }
+        #expect(errors.count == 3)
+        #expect(errors.allSatisfy { $0.code == .brokenPool || $0.code == .workerCrashed })
+        #expect { try pool.submit(Square(), 2) } throws: { ($0 as? ProcessPoolError)?.code == .brokenPool }
+      }
+    }
+
+    @Test func crashWhileReceivingABigPayload() async throws {
+      // gh-94777: a worker that dies while the parent writes a large payload must not wedge it.
+      try await withPool(.workers(2)) { (pool: ProcessPoolExecutor) async throws in
+        let big = [UInt8](repeating: 1, count: 4 * 1024 * 1024 + 1)
+        let gate = TestGate()
+        defer { gate.close() }
+        let blocker = try pool.submit(gate.task, 0)
+        #expect(gate.waitForArrivals(1))
+        let victim = pool.workerPIDs[0]
+        let echoes = try (0..<4).map { _ in try pool.submit(Echo(), big) }
+        kill(victim, SIGKILL)
+        await #expect(throws: ProcessPoolError.self) { try await blocker.value }
+        for future in echoes {
+          do {
+            let back = try await future.value
+            #expect(back.count == big.count)
+          } catch let error as ProcessPoolError {
+            #expect(error.code == .workerCrashed)
+          }
         }
       }
     }
-  }
 
-  @Test func taskTimeoutStopsOnlyThatTask() async throws {
-    try await withPool(.workers(2)) { (pool: ProcessPoolExecutor) async throws in
-      let slow = try pool.submit(Sleep(), 600_000, timeout: .milliseconds(200))
-      let quick = try pool.submit(Square(), 9)
-      await #expect { try await slow.value } throws: {
-        let error = $0 as? ProcessPoolError
-        return error?.code == .taskTimedOut && error?.workerPID != nil
+    @Test func taskTimeoutStopsOnlyThatTask() async throws {
+      try await withPool(.workers(2)) { (pool: ProcessPoolExecutor) async throws in
+        let slow = try pool.submit(Sleep(), 600_000, timeout: .milliseconds(200))
+        let quick = try pool.submit(Square(), 9)
+        await #expect { try await slow.value } throws: {
+          let error = $0 as? ProcessPoolError
+          return error?.code == .taskTimedOut && error?.workerPID != nil
+        }
+        #expect(try await quick.value == 81)
+        #expect(try await pool.submit(Square(), 10).value == 100)
+        #expect(pool.statistics.tasksTimedOut == 1)
       }
-      #expect(try await quick.value == 81)
-      #expect(try await pool.submit(Square(), 10).value == 100)
-      #expect(pool.statistics.tasksTimedOut == 1)
     }
-  }
 
-  @Test func aTaskThatIgnoresSIGTERMIsKilledAfterTheGracePeriod() async throws {
-    var configuration = ProcessPoolExecutor.Configuration.workers(1)
-    configuration.terminationGracePeriod = .milliseconds(100)
-    try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
-      let stubborn = try pool.submit(IgnoreTermAndSleep(), 0, timeout: .milliseconds(100))
-      await #expect { try await stubborn.value } throws: {
-        ($0 as? ProcessPoolError)?.code == .taskTimedOut
+    @Test func aTaskThatIgnoresSIGTERMIsKilledAfterTheGracePeriod() async throws {
+      var configuration = ProcessPoolExecutor.Configuration.workers(1)
+      configuration.terminationGracePeriod = .milliseconds(100)
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
+        let stubborn = try pool.submit(IgnoreTermAndSleep(), 0, timeout: .milliseconds(100))
+        await #expect { try await stubborn.value } throws: {
+          ($0 as? ProcessPoolError)?.code == .taskTimedOut
+        }
+        // One worker at most: this runs only once the stubborn one was killed and reaped.
+        #expect(try await pool.submit(Square(), 3).value == 9)
+        #expect(pool.statistics.workersStarted == 2)
       }
-      // One worker at most: this runs only once the stubborn one was killed and reaped.
-      #expect(try await pool.submit(Square(), 3).value == 9)
-      #expect(pool.statistics.workersStarted == 2)
     }
-  }
 
-  @Test(arguments: [SIGTERM, SIGKILL])
-  func forcedShutdownStopsRunningWork(_ signal: Int32) async throws {
-    try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
-      let gate = TestGate()
-      defer { gate.close() }
-      let running = try pool.submit(gate.task, 0)
-      let queued = try pool.submit(Square(), 2)
-      let later = try pool.submit(Square(), 3)
-      #expect(gate.waitForArrivals(1))
-      if signal == SIGTERM { pool.terminateWorkers() } else { pool.killWorkers() }
-      await #expect { try await running.value } throws: {
-        let error = $0 as? ProcessPoolError
-        return error?.code == .brokenPool && error?.termination == .signaled(signal)
-          && "\(error!)".contains("forcefully shut down")
+    @Test(arguments: [SIGTERM, SIGKILL])
+    func forcedShutdownStopsRunningWork(_ signal: Int32) async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let gate = TestGate()
+        defer { gate.close() }
+        let running = try pool.submit(gate.task, 0)
+        let queued = try pool.submit(Square(), 2)
+        let later = try pool.submit(Square(), 3)
+        #expect(gate.waitForArrivals(1))
+        if signal == SIGTERM { pool.terminateWorkers() } else { pool.killWorkers() }
+        await #expect { try await running.value } throws: {
+          let error = $0 as? ProcessPoolError
+          return error?.code == .brokenPool && error?.termination == .signaled(signal)
+            && "\(error!)".contains("forcefully shut down")
+        }
+        // A job already on the worker's socket fails with it; one still queued is cancelled.
+        for future in [queued, later] { await #expect(throws: ProcessPoolError.self) { try await future.value } }
+        #expect { try pool.submit(Square(), 2) } throws: { ($0 as? ProcessPoolError)?.code == .shutDown }
       }
-      // A job already on the worker's socket fails with it; one still queued is cancelled.
-      for future in [queued, later] { await #expect(throws: ProcessPoolError.self) { try await future.value } }
-      #expect { try pool.submit(Square(), 2) } throws: { ($0 as? ProcessPoolError)?.code == .shutDown }
     }
-  }
 
-  @Test func forcedShutdownOfAPoolThatNeverStartedIsANoOp() async throws {
-    try await withPool { (pool: ProcessPoolExecutor) async throws in
-      pool.terminateWorkers()
-      pool.killWorkers()
-      #expect(pool.statistics.workersStarted == 0)
+    @Test func forcedShutdownOfAPoolThatNeverStartedIsANoOp() async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        pool.terminateWorkers()
+        pool.killWorkers()
+        #expect(pool.statistics.workersStarted == 0)
+      }
     }
-  }
 
-  @Test func maxTasksPerChildReplacesWorkers() async throws {
-    var configuration = ProcessPoolExecutor.Configuration.workers(1)
-    configuration.maxTasksPerChild = 3
-    configuration.jobsPerWorker = 1
-    try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
-      var pids: [Int32] = []
-      for _ in 0..<4 { pids.append(try await pool.submit(ProcessID(), 0).value) }
-      #expect(Set(pids[0..<3]).count == 1)
-      #expect(pids[3] != pids[0])
-      #expect(pool.workerPIDs.count <= 1)
+    @Test func maxTasksPerChildReplacesWorkers() async throws {
+      var configuration = ProcessPoolExecutor.Configuration.workers(1)
+      configuration.maxTasksPerChild = 3
+      configuration.jobsPerWorker = 1
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
+        var pids: [Int32] = []
+        for _ in 0..<4 { pids.append(try await pool.submit(ProcessID(), 0).value) }
+        #expect(Set(pids[0..<3]).count == 1)
+        #expect(pids[3] != pids[0])
+        #expect(pool.workerPIDs.count <= 1)
+      }
     }
-  }
 
-  @Test(arguments: [(1, 2, 6), (2, 2, 8), (3, 1, 6)])
-  func maxTasksPerChildWithABacklogDoesNotDeadlock(_ workers: Int, _ maxTasks: Int, _ tasks: Int) async throws {
-    // gh-115634 and test_max_tasks_early_shutdown.
-    var configuration = ProcessPoolExecutor.Configuration.workers(workers)
-    configuration.maxTasksPerChild = maxTasks
-    try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
-      let futures = try (0..<tasks).map { try pool.submit(Multiply(factor: 2), $0) }
-      await pool.shutdown(wait: true)
+    @Test(arguments: [(1, 2, 6), (2, 2, 8), (3, 1, 6)])
+    func maxTasksPerChildWithABacklogDoesNotDeadlock(_ workers: Int, _ maxTasks: Int, _ tasks: Int) async throws {
+      // gh-115634 and test_max_tasks_early_shutdown.
+      var configuration = ProcessPoolExecutor.Configuration.workers(workers)
+      configuration.maxTasksPerChild = maxTasks
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
+        let futures = try (0..<tasks).map { try pool.submit(Multiply(factor: 2), $0) }
+        await pool.shutdown(wait: true)
+        var results: [Int] = []
+        for future in futures { results.append(try await future.value) }
+        #expect(results == (0..<tasks).map { $0 * 2 })
+      }
+    }
+
+    @Test func droppedPoolWithRetiringWorkersFinishesItsBacklog() async throws {
+      // gh-119592 / gh-152967: CPython fails these with "garbage collected"; we finish them.
+      let check = LeakCheck()
+      var core: PoolCore?
+      var futures: [ProcessFuture<Int>] = []
+      do {
+        var configuration = ProcessPoolExecutor.Configuration.workers(1)
+        configuration.maxTasksPerChild = 1
+        let pool = try ProcessPoolExecutor(configuration: configuration)
+        futures = try (0..<3).map { try pool.submit(Square(), $0) }
+        core = pool.core
+      }
       var results: [Int] = []
       for future in futures { results.append(try await future.value) }
-      #expect(results == (0..<tasks).map { $0 * 2 })
+      #expect(results == [0, 1, 4])
+      await core?.waitUntilStopped()
+      core?.waitForIOThread()
+      core = nil
+      check.verify()
     }
-  }
 
-  @Test func droppedPoolWithRetiringWorkersFinishesItsBacklog() async throws {
-    // gh-119592 / gh-152967: CPython fails these with "garbage collected"; we finish them.
-    let check = LeakCheck()
-    var core: PoolCore?
-    var futures: [ProcessFuture<Int>] = []
-    do {
-      var configuration = ProcessPoolExecutor.Configuration.workers(1)
-      configuration.maxTasksPerChild = 1
-      let pool = try ProcessPoolExecutor(configuration: configuration)
-      futures = try (0..<3).map { try pool.submit(Square(), $0) }
-      core = pool.core
-    }
-    var results: [Int] = []
-    for future in futures { results.append(try await future.value) }
-    #expect(results == [0, 1, 4])
-    await core?.waitUntilStopped()
-    core?.waitForIOThread()
-    core = nil
-    check.verify()
-  }
-
-  @Test func initializerRunsInEveryWorker() async throws {
-    try await withPool(.workers(2), initializer: SetGreeting(greeting: "initialized")) {
-      (pool: ProcessPoolExecutor) async throws in
-      let futures = try (0..<2).map { try pool.submit(ReadGreeting(), $0) }
-      for future in futures { #expect(try await future.value == "initialized") }
-    }
-  }
-
-  @Test func failingInitializerBreaksThePool() async throws {
-    try await withPool(.workers(2), initializer: FailingInitializer()) { (pool: ProcessPoolExecutor) async throws in
-      let future = try pool.submit(Square(), 2)
-      await #expect { try await future.value } throws: {
-        let error = $0 as? ProcessPoolError
-        return error?.code == .brokenPool && "\(error!)".contains("error in initializer")
+    @Test func initializerRunsInEveryWorker() async throws {
+      try await withPool(.workers(2), initializer: SetGreeting(greeting: "initialized")) {
+        (pool: ProcessPoolExecutor) async throws in
+        let futures = try (0..<2).map { try pool.submit(ReadGreeting(), $0) }
+        for future in futures { #expect(try await future.value == "initialized") }
       }
-      #expect { try pool.submit(Square(), 2) } throws: { ($0 as? ProcessPoolError)?.code == .brokenPool }
     }
-  }
 
-  @Test func nestedPoolsWork() async throws {
-    try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
-      #expect(try await pool.submit(NestedSquare(), 12).value == 144)
+    @Test func failingInitializerBreaksThePool() async throws {
+      try await withPool(.workers(2), initializer: FailingInitializer()) { (pool: ProcessPoolExecutor) async throws in
+        let future = try pool.submit(Square(), 2)
+        await #expect { try await future.value } throws: {
+          let error = $0 as? ProcessPoolError
+          return error?.code == .brokenPool && "\(error!)".contains("error in initializer")
+        }
+        #expect { try pool.submit(Square(), 2) } throws: { ($0 as? ProcessPoolError)?.code == .brokenPool }
+      }
     }
-  }
 
-  @Test func workerExitsWhenItsParentIsKilled() async throws {
-    // The test process adopts orphans (a subreaper), so the grandchild can be waited for.
-    pp_set_child_subreaper(1)
-    defer { pp_set_child_subreaper(0) }
-    try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
-      let grandchild = try await pool.submit(StartNestedSleeper(), 0).value
-      #expect(grandchild > 0)
-      let parent = pool.workerPIDs[0]
-      // The pool reports the crash once it has reaped the parent; by then the grandchild is
-      // ours (re-parented when its parent died).
-      let reaped = ConditionLock()
-      let reports = Mutex(0)
-      ProcessPoolLog.setHandler { _, _ in
-        reaped.withLock {
-          reports.withLock { $0 += 1 }
-          reaped.broadcast()
+    @Test func nestedPoolsWork() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        #expect(try await pool.submit(NestedSquare(), 12).value == 144)
+      }
+    }
+
+    @Test func workerExitsWhenItsParentIsKilled() async throws {
+      // The test process adopts orphans (a subreaper), so the grandchild can be waited for.
+      pp_set_child_subreaper(1)
+      defer { pp_set_child_subreaper(0) }
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let grandchild = try await pool.submit(StartNestedSleeper(), 0).value
+        #expect(grandchild > 0)
+        let parent = pool.workerPIDs[0]
+        // The pool reports the crash once it has reaped the parent; by then the grandchild is
+        // ours (re-parented when its parent died).
+        let reaped = ConditionLock()
+        let reports = Mutex(0)
+        ProcessPoolLog.setHandler { _, _ in
+          reaped.withLock {
+            reports.withLock { $0 += 1 }
+            reaped.broadcast()
+          }
+        }
+        kill(parent, SIGKILL)
+        #expect(reaped.withLock { reaped.wait(until: .now.advanced(by: .seconds(30))) { reports.withLock { $0 } > 0 } })
+        ProcessPoolLog.setHandler { _, _ in }
+        // The grandchild (a sleeping worker of the killed parent) must exit by itself.
+        let exited = waitForExit(grandchild, timeout: .seconds(10))
+        #expect(exited, "worker \(grandchild) outlived its parent")
+        if !exited {
+          kill(grandchild, SIGKILL)
+          _ = waitForExit(grandchild, timeout: .seconds(10))
         }
       }
-      kill(parent, SIGKILL)
-      #expect(reaped.withLock { reaped.wait(until: .now.advanced(by: .seconds(30))) { reports.withLock { $0 } > 0 } })
-      ProcessPoolLog.setHandler { _, _ in }
-      // The grandchild (a sleeping worker of the killed parent) must exit by itself.
-      let exited = waitForExit(grandchild, timeout: .seconds(10))
-      #expect(exited, "worker \(grandchild) outlived its parent")
-      if !exited {
-        kill(grandchild, SIGKILL)
-        _ = waitForExit(grandchild, timeout: .seconds(10))
-      }
     }
   }
-}
 }
 
 /// Ignores SIGTERM, then sleeps: only SIGKILL stops it.

@@ -111,7 +111,8 @@ final class KeyedReader<Key: CodingKey>: KeyedDecodingContainerProtocol {
   func nestedContainer<NestedKey: CodingKey>(
     keyedBy type: NestedKey.Type, forKey key: Key
   ) throws -> KeyedDecodingContainer<NestedKey> {
-    KeyedDecodingContainer(try KeyedReader<NestedKey>(reader: reader, offset: try require(key), codingPath: codingPath + [key]))
+    KeyedDecodingContainer(
+      try KeyedReader<NestedKey>(reader: reader, offset: try require(key), codingPath: codingPath + [key]))
   }
 
   func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer {
@@ -180,7 +181,9 @@ struct UnkeyedReader: UnkeyedDecodingContainer {
     return start
   }
 
-  mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<NestedKey> {
+  mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<
+    NestedKey
+  > {
     let path = elementPath
     return KeyedDecodingContainer(try KeyedReader<NestedKey>(reader: reader, offset: try advance(), codingPath: path))
   }

@@ -200,7 +200,8 @@ final class ByteReader {
       if expected == .ints {
         let value = [Int](unsafeUninitializedCapacity: count) { buffer, initialized in
           for index in 0..<count {
-            buffer[index] = Int(Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: base + index * 8, as: Int64.self)))
+            buffer[index] = Int(
+              Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: base + index * 8, as: Int64.self)))
           }
           initialized = count
         }
@@ -230,12 +231,16 @@ final class ByteReader {
 
   /// Opens the container at `offset`: checks its tag and bounds; returns (count, first entry,
   /// end).
-  func container(_ expected: CodecTag, at offset: Int, _ path: [any CodingKey]) throws -> (count: Int, first: Int, end: Int) {
+  func container(_ expected: CodecTag, at offset: Int, _ path: [any CodingKey]) throws -> (
+    count: Int, first: Int, end: Int
+  ) {
     var cursor = offset
     let found = try tag(at: &cursor, path)
     guard found == expected else { throw fail("expected a \(expected) container, found \(found)", path) }
     let byteLength = Int(try fixed(UInt32.self, at: &cursor, path))
-    guard byteLength >= 4, bytes.count - cursor >= byteLength else { throw fail("container length out of bounds", path) }
+    guard byteLength >= 4, bytes.count - cursor >= byteLength else {
+      throw fail("container length out of bounds", path)
+    }
     let end = cursor + byteLength
     let count = Int(try fixed(UInt32.self, at: &cursor, path))
     guard count <= byteLength else { throw fail("container count out of bounds", path) }

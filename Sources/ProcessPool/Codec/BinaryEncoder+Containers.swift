@@ -38,7 +38,8 @@ struct KeyedWriter<Key: CodingKey>: KeyedEncodingContainerProtocol {
   mutating func nestedUnkeyedContainer(forKey key: Key) -> any UnkeyedEncodingContainer {
     try? begin(key)
     let opened = writer.openContainer(.unkeyed)
-    return UnkeyedWriter(writer: writer, codingPath: codingPath + [key], token: opened.token, countOffset: opened.countOffset)
+    return UnkeyedWriter(
+      writer: writer, codingPath: codingPath + [key], token: opened.token, countOffset: opened.countOffset)
   }
 
   mutating func superEncoder() -> any Encoder {
@@ -89,7 +90,9 @@ struct UnkeyedWriter: UnkeyedEncodingContainer {
     try writer.encodeValue(value, path: path)
   }
 
-  mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<NestedKey> {
+  mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<
+    NestedKey
+  > {
     let path = elementPath
     try? begin()
     let opened = writer.openContainer(.keyed)

@@ -59,7 +59,8 @@ struct FutureState<Output: Sendable>: ~Copyable {
   mutating func cancel() -> FutureEffects<Output>? {
     guard phase == .pending else { return nil }
     phase = .cancelled
-    return finish(.failure(ProcessPoolError(.cancelled, "the future was cancelled before it started")), notifyWatchers: false)
+    return finish(
+      .failure(ProcessPoolError(.cancelled, "the future was cancelled before it started")), notifyWatchers: false)
   }
 
   /// The pool takes the task: pending becomes running (and stays so when requeued); a cancelled future becomes

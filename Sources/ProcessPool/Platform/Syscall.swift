@@ -44,7 +44,8 @@ enum Syscall {
     _ = Glibc.close(fd)
   }
 
-  static func poll(_ fds: UnsafeMutablePointer<pollfd>, _ count: Int, timeoutMilliseconds: Int32) throws(Errno) -> Int32 {
+  static func poll(_ fds: UnsafeMutablePointer<pollfd>, _ count: Int, timeoutMilliseconds: Int32) throws(Errno) -> Int32
+  {
     try retrying("poll") { Glibc.poll(fds, nfds_t(count), timeoutMilliseconds) }
   }
 

@@ -53,13 +53,16 @@ struct ChunkSink<Output: Codable & Sendable>: JobSink {
     }
   }
 
-  private static func outcome(status: UInt8, _ block: UnsafeRawBufferPointer, workerPID: Int32) -> Result<Output, any Error> {
+  private static func outcome(status: UInt8, _ block: UnsafeRawBufferPointer, workerPID: Int32) -> Result<
+    Output, any Error
+  > {
     if status == Frame.Status.success.rawValue {
       do {
         return .success(try BinaryDecoder.decode(Output.self, from: block))
       } catch {
         return .failure(
-          ProcessPoolError(.decodingFailed, "cannot decode the output as \(Output.self): \(error)", workerPID: workerPID))
+          ProcessPoolError(
+            .decodingFailed, "cannot decode the output as \(Output.self): \(error)", workerPID: workerPID))
       }
     }
     do {

@@ -71,7 +71,7 @@ extension PoolCore {
   private func read(_ entry: Watched, into buffer: inout FrameBuffer) -> Bool {
     do {
       guard try buffer.fill(from: entry.socket.fd) else { return false }
-    } catch where error.code == EAGAIN || error.code == EWOULDBLOCK {
+    } catch  where error.code == EAGAIN || error.code == EWOULDBLOCK {
       return true
     } catch {
       return false
@@ -96,7 +96,8 @@ extension PoolCore {
       let block = try reader.block()
       var failure: String?
       if status != Frame.Status.success.rawValue {
-        failure = (try? BinaryDecoder.decode(RemoteErrorRecord.self, from: block))
+        failure =
+          (try? BinaryDecoder.decode(RemoteErrorRecord.self, from: block))
           .map { "\($0.typeName): \($0.description)" } ?? "an error that could not be decoded"
       }
       transition { state, effects in state.initialized(worker: entry.worker, failure: failure, &effects) }
@@ -147,7 +148,9 @@ extension PoolCore {
     } catch {
       termination = .exited(-1)
     }
-    transition { state, effects in state.workerExited(worker: entry.worker, phase: phase ?? .exited, termination: termination, &effects) }
+    transition { state, effects in
+      state.workerExited(worker: entry.worker, phase: phase ?? .exited, termination: termination, &effects)
+    }
   }
 
   static func termination(fromWaitStatus status: Int32) -> ProcessPoolError.Termination {

@@ -186,4 +186,3 @@ final class PoolCore: Sendable {
     stopGate.withLock { stopGate.broadcast() }
   }
 }
-

@@ -62,7 +62,9 @@ extension PoolState {
     guard let index = index(ofWorker: id) else { return }
     workers[index].initializing = false
     if let failure {
-      breakPool(ProcessPoolError(.brokenPool, "the worker initializer failed: \(failure)", workerPID: workers[index].pid), &effects)
+      breakPool(
+        ProcessPoolError(.brokenPool, "the worker initializer failed: \(failure)", workerPID: workers[index].pid),
+        &effects)
     }
   }
 
@@ -92,12 +94,16 @@ extension PoolState {
     guard let index = index(ofWorker: id) else { return }
     let pid = workers[index].pid
     effects.logs.append((.error, "worker \(pid) broke the protocol: \(message)"))
-    stop(workerAt: index, reason: ProcessPoolError(.protocolViolation, "the worker broke the protocol: \(message)", workerPID: pid), signal: 9, &effects)
+    stop(
+      workerAt: index,
+      reason: ProcessPoolError(.protocolViolation, "the worker broke the protocol: \(message)", workerPID: pid),
+      signal: 9, &effects)
   }
 
   /// Stops a worker by signal; the job it runs fails with `reason` now, work queued behind it
   /// goes back to the queue.
-  private mutating func stop(workerAt index: Int, reason: ProcessPoolError, signal: Int32, _ effects: inout PoolEffects) {
+  private mutating func stop(workerAt index: Int, reason: ProcessPoolError, signal: Int32, _ effects: inout PoolEffects)
+  {
     if workers[index].phase == .exited { return }
     if case .terminating = workers[index].phase { return }
     if let head = workers[index].inflight.first {
@@ -132,7 +138,8 @@ extension PoolState {
           statistics.tasksTimedOut += 1
           stop(
             workerAt: index,
-            reason: ProcessPoolError(.taskTimedOut, "the task ran longer than \(limit); its worker was stopped", workerPID: pid),
+            reason: ProcessPoolError(
+              .taskTimedOut, "the task ran longer than \(limit); its worker was stopped", workerPID: pid),
             signal: 15, &effects)
         } else {
           consider(deadline)
@@ -178,7 +185,8 @@ extension PoolState {
     if slot.phase == .awaitingBootstrap || slot.startDeadline != nil {
       breakPool(
         ProcessPoolError(
-          .workerStartFailed, "the worker exited (\(termination)) without running its loop; " + WorkerSpawner.bootstrapAdvice,
+          .workerStartFailed,
+          "the worker exited (\(termination)) without running its loop; " + WorkerSpawner.bootstrapAdvice,
           workerPID: pid, termination: termination), &effects)
       return
     }
@@ -194,24 +202,34 @@ extension PoolState {
     }
     if case .terminating = slot.phase, forced {
       for job in slot.inflight {
-        effects.failures.append((job.sink, ProcessPoolError(.brokenPool, "the pool was forcefully shut down", workerPID: pid, termination: termination)))
+        effects.failures.append(
+          (
+            job.sink,
+            ProcessPoolError(.brokenPool, "the pool was forcefully shut down", workerPID: pid, termination: termination)
+          ))
       }
       advance(&effects)
       return
     }
     var inflight = slot.inflight[...]
     if let head = inflight.popFirst() {
-      let error = slot.stopReason.map { reason -> ProcessPoolError in
-        var error = reason
-        error.termination = termination
-        return error
-      } ?? ProcessPoolError(
-          .workerCrashed, "the worker running this task died with \(termination)", workerPID: pid, termination: termination)
+      let error =
+        slot.stopReason.map { reason -> ProcessPoolError in
+          var error = reason
+          error.termination = termination
+          return error
+        }
+        ?? ProcessPoolError(
+          .workerCrashed, "the worker running this task died with \(termination)", workerPID: pid,
+          termination: termination)
       statistics.tasksFailed += 1
       if configuration.crashPolicy == .breakPool && slot.stopReason == nil {
         effects.failures.append((head.sink, error))
         queue.prepend(inflight)
-        breakPool(ProcessPoolError(.brokenPool, "a worker died with \(termination) while running a task", workerPID: pid, termination: termination), &effects)
+        breakPool(
+          ProcessPoolError(
+            .brokenPool, "a worker died with \(termination) while running a task", workerPID: pid,
+            termination: termination), &effects)
         return
       }
       effects.failures.append((head.sink, error))

@@ -42,14 +42,14 @@ extension ProcessTask {
 
 /// Appends a failure outcome: the error as a `RemoteErrorRecord` block.
 func appendFailureOutcome(_ error: any Error, to payload: inout [UInt8]) {
-    payload.append(Frame.Status.failure.rawValue)
-    let record = RemoteErrorRecord(error)
-    do {
-      try payload.appendEncodedBlock(record)
-    } catch {
-      let fallback = RemoteErrorRecord(ProcessPoolError(.encodingFailed, "cannot encode an error: \(error)"))
-      try! payload.appendEncodedBlock(fallback)
-    }
+  payload.append(Frame.Status.failure.rawValue)
+  let record = RemoteErrorRecord(error)
+  do {
+    try payload.appendEncodedBlock(record)
+  } catch {
+    let fallback = RemoteErrorRecord(ProcessPoolError(.encodingFailed, "cannot encode an error: \(error)"))
+    try! payload.appendEncodedBlock(fallback)
+  }
 }
 
 extension Result where Failure == any Error {
