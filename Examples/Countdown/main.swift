@@ -4,20 +4,28 @@
 //   swift run -c release Countdown [n] [tasks]
 import ProcessPool
 
-// Needed only in a build linked with --static-swift-stdlib; harmless otherwise.
-ProcessPoolWorker.bootstrap()
+#if canImport(Glibc)
+  import Glibc
+#endif
 
-/// Counts down from its input: pure CPU work, no I/O.
+// Needed only in a build linked with --static-swift-stdlib; harmless otherwise. (CI leaves it
+// out on purpose, with COUNTDOWN_SKIP_BOOTSTRAP, to check that a static build without it fails
+// fast with an error that says what to add.)
+if getenv("COUNTDOWN_SKIP_BOOTSTRAP") == nil { ProcessPoolWorker.bootstrap() }
+
+/// Counts down from its input: pure CPU work, no I/O. Each step also mixes a 64-bit state (a
+/// non-linear recurrence), so the optimiser cannot replace the loop by its result.
 struct Countdown: ProcessTask {
   func run(_ n: Int) async throws -> Int {
     var n = n
-    while n > 0 { n = opaque(n) - 1 }
-    return n
+    var state: UInt64 = 1
+    while n > 0 {
+      state = (state ^ (state >> 31)) &* 0xbf58_476d_1ce4_e5b9 &+ 1
+      n -= 1
+    }
+    return Int(truncatingIfNeeded: state >> 60)
   }
 }
-
-/// Keeps the optimiser from folding the loop away.
-@inline(never) func opaque(_ value: Int) -> Int { value }
 
 func seconds(_ duration: Duration) -> Double {
   Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
@@ -38,14 +46,17 @@ let inputs = Array(repeating: n, count: tasks)
 let clock = ContinuousClock()
 
 // Serial: one countdown after another in this process.
+var serialSum = 0
 let serial = try await clock.measure {
-  for input in inputs { _ = try await Countdown().run(input) }
+  for input in inputs { serialSum &+= try await Countdown().run(input) }
 }
 
 // Parallel: `map` yields the results in input order; chunksize 1 because each task is long.
+var parallelSum = 0
 let parallel = try await clock.measure {
-  for try await result in try pool.map(Countdown(), inputs, chunksize: 1) { precondition(result == 0) }
+  for try await result in try pool.map(Countdown(), inputs, chunksize: 1) { parallelSum &+= result }
 }
+precondition(serialSum == parallelSum, "the pool must compute what the serial loop does")
 
 // asCompleted: the same work submitted one by one, taken in the order it finishes.
 var finished = 0

@@ -129,7 +129,11 @@ extension PoolState {
 
   /// Fails everything and stops every worker: the pool takes no more work.
   mutating func breakPool(_ error: ProcessPoolError, _ effects: inout PoolEffects) {
-    if case .broken = lifecycle { return }
+    if case .broken(let first) = lifecycle {
+      for job in queue.removeAll() { effects.failures.append((job.sink, first)) }
+      advance(&effects)
+      return
+    }
     if lifecycle == .stopped { return }
     lifecycle = .broken(error)
     brokenReason = error

@@ -182,6 +182,15 @@ extension PoolState {
       advance(&effects)
       return
     }
+    // Work it had not finished goes back to the queue first, so a pool broken below fails it
+    // with the rest instead of forgetting it.
+    let unfinished = slot.inflight
+    slot.inflight = []
+    if slot.phase == .awaitingBootstrap || slot.startDeadline != nil || (!slot.saidHello && slot.stopReason == nil) {
+      queue.prepend(unfinished)
+    } else {
+      slot.inflight = unfinished
+    }
     if slot.phase == .awaitingBootstrap || slot.startDeadline != nil {
       breakPool(
         ProcessPoolError(
