@@ -1,19 +1,190 @@
-// Benchmarks: see Benchmarks/README.md (issue 6 extends this to the full peer comparison).
+// The same workloads and metric names as ../shared/peers/python_peers.py, for our pool.
+//
+//   swift run -c release Benchmarks [--workers N] [--repeat R] [--quick] [--json]
+//
+// Benchmarks/compare.sh runs this next to the C socket limit and the Python peers and prints
+// the ratios.
 import ProcessPool
 
-struct Echo: ProcessTask {
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+ProcessPoolWorker.bootstrap()
+
+struct Identity: ProcessTask {
   func run(_ x: Int) async throws -> Int { x }
 }
 
-let pool = try ProcessPoolExecutor(maxWorkers: 1)
-_ = try await pool.submit(Echo(), 0).value
-let clock = ContinuousClock()
-var samples: [Duration] = []
-for i in 0..<2000 {
-  let start = clock.now
-  _ = try await pool.submit(Echo(), i).value
-  samples.append(start.duration(to: clock.now))
+struct EchoBytes: ProcessTask {
+  func run(_ bytes: [UInt8]) async throws -> [UInt8] { bytes }
 }
-samples.sort()
-print("latency p50 \(samples[samples.count / 2]) p99 \(samples[samples.count * 99 / 100])")
+
+/// Python's `countdown(n)`: `while n > 0: n -= 1`, with a mixing step the optimiser cannot fold.
+struct Countdown: ProcessTask {
+  func run(_ n: Int) async throws -> Int { countdown(n) }
+}
+
+func countdown(_ n: Int) -> Int {
+  var n = n
+  var state: UInt64 = 1
+  while n > 0 {
+    state = (state ^ (state >> 31)) &* 0xbf58_476d_1ce4_e5b9 &+ 1
+    n -= 1
+  }
+  return Int(truncatingIfNeeded: state >> 60)
+}
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+func option(_ name: String) -> Int? {
+  guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return nil }
+  return Int(arguments[index + 1])
+}
+let quick = arguments.contains("--quick")
+let json = arguments.contains("--json")
+let workers = option("--workers") ?? 2
+let repeats = option("--repeat") ?? 3
+let scale = quick ? 10 : 1
+
+let clock = ContinuousClock()
+func seconds(_ duration: Duration) -> Double {
+  Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}
+func median(_ values: [Double]) -> Double {
+  let sorted = values.sorted()
+  return sorted.isEmpty ? .nan : sorted[sorted.count / 2]
+}
+func percentile(_ sorted: [Double], _ q: Double) -> Double {
+  let rank = max(1, Int((q / 100 * Double(sorted.count)).rounded(.up)))
+  return sorted[rank - 1]
+}
+func log(_ message: String) {
+  let line = Array((message + "\n").utf8)
+  line.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
+}
+
+var results: [(String, Double)] = [("workers", Double(workers))]
+
+// Start-up: a new pool to the first result of a trivial task; then shutdown.
+var starts: [Double] = []
+var stops: [Double] = []
+for _ in 0..<(quick ? 3 : 10) {
+  let t0 = clock.now
+  let pool = try ProcessPoolExecutor(maxWorkers: workers)
+  let value = try await pool.submit(Identity(), 1).value
+  let t1 = clock.now
+  await pool.shutdown()
+  let t2 = clock.now
+  precondition(value == 1)
+  starts.append(seconds(t0.duration(to: t1)))
+  stops.append(seconds(t1.duration(to: t2)))
+}
+results.append(("startup_ms", median(starts) * 1e3))
+results.append(("shutdown_ms", median(stops) * 1e3))
+log("  startup done")
+
+let pool = try ProcessPoolExecutor(maxWorkers: workers)
+_ = try await pool.submit(Identity(), 0).value
+
+// Latency: one submit + result at a time.
+for i in 0..<(200 / scale) { _ = try await pool.submit(Identity(), i).value }
+var latencies: [Double] = []
+for i in 0..<(2000 / scale) {
+  let t0 = clock.now
+  let value = try await pool.submit(Identity(), i).value
+  latencies.append(seconds(t0.duration(to: clock.now)))
+  precondition(value == i)
+}
+latencies.sort()
+results.append(("latency_p50_us", percentile(latencies, 50) * 1e6))
+results.append(("latency_p99_us", percentile(latencies, 99) * 1e6))
+log("  latency done")
+
+// Throughput: map over ints with chunksize 1 and 64.
+func mapRate(count: Int, chunksize: Int) async throws -> Double {
+  let items = Array(0..<count)
+  for try await _ in try pool.map(Identity(), items.prefix(max(1000, count / 20)), chunksize: chunksize) {}
+  var rates: [Double] = []
+  for _ in 0..<repeats {
+    var last = -1
+    let elapsed = try await clock.measure {
+      for try await value in try pool.map(Identity(), items, chunksize: chunksize) { last = value }
+    }
+    precondition(last == count - 1)
+    rates.append(Double(count) / seconds(elapsed))
+  }
+  return median(rates)
+}
+results.append(("throughput_c1_tasks_s", try await mapRate(count: 20_000 / scale, chunksize: 1)))
+results.append(("throughput_c64_tasks_s", try await mapRate(count: 200_000 / scale, chunksize: 64)))
+log("  throughput done")
+
+// Payload: 1 MiB echoed.
+let payload = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0) }
+for _ in 0..<5 { _ = try await pool.submit(EchoBytes(), payload).value }
+var payloadRates: [Double] = []
+let payloadCount = 200 / scale
+for _ in 0..<repeats {
+  let elapsed = try await clock.measure {
+    for _ in 0..<payloadCount {
+      let back = try await pool.submit(EchoBytes(), payload).value
+      precondition(back.count == payload.count)
+    }
+  }
+  payloadRates.append(2 * Double(payload.count * payloadCount) / seconds(elapsed) / 1e6)
+}
+results.append(("payload_MB_s", median(payloadRates)))
+log("  payload done")
+
+// Countdown of 10M: serial here vs split across the workers.
+let count = 10_000_000 / scale
+let parts = (0..<workers).map { count / workers + ($0 < count % workers ? 1 : 0) }
+for try await _ in try pool.map(Countdown(), Array(repeating: 1000, count: workers), chunksize: 1) {}
+var serialTimes: [Double] = []
+var parallelTimes: [Double] = []
+var sink = 0
+for _ in 0..<3 {
+  serialTimes.append(seconds(clock.measure { sink &+= countdown(count) }))
+  parallelTimes.append(
+    seconds(
+      try await clock.measure {
+        for try await value in try pool.map(Countdown(), parts, chunksize: 1) { sink &+= value }
+      }))
+}
+let serial = median(serialTimes)
+let parallel = median(parallelTimes)
+results.append(("countdown_serial_s", serial))
+results.append(("countdown_parallel_s", parallel))
+results.append(("countdown_speedup", serial / parallel))
+log("  countdown done (\(sink & 1))")
+
+// asCompleted over many submitted tasks.
+var completedRates: [Double] = []
+let completedCount = 2000 / scale
+for _ in 0..<repeats {
+  var seen = 0
+  let elapsed = try await clock.measure {
+    let futures = try (0..<completedCount).map { try pool.submit(Identity(), $0) }
+    for try await _ in asCompleted(futures) { seen += 1 }
+  }
+  precondition(seen == completedCount)
+  completedRates.append(Double(completedCount) / seconds(elapsed))
+}
+results.append(("as_completed_tasks_s", median(completedRates)))
+log("  as_completed done")
 await pool.shutdown()
+
+func number(_ value: Double) -> String {
+  if value == value.rounded() && abs(value) < 1e15 { return String(Int(value)) }
+  let scaled = (value * 1000).rounded() / 1000
+  return "\(scaled)"
+}
+
+if json {
+  print("{" + results.map { "\"\($0.0)\": \(number($0.1))" }.joined(separator: ", ") + "}")
+} else {
+  print("swift ProcessPool (\(workers) workers)")
+  for (name, value) in results {
+    print(name + String(repeating: " ", count: max(1, 26 - name.count)) + number(value))
+  }
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Builds release, then runs in one go: the C socket limit (uds_pingpong.c), the Python peers
+# (python_peers.py) and our Benchmarks, and prints one side-by-side table with each metric as a
+# ratio to the best peer and to the C limit, plus how busy the machine was.
+#
+#   bash Benchmarks/compare.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+peers="${PEERS_DIR:-../shared/peers}"
+quick="${1:-}"
+out=.build/compare
+mkdir -p "$out"
+
+swift build -c release --product Benchmarks >/dev/null
+gcc -O2 -Wall -o "$out/uds_pingpong" "$peers/uds_pingpong.c"
+
+cpu() { awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8, $5+$6}' /proc/stat; }
+read -r total0 idle0 < <(cpu)
+"$out/uds_pingpong" -j >"$out/c.json"
+python3 "$peers/python_peers.py" --workers 2 --json ${quick:+--quick} >"$out/python.json" 2>"$out/python.log" || true
+.build/release/Benchmarks --workers 2 --json ${quick:+--quick} >"$out/swift.json" 2>/dev/null
+read -r total1 idle1 < <(cpu)
+busy=$(awk -v t="$((total1 - total0))" -v i="$((idle1 - idle0))" 'BEGIN { printf "%.0f", t ? 100 * (t - i) / t : 0 }')
+
+python3 - "$out" "$busy" <<'PY'
+import json, sys
+out, busy = sys.argv[1], sys.argv[2]
+c = json.load(open(out + "/c.json"))
+ours = json.load(open(out + "/swift.json"))
+try:
+    peers = {k: v for k, v in json.load(open(out + "/python.json")).items() if "error" not in v and "skipped" not in v}
+except Exception:
+    peers = {}
+higher = {"throughput_c1_tasks_s", "throughput_c64_tasks_s", "payload_MB_s", "countdown_speedup", "as_completed_tasks_s"}
+limit = {
+    "latency_p50_us": c["pingpong_p50_us"], "latency_p99_us": c["pingpong_p99_us"],
+    "throughput_c1_tasks_s": c["pipelined_batched_msgs_s"], "payload_MB_s": c["bulk_echo_MB_s"],
+    "startup_ms": c["posix_spawn_true_us"] / 1000,
+}
+metrics = [m for m in ours if m != "workers"]
+cols = ["swift"] + sorted(peers) + ["C limit", "vs best peer", "vs C limit"]
+rows = []
+for m in metrics:
+    row = [m, "%.4g" % ours[m]]
+    vals = [peers[p].get(m) for p in sorted(peers)]
+    row += ["%.4g" % v if isinstance(v, (int, float)) else "-" for v in vals]
+    row.append("%.4g" % limit[m] if m in limit else "-")
+    good = [v for v in vals if isinstance(v, (int, float)) and v > 0]
+    if good:
+        best = max(good) if m in higher else min(good)
+        ratio = ours[m] / best if m in higher else best / ours[m]
+        row.append("%.2fx better" % ratio if ratio >= 1 else "%.2fx worse" % (1 / ratio))
+    else:
+        row.append("-")
+    if m in limit and ours[m]:
+        row.append("%.2fx" % (ours[m] / limit[m]))
+    else:
+        row.append("-")
+    rows.append(row)
+widths = [max(len(str(r[i])) for r in rows + [["metric"] + cols]) for i in range(len(cols) + 1)]
+print("  ".join(h.ljust(w) for h, w in zip(["metric"] + cols, widths)))
+for r in rows:
+    print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
+print("machine busy during the run: %s%% of both cores (others' load included)" % busy)
+PY
