@@ -7,7 +7,7 @@ let package = Package(
     .library(name: "ProcessPool", targets: ["ProcessPool"])
   ],
   targets: [
-    // Only what Swift cannot do: the pre-main worker hook and posix_spawn's closefrom.
+    // Only what Swift cannot do: the pre-main worker hook, posix_spawn's closefrom, prctl.
     .target(name: "CProcessPoolShims"),
     .target(
       name: "ProcessPool",
@@ -22,7 +22,8 @@ let package = Package(
     .executableTarget(
       name: "Benchmarks",
       dependencies: ["ProcessPool"],
-      path: "Benchmarks"
+      path: "Benchmarks",
+      exclude: ["compare.sh"]
     ),
     .testTarget(
       name: "ProcessPoolTests",
