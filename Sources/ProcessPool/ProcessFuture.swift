@@ -14,10 +14,13 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
   /// A pool's future is acknowledged as cancelled at once (the pool skips it when its turn
   /// comes), so `wait` and `asCompleted` count it as done without waiting for a free worker.
   let acknowledgesCancel: Bool
+  /// Stops the worker running this future (set by the pool that owns it).
+  let stopWorker: (@Sendable (ObjectIdentifier) -> Void)?
 
-  init(acknowledgesCancel: Bool = false) {
+  init(acknowledgesCancel: Bool = false, stopWorker: (@Sendable (ObjectIdentifier) -> Void)? = nil) {
     self.state = Mutex(FutureState())
     self.acknowledgesCancel = acknowledgesCancel
+    self.stopWorker = stopWorker
   }
 
   /// The task's output, awaited without blocking a thread.
@@ -79,6 +82,18 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
     guard let effects else { return state.withLock { $0.phase.isCancelled } }
     effects.run(self)
     if acknowledgesCancel { _ = setRunningOrNotifyCancel() }
+    return true
+  }
+
+  /// Cancels the task; with `terminatingWorker`, a task that is already running is stopped too:
+  /// its worker gets SIGTERM (SIGKILL after the grace period) and is replaced, as pebble does.
+  /// Returns true when the future is (now) cancelled.
+  @discardableResult
+  public func cancel(terminatingWorker: Bool) -> Bool {
+    if !terminatingWorker || cancel() { return isCancelled }
+    guard let effects = state.withLock({ $0.cancelRunning() }) else { return isCancelled }
+    effects.run(self)
+    stopWorker?(ObjectIdentifier(self))
     return true
   }
 

@@ -58,7 +58,7 @@ extension ProcessPoolExecutor {
     for input in inputs {
       do {
         try payload.appendEncodedBlock(input)
-        let future = ProcessFuture<T.Output>(acknowledgesCancel: true)
+        let future = ProcessFuture<T.Output>(acknowledgesCancel: true, stopWorker: core.stopWorkerHook)
         futures.append(future)
         running.append(future)
       } catch {

@@ -72,7 +72,7 @@ public final class ProcessPoolExecutor: Sendable {
     } catch {
       throw ProcessPoolError(.encodingFailed, "cannot encode the input of \(T.self): \(error)")
     }
-    let future = ProcessFuture<T.Output>(acknowledgesCancel: true)
+    let future = ProcessFuture<T.Output>(acknowledgesCancel: true, stopWorker: core.stopWorkerHook)
     let job = Job(payload: payload, sink: ChunkSink(futures: [future]), timeout: timeout ?? configuration.taskTimeout)
     try enqueue(job)
     return future

@@ -253,7 +253,7 @@ extension WorkerProcessTests {
         let (done, notDone) = await wait([f1, f2, cancelled], returnWhen: .firstCompleted)
         #expect(done == [f1])
         #expect(notDone == [cancelled, f2])
-        #expect(gate.waitForArrivals(1))
+        #expect(await gate.waitForArrivals(1))
         gate.open()
         _ = try await f2.value
       }
@@ -279,7 +279,7 @@ extension WorkerProcessTests {
         let (done, notDone) = await wait([f1, f2, f3], returnWhen: .firstException)
         #expect(done == [f1, f2])
         #expect(notDone == [f3])
-        #expect(gate.waitForArrivals(1))
+        #expect(await gate.waitForArrivals(1))
         gate.open()
         _ = try await f3.value
       }

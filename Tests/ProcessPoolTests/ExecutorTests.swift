@@ -136,13 +136,13 @@ extension WorkerProcessTests {
         let gate = TestGate()
         defer { gate.close() }
         let futures = try (0..<15).map { try pool.submit(gate.task, $0) }
-        #expect(gate.waitForArrivals(3))
+        #expect(await gate.waitForArrivals(3))
         #expect(pool.workerPIDs.count == 3)
         #expect(pool.statistics.workersStarted == 3)
         // Each worker holds one gated task at a time: five rounds of three.
         for _ in 0..<4 {
           gate.open()
-          #expect(gate.waitForArrivals(3))
+          #expect(await gate.waitForArrivals(3))
           #expect(pool.workerPIDs.count == 3)
         }
         gate.open()
@@ -197,7 +197,7 @@ extension WorkerProcessTests {
         let gate = TestGate()
         defer { gate.close() }
         let blockers = try (0..<2).map { try pool.submit(gate.task, $0) }
-        #expect(gate.waitForArrivals(2))
+        #expect(await gate.waitForArrivals(2))
         let queued = try (0..<30).map { try pool.submit(Square(), $0) }
         let shutdown = Task { await pool.shutdown(wait: true, cancelFutures: true) }
         // Whatever was handed to a worker runs; the rest is cancelled.
@@ -256,7 +256,7 @@ extension WorkerProcessTests {
         let gate = TestGate()
         defer { gate.close() }
         let futures = try (0..<3).map { try pool.submit(gate.task, $0) }
-        #expect(gate.waitForArrivals(3))
+        #expect(await gate.waitForArrivals(3))
         let pids = pool.workerPIDs
         #expect(pids.count == 3)
         gate.open()

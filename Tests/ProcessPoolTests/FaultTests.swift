@@ -52,7 +52,7 @@ extension WorkerProcessTests {
         let gate = TestGate()
         defer { gate.close() }
         let future = try pool.submit(gate.task, 1)
-        #expect(gate.waitForArrivals(1))
+        #expect(await gate.waitForArrivals(1))
         let pid = pool.workerPIDs[0]
         kill(pid, SIGKILL)
         await #expect { try await future.value } throws: {
@@ -70,7 +70,7 @@ extension WorkerProcessTests {
         let gate = TestGate()
         defer { gate.close() }
         let blocked = try (0..<3).map { try pool.submit(gate.task, $0) }
-        #expect(gate.waitForArrivals(2))
+        #expect(await gate.waitForArrivals(2))
         kill(pool.workerPIDs[0], SIGTERM)
         var errors: [ProcessPoolError] = []
         for future in blocked {
@@ -93,7 +93,7 @@ extension WorkerProcessTests {
         let gate = TestGate()
         defer { gate.close() }
         let blocker = try pool.submit(gate.task, 0)
-        #expect(gate.waitForArrivals(1))
+        #expect(await gate.waitForArrivals(1))
         let victim = pool.workerPIDs[0]
         let echoes = try (0..<4).map { _ in try pool.submit(Echo(), big) }
         kill(victim, SIGKILL)
@@ -106,6 +106,45 @@ extension WorkerProcessTests {
             #expect(error.code == .workerCrashed)
           }
         }
+      }
+    }
+
+    @Test(arguments: [16, 1 << 20])
+    func aWorkerThatSendsGarbageIsTreatedAsCrashed(_ bytes: Int) async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        await #expect { try await pool.submit(WriteGarbage(), bytes).value } throws: {
+          ($0 as? ProcessPoolError)?.code == .protocolViolation
+        }
+        #expect(try await pool.submit(Square(), 6).value == 36)
+      }
+    }
+
+    @Test func decodingFailuresOnEitherSideFailOnlyTheirFuture() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        await #expect { try await pool.submit(ReturnParentRefusesToDecode(), 0).value } throws: {
+          ($0 as? ProcessPoolError)?.code == .decodingFailed
+        }
+        await #expect { try await pool.submit(TakeWorkerRefusesToDecode(), WorkerRefusesToDecode()).value } throws: {
+          ($0 as? ProcessPoolError)?.code == .decodingFailed
+        }
+        #expect(try await pool.submit(Square(), 5).value == 25)
+        #expect(pool.statistics.workersStarted == 1)
+      }
+    }
+
+    @Test func cancelWithTerminationStopsARunningTask() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let gate = TestGate()
+        defer { gate.close() }
+        let running = try pool.submit(gate.task, 0)
+        #expect(await gate.waitForArrivals(1))
+        #expect(!running.cancel())
+        #expect(running.cancel(terminatingWorker: true))
+        #expect(running.isCancelled && running.isDone)
+        await #expect { try await running.value } throws: { ($0 as? ProcessPoolError)?.code == .cancelled }
+        // Its worker was replaced; the pool goes on.
+        #expect(try await pool.submit(Square(), 4).value == 16)
+        #expect(pool.statistics.workersStarted == 2)
       }
     }
 
@@ -145,7 +184,7 @@ extension WorkerProcessTests {
         let running = try pool.submit(gate.task, 0)
         let queued = try pool.submit(Square(), 2)
         let later = try pool.submit(Square(), 3)
-        #expect(gate.waitForArrivals(1))
+        #expect(await gate.waitForArrivals(1))
         if signal == SIGTERM { pool.terminateWorkers() } else { pool.killWorkers() }
         await #expect { try await running.value } throws: {
           let error = $0 as? ProcessPoolError

@@ -63,6 +63,15 @@ struct FutureState<Output: Sendable>: ~Copyable {
       .failure(ProcessPoolError(.cancelled, "the future was cancelled before it started")), notifyWatchers: false)
   }
 
+  /// A running task is cancelled by stopping its worker: it counts as cancelled and notified.
+  mutating func cancelRunning() -> FutureEffects<Output>? {
+    guard phase == .running else { return nil }
+    phase = .cancelledAndNotified
+    return finish(
+      .failure(ProcessPoolError(.cancelled, "the task was cancelled while running; its worker was stopped")),
+      notifyWatchers: true)
+  }
+
   /// The pool takes the task: pending becomes running (and stays so when requeued); a cancelled future becomes
   /// cancelled-and-notified and the pool must skip it (returns false with effects to run).
   mutating func setRunningOrNotifyCancel() -> (Bool, FutureEffects<Output>?) {

@@ -26,6 +26,8 @@ protocol JobSink: Sendable {
   func fail(_ error: ProcessPoolError)
   /// Cancels every future that has not started.
   func cancelAll()
+  /// Whether one of its futures is the one with this identity.
+  func contains(_ future: ObjectIdentifier) -> Bool
 }
 
 /// The sink of a chunk whose items all have output type `Output`.
@@ -80,5 +82,9 @@ struct ChunkSink<Output: Codable & Sendable>: JobSink {
 
   func cancelAll() {
     for future in futures { future.cancel() }
+  }
+
+  func contains(_ future: ObjectIdentifier) -> Bool {
+    futures.contains { ObjectIdentifier($0) == future }
   }
 }

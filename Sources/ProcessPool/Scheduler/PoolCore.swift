@@ -142,6 +142,13 @@ final class PoolCore: Sendable {
     }
   }
 
+  /// What a future calls to stop the worker running it; weak, so futures do not keep the pool.
+  var stopWorkerHook: @Sendable (ObjectIdentifier) -> Void {
+    { [weak self] future in
+      self?.transition { state, effects in state.stopWorker(running: future, &effects) }
+    }
+  }
+
   // MARK: Shutdown
 
   /// Waits (without blocking a thread) until every worker has exited and been reaped.

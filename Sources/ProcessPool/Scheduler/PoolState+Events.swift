@@ -102,6 +102,17 @@ extension PoolState {
 
   /// Stops a worker by signal; the job it runs fails with `reason` now, work queued behind it
   /// goes back to the queue.
+  /// `cancel(terminatingWorker: true)` on a running future: stop the worker running it (only
+  /// when it is that worker's current job; one queued behind is skipped as cancelled).
+  mutating func stopWorker(running future: ObjectIdentifier, _ effects: inout PoolEffects) {
+    guard let index = workers.firstIndex(where: { $0.inflight.first?.sink.contains(future) == true }) else { return }
+    stop(
+      workerAt: index,
+      reason: ProcessPoolError(
+        .cancelled, "the task was cancelled while running; its worker was stopped", workerPID: workers[index].pid),
+      signal: 15, &effects)
+  }
+
   private mutating func stop(workerAt index: Int, reason: ProcessPoolError, signal: Int32, _ effects: inout PoolEffects)
   {
     if workers[index].phase == .exited { return }

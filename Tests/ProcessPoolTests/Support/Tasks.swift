@@ -221,3 +221,39 @@ final class PulledCounter: @unchecked Sendable {
   private(set) var value = 0
   func increment() { value += 1 }
 }
+
+/// Writes bytes that are not a frame onto the worker's socket (fd 3), as a misbehaving task might.
+struct WriteGarbage: ProcessTask {
+  func run(_ count: Int) async throws -> Int {
+    let garbage = [UInt8](repeating: 0xEE, count: count)
+    _ = garbage.withUnsafeBytes { write(3, $0.baseAddress, $0.count) }
+    usleep(600_000_000)
+    return 0
+  }
+}
+
+/// Decodes in a worker but not in the parent: the parent's decoding of the result fails.
+struct ParentRefusesToDecode: Codable, Sendable {
+  init() {}
+  init(from decoder: any Decoder) throws {
+    if !ProcessPoolWorker.isWorkerProcess { throw GateError(message: "refusing to decode in the parent") }
+  }
+  func encode(to encoder: any Encoder) throws {}
+}
+
+struct ReturnParentRefusesToDecode: ProcessTask {
+  func run(_: Int) async throws -> ParentRefusesToDecode { ParentRefusesToDecode() }
+}
+
+/// Decodes in the parent but not in the worker: the worker's decoding of the input fails.
+struct WorkerRefusesToDecode: Codable, Sendable {
+  init() {}
+  init(from decoder: any Decoder) throws {
+    if ProcessPoolWorker.isWorkerProcess { throw GateError(message: "refusing to decode in the worker") }
+  }
+  func encode(to encoder: any Encoder) throws {}
+}
+
+struct TakeWorkerRefusesToDecode: ProcessTask {
+  func run(_: WorkerRefusesToDecode) async throws -> Int { 1 }
+}

@@ -1,3 +1,5 @@
+@testable import ProcessPool
+
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -26,8 +28,20 @@ final class TestGate: @unchecked Sendable {
   }
 
   /// Waits until `count` more tasks have arrived at the gate (at most 60 s; returns false then).
+  /// The blocking wait runs on a thread of its own: blocking the cooperative pool (two threads
+  /// here) could starve the very continuations the test is waiting for.
   @discardableResult
-  func waitForArrivals(_ count: Int) -> Bool {
+  func waitForArrivals(_ count: Int) async -> Bool {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+      do {
+        try OSThread.start(name: "test-gate") { continuation.resume(returning: self.blockingWait(count)) }
+      } catch {
+        continuation.resume(returning: false)
+      }
+    }
+  }
+
+  private func blockingWait(_ count: Int) -> Bool {
     for _ in 0..<count {
       var descriptor = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
       guard poll(&descriptor, 1, 60_000) == 1 else { return false }
