@@ -14,17 +14,17 @@ import Synchronization
 public func asCompleted<Output>(
   _ futures: some Sequence<ProcessFuture<Output>>, timeout: Duration? = nil
 ) -> AsCompletedSequence<Output> {
-  AsCompletedSequence(futures: Array(futures), timeout: timeout)
+  AsCompletedSequence(storage: AsCompletedStorage(Array(futures), timeout: timeout))
 }
 
-/// The sequence ``asCompleted(_:timeout:)`` returns.
+/// The sequence ``asCompleted(_:timeout:)`` returns. It starts watching the futures (and its
+/// timeout starts) when it is made; iterate it once.
 public struct AsCompletedSequence<Output: Sendable>: AsyncSequence, Sendable {
   public typealias Element = ProcessFuture<Output>
-  let futures: [ProcessFuture<Output>]
-  let timeout: Duration?
+  let storage: AsCompletedStorage<Output>
 
   public func makeAsyncIterator() -> Iterator {
-    Iterator(storage: AsCompletedStorage(futures, timeout: timeout))
+    Iterator(storage: storage)
   }
 
   /// Yields the next completed future.

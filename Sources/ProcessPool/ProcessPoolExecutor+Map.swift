@@ -29,7 +29,7 @@ extension ProcessPoolExecutor {
     if let buffersize, buffersize < 1 {
       throw ProcessPoolError(.invalidArgument, "buffersize must be None or > 0 (got \(buffersize))")
     }
-    let header = try Self.taskHeader(task)
+    let header = try Self.typedValueHeader(task)
     let size =
       chunksize ?? Self.automaticChunksize(count: inputs.underestimatedCount, workers: configuration.maxWorkers)
     let source = ChunkSource<T>(pool: self, header: header, inputs: inputs.makeIterator(), chunksize: size)

@@ -43,7 +43,7 @@ public final class ProcessPoolExecutor: Sendable {
     try configuration.validate()
     var initializerPayload: [UInt8]?
     if let initializer {
-      initializerPayload = try Self.initializerPayload(initializer)
+      initializerPayload = try Self.typedValueHeader(initializer)
     }
     core = try PoolCore(configuration: configuration, initializerPayload: initializerPayload)
   }
@@ -65,7 +65,7 @@ public final class ProcessPoolExecutor: Sendable {
   public func submit<T: ProcessTask>(_ task: T, _ input: T.Input, timeout: Duration? = nil) throws -> ProcessFuture<
     T.Output
   > {
-    var payload = try Self.taskHeader(task)
+    var payload = try Self.typedValueHeader(task)
     payload.appendLittleEndian(UInt32(1))
     do {
       try payload.appendEncodedBlock(input)
@@ -83,27 +83,16 @@ public final class ProcessPoolExecutor: Sendable {
     if let rejection { throw rejection }
   }
 
-  /// The start of a `run` payload: the task's type name and encoded value.
-  static func taskHeader<T: ProcessTask>(_ task: T) throws(ProcessPoolError) -> [UInt8] {
+  /// The start of a `run` or `initialize` payload: the value's type name (checked to resolve in
+  /// a worker) and its encoding.
+  static func typedValueHeader<T: Codable>(_ value: T) throws(ProcessPoolError) -> [UInt8] {
     let name = try TaskTypeRegistry.name(for: T.self)
     var payload: [UInt8] = []
     payload.appendBlock(Array(name.utf8))
     do {
-      try payload.appendEncodedBlock(task)
+      try payload.appendEncodedBlock(value)
     } catch {
-      throw ProcessPoolError(.encodingFailed, "cannot encode the task value \(T.self): \(error)")
-    }
-    return payload
-  }
-
-  private static func initializerPayload<I: WorkerInitializer>(_ initializer: I) throws(ProcessPoolError) -> [UInt8] {
-    let name = try TaskTypeRegistry.name(for: I.self)
-    var payload: [UInt8] = []
-    payload.appendBlock(Array(name.utf8))
-    do {
-      try payload.appendEncodedBlock(initializer)
-    } catch {
-      throw ProcessPoolError(.encodingFailed, "cannot encode the initializer \(I.self): \(error)")
+      throw ProcessPoolError(.encodingFailed, "cannot encode the value of \(T.self): \(error)")
     }
     return payload
   }

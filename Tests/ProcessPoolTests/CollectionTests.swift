@@ -205,19 +205,42 @@ extension WorkerProcessTests {
     @Test func asCompletedKeepsNoReferenceToYieldedFutures() async throws {
       weak var weakFuture: ProcessFuture<Int>?
       let pending = ProcessFuture<Int>()
-      let sequence: AsCompletedSequence<Int>
+      var iterator: AsCompletedSequence<Int>.Iterator
       do {
         let finished = Self.finished(42)
         weakFuture = finished
-        sequence = asCompleted([finished, pending], timeout: .zero)
+        iterator = asCompleted([finished, pending], timeout: .zero).makeAsyncIterator()
       }
-      var iterator = sequence.makeAsyncIterator()
-      _ = try await iterator.next()
-      // The sequence value still holds its input list; the iterator's storage does not.
-      _ = sequence
+      #expect(weakFuture != nil)
+      do {
+        let yielded = try await iterator.next()
+        #expect(yielded === weakFuture)
+      }
+      #expect(weakFuture == nil, "the sequence still holds a future it has yielded")
       await #expect(throws: ProcessPoolError.self) { try await iterator.next() }
-      #expect(weakFuture != nil)  // held by `sequence`'s input array
       pending.complete(.success(1))
+    }
+
+    @Test func cancellingTheConsumingTaskCancelsTheRest() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let gate = TestGate()
+        defer { gate.close() }
+        let blocker = try pool.submit(gate.task, 0)
+        #expect(await gate.waitForArrivals(1))
+        let sequence = try pool.map(Square(), 0..<50, chunksize: 1)
+        let consumer = Task {
+          var seen = 0
+          for try await _ in sequence { seen += 1 }
+          return seen
+        }
+        consumer.cancel()
+        await #expect(throws: CancellationError.self) { try await consumer.value }
+        gate.open()
+        _ = try await blocker.value
+        // The map's work was cancelled, not run; the pool is healthy.
+        #expect(try await pool.submit(Square(), 3).value == 9)
+        #expect(pool.statistics.tasksCompleted <= 4)
+      }
     }
 
     @Test func asCompletedAcrossPools() async throws {
