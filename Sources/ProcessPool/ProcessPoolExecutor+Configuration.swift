@@ -28,6 +28,10 @@ extension ProcessPoolExecutor {
     /// How long a worker of a statically linked build may wait for `ProcessPoolWorker.bootstrap()`.
     public var bootstrapTimeout: Duration = .seconds(10)
 
+    /// The program a worker runs: this executable. Internal: tests point it at a program that
+    /// dies at once to exercise the respawn-storm limit.
+    var workerExecutable = WorkerSpawner.selfExecutable
+
     /// The defaults.
     public init() {}
 

@@ -148,6 +148,48 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test func workersThatKeepDyingAtStartBreakThePool() async throws {
+      var configuration = ProcessPoolExecutor.Configuration.workers(2)
+      configuration.workerExecutable = "/bin/false"
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
+        await #expect { try await pool.submit(Square(), 2).value } throws: {
+          let error = $0 as? ProcessPoolError
+          return error?.code == .brokenPool && "\(error!)".contains("died while starting")
+            && error?.termination == .exited(1)
+        }
+        #expect(pool.statistics.workersStarted == 3)
+        #expect { try pool.submit(Square(), 2) } throws: { ($0 as? ProcessPoolError)?.code == .brokenPool }
+      }
+    }
+
+    @Test func submitNeverBlocksOnAWorkerThatDoesNotRead() async throws {
+      // gh-105829: far more than the socket buffers hold, queued to a worker that is busy.
+      var configuration = ProcessPoolExecutor.Configuration.workers(1)
+      configuration.jobsPerWorker = 32
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
+        let gate = TestGate()
+        defer { gate.close() }
+        let blocker = try pool.submit(gate.task, 0)
+        #expect(await gate.waitForArrivals(1))
+        let payload = [UInt8](repeating: 9, count: 4 << 20)
+        let echoes = try (0..<24).map { _ in try pool.submit(Echo(), payload) }
+        #expect(echoes.allSatisfy { !$0.isDone })
+        gate.open()
+        _ = try await blocker.value
+        for future in echoes { #expect(try await future.value.count == payload.count) }
+      }
+    }
+
+    @Test func workerDyingWhileWritingItsResult() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        await #expect { try await pool.submit(DieWhileWritingResult(), 0).value } throws: {
+          let error = $0 as? ProcessPoolError
+          return error?.code == .workerCrashed && error?.termination == .exited(7)
+        }
+        #expect(try await pool.submit(Square(), 11).value == 121)
+      }
+    }
+
     @Test func taskTimeoutStopsOnlyThatTask() async throws {
       try await withPool(.workers(2)) { (pool: ProcessPoolExecutor) async throws in
         let slow = try pool.submit(Sleep(), 600_000, timeout: .milliseconds(200))

@@ -49,7 +49,7 @@ final class PoolCore: Sendable {
   private func spawnWorker() {
     if !ensureIOThread() { return }
     do {
-      let (pid, socket) = try WorkerSpawner.spawn()
+      let (pid, socket) = try WorkerSpawner.spawn(executable: configuration.workerExecutable)
       transition { state, effects in
         _ = state.workerSpawned(pid: pid, socket: socket, initializer: initializerPayload, &effects)
       }

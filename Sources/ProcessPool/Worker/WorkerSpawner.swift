@@ -12,7 +12,7 @@ enum WorkerSpawner {
     "add `ProcessPoolWorker.bootstrap()` as the first line of `main` (needed in a build linked with --static-swift-stdlib)"
 
   /// Returns the child's pid and the parent's end of its socket (non-blocking, close-on-exec).
-  static func spawn() throws(ProcessPoolError) -> (pid: Int32, socket: Socket) {
+  static func spawn(executable: String = selfExecutable) throws(ProcessPoolError) -> (pid: Int32, socket: Socket) {
     if pp_started_as_worker() != 0 && !WorkerLoop.isActive.load(ordering: .acquiring) {
       throw ProcessPoolError(
         .workerStartFailed,
@@ -55,7 +55,7 @@ enum WorkerSpawner {
     var pid: pid_t = 0
     let rc = arguments.withUnsafeBufferPointer { argv in
       environment.withUnsafeBufferPointer { envp in
-        pp_spawn_worker(&pid, executablePath, argv.baseAddress, envp.baseAddress, ends.1)
+        pp_spawn_worker(&pid, executable, argv.baseAddress, envp.baseAddress, ends.1)
       }
     }
     guard rc == 0 else {
@@ -66,5 +66,5 @@ enum WorkerSpawner {
 
   /// `/proc/self/exe` resolves in the spawning process, so a rebuilt or moved binary still
   /// starts the code that is running.
-  private static let executablePath = "/proc/self/exe"
+  static let selfExecutable = "/proc/self/exe"
 }

@@ -257,3 +257,13 @@ struct WorkerRefusesToDecode: Codable, Sendable {
 struct TakeWorkerRefusesToDecode: ProcessTask {
   func run(_: WorkerRefusesToDecode) async throws -> Int { 1 }
 }
+
+/// Dies half-way through writing a result: a frame header promising more bytes than follow.
+struct DieWhileWritingResult: ProcessTask {
+  func run(_ id: Int) async throws -> Int {
+    var frame: [UInt8] = [0xE8, 0x03, 0, 0, 3]  // length 1000, kind "results"
+    frame += [UInt8](repeating: 0, count: 8 + 10)
+    _ = frame.withUnsafeBytes { write(3, $0.baseAddress, $0.count) }
+    _exit(7)
+  }
+}
