@@ -132,7 +132,10 @@ extension WorkerProcessTests {
     }
 
     @Test func saturationNeverExceedsMaxWorkers() async throws {
-      try await withPool(.workers(3)) { (pool: ProcessPoolExecutor) async throws in
+      // One job per worker at a time, so every round releases exactly three gated tasks.
+      var configuration = ProcessPoolExecutor.Configuration.workers(3)
+      configuration.jobsPerWorker = 1
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
         let gate = TestGate()
         defer { gate.close() }
         let futures = try (0..<15).map { try pool.submit(gate.task, $0) }
