@@ -143,25 +143,11 @@ extension WorkerProcessTests {
 
     // MARK: asCompleted
 
-    static func finished(_ value: Int) -> ProcessFuture<Int> { ProcessFuture(finished: .success(value)) }
-    static func failed() -> ProcessFuture<Int> { ProcessFuture(finished: .failure(DivisionByZero(dividend: 1))) }
-    static func cancelledAndNotified() -> ProcessFuture<Int> {
-      let future = ProcessFuture<Int>()
-      future.cancel()
-      _ = future.setRunningOrNotifyCancel()
-      return future
-    }
-    static func cancelled() -> ProcessFuture<Int> {
-      let future = ProcessFuture<Int>()
-      future.cancel()
-      return future
-    }
-
     @Test func asCompletedYieldsEveryFuture() async throws {
       try await withPool { (pool: ProcessPoolExecutor) async throws in
         let f1 = try pool.submit(Multiply(factor: 2), 21)
         let f2 = try pool.submit(Multiply(factor: 7), 6)
-        let fixtures = [Self.cancelledAndNotified(), Self.failed(), Self.finished(42)]
+        let fixtures = [Fixture.cancelledAndNotified(), Fixture.failed(), Fixture.finished(42)]
         var yielded = Set<ProcessFuture<Int>>()
         for try await future in asCompleted([f1, f2] + fixtures) { yielded.insert(future) }
         #expect(yielded == Set([f1, f2] + fixtures))
@@ -171,7 +157,7 @@ extension WorkerProcessTests {
     @Test func asCompletedTimesOutAfterTheFinishedOnes() async throws {
       for timeout in [Duration.zero, .milliseconds(100)] {
         let pending = ProcessFuture<Int>()
-        let done = [Self.cancelledAndNotified(), Self.failed(), Self.finished(42)]
+        let done = [Fixture.cancelledAndNotified(), Fixture.failed(), Fixture.finished(42)]
         var yielded: [ProcessFuture<Int>] = []
         do {
           for try await future in asCompleted(done + [pending], timeout: timeout) { yielded.append(future) }
@@ -196,7 +182,7 @@ extension WorkerProcessTests {
     @Test func asCompletedTimeoutMessage() async throws {
       let running = ProcessFuture<Int>()
       _ = running.setRunningOrNotifyCancel()
-      let futures = [Self.cancelledAndNotified(), ProcessFuture<Int>(), running, Self.finished(1)]
+      let futures = [Fixture.cancelledAndNotified(), ProcessFuture<Int>(), running, Fixture.finished(1)]
       await #expect { for try await _ in asCompleted(futures, timeout: .zero) {} } throws: {
         ($0 as? ProcessPoolError)?.message == "2 (of 4) futures unfinished"
       }
@@ -207,7 +193,7 @@ extension WorkerProcessTests {
       let pending = ProcessFuture<Int>()
       var iterator: AsCompletedSequence<Int>.Iterator
       do {
-        let finished = Self.finished(42)
+        let finished = Fixture.finished(42)
         weakFuture = finished
         iterator = asCompleted([finished, pending], timeout: .zero).makeAsyncIterator()
       }
@@ -272,7 +258,7 @@ extension WorkerProcessTests {
         defer { gate.close() }
         let f1 = try pool.submit(Multiply(factor: 2), 21)
         let f2 = try pool.submit(gate.task, 0)
-        let cancelled = Self.cancelled()
+        let cancelled = Fixture.cancelled()
         let (done, notDone) = await wait([f1, f2, cancelled], returnWhen: .firstCompleted)
         #expect(done == [f1])
         #expect(notDone == [cancelled, f2])
@@ -284,8 +270,8 @@ extension WorkerProcessTests {
 
     @Test func waitFirstCompletedSomeAlreadyCompleted() async throws {
       let pending = ProcessFuture<Int>()
-      let notified = Self.cancelledAndNotified()
-      let successful = Self.finished(42)
+      let notified = Fixture.cancelledAndNotified()
+      let successful = Fixture.finished(42)
       let (done, notDone) = await wait([pending, notified, successful], returnWhen: .firstCompleted)
       #expect(done == [notified, successful])
       #expect(notDone == [pending])
@@ -310,7 +296,7 @@ extension WorkerProcessTests {
 
     @Test func waitFirstExceptionOneAlreadyFailed() async throws {
       let pending = ProcessFuture<Int>()
-      let failed = Self.failed()
+      let failed = Fixture.failed()
       let (done, notDone) = await wait([pending, failed], returnWhen: .firstException)
       #expect(done == [failed])
       #expect(notDone == [pending])
@@ -320,7 +306,7 @@ extension WorkerProcessTests {
       try await withPool { (pool: ProcessPoolExecutor) async throws in
         let f1 = try pool.submit(Divide(divisor: 0), 2)
         let f2 = try pool.submit(Multiply(factor: 2), 21)
-        let fixtures = [Self.finished(42), Self.cancelledAndNotified(), Self.failed()]
+        let fixtures = [Fixture.finished(42), Fixture.cancelledAndNotified(), Fixture.failed()]
         let (done, notDone) = await wait([f1, f2] + fixtures, returnWhen: .allCompleted)
         #expect(done == Set([f1, f2] + fixtures))
         #expect(notDone.isEmpty)
@@ -329,7 +315,7 @@ extension WorkerProcessTests {
 
     @Test func waitTimeoutReturns() async throws {
       let pending = ProcessFuture<Int>()
-      let fixtures = [Self.cancelledAndNotified(), Self.failed(), Self.finished(42)]
+      let fixtures = [Fixture.cancelledAndNotified(), Fixture.failed(), Fixture.finished(42)]
       let (done, notDone) = await wait(fixtures + [pending], timeout: .milliseconds(50), returnWhen: .allCompleted)
       #expect(done == Set(fixtures))
       #expect(notDone == [pending])

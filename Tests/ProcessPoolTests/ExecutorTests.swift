@@ -34,6 +34,12 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test func programsATaskStartsDoNotInheritTheWorkerSocket() async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        #expect(try await pool.submit(SocketIsCloseOnExec(), 0).value)
+      }
+    }
+
     @Test func maxWorkersMustBePositive() {
       for count in [0, -1] {
         #expect { try ProcessPoolExecutor(maxWorkers: count) } throws: {

@@ -8,24 +8,12 @@ extension WorkerProcessTests {
   @Suite struct FutureTests {
     struct OSError: Error, Equatable {}
 
-    static func pending() -> ProcessFuture<Int> { ProcessFuture() }
-    static func running() -> ProcessFuture<Int> {
-      let future = ProcessFuture<Int>()
-      _ = future.setRunningOrNotifyCancel()
-      return future
-    }
-    static func cancelled() -> ProcessFuture<Int> {
-      let future = ProcessFuture<Int>()
-      future.cancel()
-      return future
-    }
-    static func cancelledAndNotified() -> ProcessFuture<Int> {
-      let future = cancelled()
-      _ = future.setRunningOrNotifyCancel()
-      return future
-    }
-    static func failed() -> ProcessFuture<Int> { ProcessFuture(finished: .failure(OSError())) }
-    static func successful() -> ProcessFuture<Int> { ProcessFuture(finished: .success(42)) }
+    static func pending() -> ProcessFuture<Int> { Fixture.pending() }
+    static func running() -> ProcessFuture<Int> { Fixture.running() }
+    static func cancelled() -> ProcessFuture<Int> { Fixture.cancelled() }
+    static func cancelledAndNotified() -> ProcessFuture<Int> { Fixture.cancelledAndNotified() }
+    static func failed() -> ProcessFuture<Int> { Fixture.failed(OSError()) }
+    static func successful() -> ProcessFuture<Int> { Fixture.finished(42) }
 
     @Test func doneCallbackWithResult() {
       let seen = Mutex<Int?>(nil)

@@ -60,7 +60,7 @@ enum Syscall {
 
   /// A non-blocking, close-on-exec socket pair that wakes the I/O thread. A socket rather than
   /// a pipe so a late wake-up after the thread ended is an `EPIPE`, not a SIGPIPE.
-  static func wakePipe() throws(Errno) -> (read: Int32, write: Int32) {
+  static func wakeChannel() throws(Errno) -> (read: Int32, write: Int32) {
     let (read, write) = try socketPair()
     do {
       try setNonBlocking(read)

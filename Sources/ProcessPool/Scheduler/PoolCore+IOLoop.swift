@@ -17,7 +17,7 @@ extension PoolCore {
     serveWorkers()
     state.withLock {
       $0.ioThreadRunning = false
-      $0.wakePipe = nil
+      $0.wakeChannel = nil
     }
     ActivePools.unregister(self)
     ioThreadExited()
@@ -28,7 +28,7 @@ extension PoolCore {
     var buffers: [Int: FrameBuffer] = [:]
     var pollSet: [pollfd] = []
     var nextDeadline: ContinuousClock.Instant?
-    guard let wake = state.withLock({ $0.wakePipe?.read }) else { return }
+    guard let wake = state.withLock({ $0.wakeChannel?.read }) else { return }
     while true {
       let (watched, stopped) = state.withLock { state -> ([Watched], Bool) in
         let watched = state.workers.filter { $0.phase != .exited }.map {
@@ -47,7 +47,7 @@ extension PoolCore {
       _ = try? pollSet.withUnsafeMutableBufferPointer { fds in
         try Syscall.poll(fds.baseAddress!, fds.count, timeoutMilliseconds: timeout)
       }
-      if pollSet[0].revents != 0 { drainWakePipe(wake.fd) }
+      if pollSet[0].revents != 0 { drainWakeChannel(wake.fd) }
       for (offset, entry) in watched.enumerated() {
         let revents = pollSet[offset + 1].revents
         if revents == 0 { continue }
@@ -159,7 +159,7 @@ extension PoolCore {
     return .signaled(signal)
   }
 
-  private func drainWakePipe(_ fd: Int32) {
+  private func drainWakeChannel(_ fd: Int32) {
     var scratch = [UInt8](repeating: 0, count: 256)
     while Glibc.read(fd, &scratch, scratch.count) > 0 {}
   }

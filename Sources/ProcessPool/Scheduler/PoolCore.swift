@@ -67,8 +67,8 @@ final class PoolCore: Sendable {
     }
     guard start else { return true }
     do {
-      let pipe = try Syscall.wakePipe()
-      state.withLock { $0.wakePipe = (Socket(pipe.read), Socket(pipe.write)) }
+      let pipe = try Syscall.wakeChannel()
+      state.withLock { $0.wakeChannel = (Socket(pipe.read), Socket(pipe.write)) }
       try OSThread.start(name: "processpool-io") {
         ActivePools.register(self)
         self.runIOLoop()
@@ -86,7 +86,7 @@ final class PoolCore: Sendable {
 
   /// Wakes the I/O thread out of `poll` (a byte on its pipe; a full pipe already wakes it).
   func wakeIOThread() {
-    guard let pipe = state.withLock({ $0.wakePipe?.write }) else { return }
+    guard let pipe = state.withLock({ $0.wakeChannel?.write }) else { return }
     var byte: UInt8 = 1
     // A full buffer already means a pending wake-up; a closed one means the thread is gone.
     _ = try? Syscall.send(pipe.fd, &byte, 1, nonBlocking: true)

@@ -30,7 +30,7 @@ struct PoolState: ~Copyable {
   /// Whether the I/O thread runs (it is started with the first worker and ends when stopped).
   var ioThreadRunning = false
   /// The pipe that wakes the I/O thread; it lives exactly as long as that thread.
-  var wakePipe: (read: Socket, write: Socket)?
+  var wakeChannel: (read: Socket, write: Socket)?
   var statistics = ProcessPoolExecutor.Statistics()
 
   init(configuration: ProcessPoolExecutor.Configuration) {

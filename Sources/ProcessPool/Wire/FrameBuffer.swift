@@ -72,7 +72,4 @@ struct FrameBuffer {
       }
     }
   }
-
-  /// Bytes still waiting for the rest of their frame.
-  var pendingCount: Int { end - start }
 }

@@ -25,6 +25,9 @@ final class WorkerLoop: @unchecked Sendable {
   /// Runs until the parent says stop (exit 0) or goes away (immediate exit). Never returns.
   func run() -> Never {
     Self.isActive.store(true, ordering: .releasing)
+    // fd 3 came without close-on-exec (dup2 clears it); a program the task starts must not
+    // inherit it, or the parent would not see end of stream when this worker dies.
+    try? Syscall.setCloseOnExec(fd)
     var hello: [UInt8] = []
     let start = Frame.begin(.hello, id: 0, into: &hello)
     hello.appendLittleEndian(Frame.protocolVersion)

@@ -267,3 +267,8 @@ struct DieWhileWritingResult: ProcessTask {
     _exit(7)
   }
 }
+
+/// Whether the worker's socket (fd 3) is close-on-exec, so programs a task starts do not hold it.
+struct SocketIsCloseOnExec: ProcessTask {
+  func run(_: Int) async throws -> Bool { fcntl(3, F_GETFD) & FD_CLOEXEC != 0 }
+}
