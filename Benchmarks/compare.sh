@@ -14,11 +14,31 @@ mkdir -p "$out"
 swift build -c release --product Benchmarks >/dev/null
 gcc -O2 -Wall -o "$out/uds_pingpong" "$peers/uds_pingpong.c"
 
+# With an OpenSSH server installed, a worker through ssh to localhost is measured too (the server
+# is started per connection in inetd mode with throw-away keys; nothing stays running).
+ssh_args=()
+if [ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null; then
+  keys="$out/ssh"
+  mkdir -p "$keys"
+  [ -f "$keys/host_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$keys/host_key"
+  [ -f "$keys/client_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$keys/client_key"
+  cp "$keys/client_key.pub" "$keys/authorized_keys"
+  abs=$(cd "$keys" && pwd)
+  printf '%s\n' "HostKey $abs/host_key" "AuthorizedKeysFile $abs/authorized_keys" "StrictModes no" "UsePAM no" \
+    "PasswordAuthentication no" "PermitRootLogin prohibit-password" "LogLevel ERROR" >"$keys/sshd_config"
+  if [ "$(id -u)" = 0 ]; then mkdir -p /run/sshd; fi
+  ssh_args=(--ssh localhost)
+  for arg in -i "$abs/client_key" -o "ProxyCommand=/usr/sbin/sshd -i -f $abs/sshd_config" \
+    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR; do
+    ssh_args+=(--ssh-option "$arg")
+  done
+fi
+
 cpu() { awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8, $5+$6}' /proc/stat; }
 read -r total0 idle0 < <(cpu)
 "$out/uds_pingpong" -j >"$out/c.json"
 python3 "$peers/python_peers.py" --workers 2 --json ${quick:+--quick} >"$out/python.json" 2>"$out/python.log" || true
-.build/release/Benchmarks --workers 2 --json ${quick:+--quick} >"$out/swift.json" 2>/dev/null
+.build/release/Benchmarks --workers 2 --json ${quick:+--quick} "${ssh_args[@]}" >"$out/swift.json" 2>/dev/null
 read -r total1 idle1 < <(cpu)
 busy=$(awk -v t="$((total1 - total0))" -v i="$((idle1 - idle0))" 'BEGIN { printf "%.0f", t ? 100 * (t - i) / t : 0 }')
 
@@ -37,6 +57,8 @@ limit = {
     "throughput_c1_tasks_s": c["pipelined_batched_msgs_s"], "payload_MB_s": c["bulk_echo_MB_s"],
     "startup_ms": c["posix_spawn_true_us"] / 1000,
 }
+# The ssh worker is compared with our own local worker.
+local = {"ssh_startup_ms": "startup_ms", "ssh_latency_p50_us": "latency_p50_us", "ssh_latency_p99_us": "latency_p99_us"}
 metrics = [m for m in ours if m != "workers"]
 cols = ["swift"] + sorted(peers) + ["C limit", "vs best peer", "vs C limit"]
 rows = []
@@ -54,6 +76,8 @@ for m in metrics:
         row.append("-")
     if m in limit and ours[m]:
         row.append("%.2fx" % (ours[m] / limit[m]))
+    elif m in local:
+        row.append("%.1fx local" % (ours[m] / ours[local[m]]))
     else:
         row.append("-")
     rows.append(row)

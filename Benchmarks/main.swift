@@ -1,7 +1,10 @@
 // The same workloads and metric names as ../shared/peers/python_peers.py, for our pool.
 //
 //   swift run -c release Benchmarks [--workers N] [--repeat R] [--quick] [--json]
+//                                   [--ssh HOST [--ssh-option ARG]...]
 //
+// With --ssh, the start-up and round trip of a worker on HOST (through the system ssh client)
+// are measured too, next to the local ones.
 // Benchmarks/compare.sh runs this next to the C socket limit and the Python peers and prints
 // the ratios.
 import ProcessPool
@@ -36,10 +39,11 @@ func countdown(_ n: Int) -> Int {
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())
-func option(_ name: String) -> Int? {
+func stringOption(_ name: String) -> String? {
   guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return nil }
-  return Int(arguments[index + 1])
+  return arguments[index + 1]
 }
+func option(_ name: String) -> Int? { stringOption(name).flatMap { Int($0) } }
 let quick = arguments.contains("--quick")
 let json = arguments.contains("--json")
 let workers = option("--workers") ?? 2
@@ -173,6 +177,37 @@ for _ in 0..<repeats {
 results.append(("as_completed_tasks_s", median(completedRates)))
 log("  as_completed done")
 await pool.shutdown()
+
+// A worker through ssh: start-up to the first result, and the round trip.
+if let host = stringOption("--ssh") {
+  // Each --ssh-option is one ssh argument (a ProxyCommand holds spaces).
+  let options = arguments.indices.filter { arguments[$0] == "--ssh-option" && $0 + 1 < arguments.count }
+    .map { arguments[$0 + 1] }
+  var configuration = ProcessPoolExecutor.Configuration()
+  configuration.launchers = [.ssh(host: host, options: options, workers: 1)]
+  var sshStarts: [Double] = []
+  for _ in 0..<3 {
+    let t0 = clock.now
+    let remote = try ProcessPoolExecutor(configuration: configuration)
+    _ = try await remote.submit(Identity(), 1).value
+    sshStarts.append(seconds(t0.duration(to: clock.now)))
+    await remote.shutdown()
+  }
+  let remote = try ProcessPoolExecutor(configuration: configuration)
+  for i in 0..<(100 / scale) { _ = try await remote.submit(Identity(), i).value }
+  var sshLatencies: [Double] = []
+  for i in 0..<(1000 / scale) {
+    let t0 = clock.now
+    _ = try await remote.submit(Identity(), i).value
+    sshLatencies.append(seconds(t0.duration(to: clock.now)))
+  }
+  await remote.shutdown()
+  sshLatencies.sort()
+  results.append(("ssh_startup_ms", median(sshStarts) * 1e3))
+  results.append(("ssh_latency_p50_us", percentile(sshLatencies, 50) * 1e6))
+  results.append(("ssh_latency_p99_us", percentile(sshLatencies, 99) * 1e6))
+  log("  ssh done")
+}
 
 func number(_ value: Double) -> String {
   if value == value.rounded() && abs(value) < 1e15 { return String(Int(value)) }

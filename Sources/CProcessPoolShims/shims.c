@@ -20,17 +20,18 @@
 extern char **environ;
 
 // Defined in Swift (Worker/WorkerEntry.swift): runs the worker loop and never returns.
-extern void processpool_worker_entry(int fd) __attribute__((weak));
+extern void processpool_worker_entry(int input, int output) __attribute__((weak));
 
-static int deferred_fd = -1;
+static int deferred_input = -1;
+static int deferred_output = -1;
 static int started_as_worker = 0;
 
-int pp_deferred_worker_fd(void) { return deferred_fd; }
-
-int pp_take_deferred_worker_fd(void) {
-    int fd = deferred_fd;
-    deferred_fd = -1;
-    return fd;
+int pp_take_deferred_worker_fds(int *input, int *output) {
+    *input = deferred_input;
+    *output = deferred_output;
+    deferred_input = -1;
+    deferred_output = -1;
+    return *input;
 }
 
 int pp_started_as_worker(void) { return started_as_worker; }
@@ -58,33 +59,54 @@ static void send_awaiting_bootstrap(int fd) {
     ssize_t n;
     do {
         n = send(fd, frame, sizeof frame, MSG_NOSIGNAL);
+        // A pipe (a worker behind ssh): plain write, a dead reader is a dead parent anyway.
+        if (n < 0 && errno == ENOTSOCK) n = write(fd, frame, sizeof frame);
     } while (n < 0 && errno == EINTR);
+}
+
+// A worker started by a launcher (ssh, srun, ...) talks over stdin/stdout. Both move to new
+// descriptors; stdin becomes /dev/null and stdout goes to stderr, so a task that prints cannot
+// corrupt the protocol.
+static int take_stdio(int *input, int *output) {
+    *input = fcntl(0, F_DUPFD_CLOEXEC, 3);
+    *output = fcntl(1, F_DUPFD_CLOEXEC, 3);
+    if (*input < 0 || *output < 0) return -1;
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null < 0 || dup2(null, 0) < 0 || dup2(2, 1) < 0) return -1;
+    close(null);
+    return 0;
 }
 
 __attribute__((constructor)) static void processpool_worker_hook(void) {
     const char *marker = getenv(PP_WORKER_ENV);
     if (marker == NULL) return;
-    int fd = atoi(marker);
+    int input = -1, output = -1;
+    if (strcmp(marker, "stdio") == 0) {
+        if (take_stdio(&input, &output) != 0) _exit(74);
+    } else {
+        input = output = atoi(marker);
+    }
     // Consumed before any user code runs: a child that goes on to `main` must not pass the
     // marker to processes it starts (that recursion is a fork bomb).
     unsetenv(PP_WORKER_ENV);
     started_as_worker = 1;
-    if (fd < 0) return;
+    if (input < 0) return;
     // Swift concurrency needs libdispatch. In a dynamically linked build it is a loaded shared
     // object and usable here; in a --static-swift-stdlib build it is not initialised before
     // main, so the loop waits for ProcessPoolWorker.bootstrap() in main.
     void *dispatch = dlopen("libdispatch.so", RTLD_NOLOAD | RTLD_LAZY);
     if (dispatch != NULL && processpool_worker_entry != NULL) {
         dlclose(dispatch);
-        processpool_worker_entry(fd);
+        processpool_worker_entry(input, output);
         _exit(0);
     }
-    deferred_fd = fd;
-    send_awaiting_bootstrap(fd);
+    deferred_input = input;
+    deferred_output = output;
+    send_awaiting_bootstrap(output);
 }
 
 int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[],
-                    int child_fd) {
+                    int child_fd, int stdio) {
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
     int rc = posix_spawn_file_actions_init(&actions);
@@ -94,9 +116,18 @@ int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *cons
         posix_spawn_file_actions_destroy(&actions);
         return rc;
     }
-    // dup2 onto 3 clears close-on-exec there; everything else above 2 is closed so no
-    // descriptor of the parent (another worker's socket, a user file) leaks into the worker.
-    if (child_fd == 3) {
+    // dup2 onto 3 (or onto stdin and stdout for a launcher) clears close-on-exec there;
+    // everything else above is closed so no descriptor of the parent (another worker's socket,
+    // a user file) leaks into the worker.
+    int first_closed = 4;
+    if (stdio) {
+        // Through a spare descriptor: dup2 of a descriptor onto itself would keep close-on-exec.
+        int spare = child_fd == 3 ? 4 : 3;
+        rc = posix_spawn_file_actions_adddup2(&actions, child_fd, spare);
+        if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, spare, 0);
+        if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, spare, 1);
+        first_closed = 3;
+    } else if (child_fd == 3) {
         // dup2 to itself keeps close-on-exec, so move it away first.
         rc = posix_spawn_file_actions_adddup2(&actions, child_fd, 4);
         if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, 4, 3);
@@ -104,7 +135,7 @@ int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *cons
         rc = posix_spawn_file_actions_adddup2(&actions, child_fd, 3);
     }
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
-    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, 4);
+    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, first_closed);
 #endif
     sigset_t defaults;
     sigemptyset(&defaults);
@@ -115,8 +146,16 @@ int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *cons
     sigemptyset(&none);
     if (rc == 0) rc = posix_spawnattr_setsigdefault(&attr, &defaults);
     if (rc == 0) rc = posix_spawnattr_setsigmask(&attr, &none);
-    if (rc == 0) rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-    if (rc == 0) rc = posix_spawn(pid, path, &actions, &attr, argv, envp);
+    short flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
+    // A launcher gets its own process group: the pool signals the group, so every process of a
+    // launcher pipeline stops, and a terminal's Ctrl-C reaches only the parent (whose exit
+    // closes the socket and so ends the workers).
+    if (stdio) flags |= POSIX_SPAWN_SETPGROUP;
+    if (rc == 0 && stdio) rc = posix_spawnattr_setpgroup(&attr, 0);
+    if (rc == 0) rc = posix_spawnattr_setflags(&attr, flags);
+    // A launcher command is found through PATH, as a shell would.
+    if (rc == 0) rc = stdio ? posix_spawnp(pid, path, &actions, &attr, argv, envp)
+                            : posix_spawn(pid, path, &actions, &attr, argv, envp);
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&actions);
     return rc;

@@ -11,8 +11,13 @@ extension ProcessPoolExecutor {
 
   /// Every setting of a pool.
   public struct Configuration: Sendable, Hashable {
-    /// At most this many worker processes (default: the CPUs this process may use).
+    /// At most this many worker processes (default: the CPUs this process may use). Ignored
+    /// when ``launchers`` is set: then the pool runs the sum of their `workers`.
     public var maxWorkers: Int = Int(pp_available_cpus())
+    /// How workers start: empty (the default) means `maxWorkers` local workers. Set it to run
+    /// workers on other hosts or through a launcher command, or to mix them with local ones;
+    /// workers are started from the first launcher with room, in this order.
+    public var launchers: [WorkerLauncher] = []
     /// Replace a worker after it has run this many tasks (a `map` chunk counts as one).
     public var maxTasksPerChild: Int?
     /// Default per-task time limit; past it the task fails with
@@ -28,15 +33,26 @@ extension ProcessPoolExecutor {
     /// How long a worker of a statically linked build may wait for `ProcessPoolWorker.bootstrap()`.
     public var bootstrapTimeout: Duration = .seconds(10)
 
-    /// The program a worker runs: this executable. Internal: tests point it at a program that
-    /// dies at once to exercise the respawn-storm limit.
-    var workerExecutable = WorkerSpawner.selfExecutable
-
     /// The defaults.
     public init() {}
 
+    /// The launchers the pool uses: the configured ones, or `maxWorkers` local workers.
+    var effectiveLaunchers: [WorkerLauncher] { launchers.isEmpty ? [.local(workers: maxWorkers)] : launchers }
+
+    /// How many workers may run at once.
+    var capacity: Int { effectiveLaunchers.reduce(0) { $0 + $1.workers } }
+
     func validate() throws(ProcessPoolError) {
-      guard maxWorkers > 0 else {
+      for launcher in launchers {
+        guard launcher.workers > 0 else {
+          throw ProcessPoolError(
+            .invalidArgument, "a launcher must run at least 1 worker (\(launcher) has \(launcher.workers))")
+        }
+        if let arguments = launcher.arguments, arguments.isEmpty {
+          throw ProcessPoolError(.invalidArgument, "a launcher command must name a program")
+        }
+      }
+      guard !launchers.isEmpty || maxWorkers > 0 else {
         throw ProcessPoolError(.invalidArgument, "maxWorkers must be greater than 0 (got \(maxWorkers))")
       }
       if let maxTasksPerChild, maxTasksPerChild < 1 {
@@ -51,18 +67,34 @@ extension ProcessPoolExecutor {
     }
   }
 
-  /// A snapshot of what the pool has done and is doing.
+  /// A snapshot of what the pool has done and is doing: a value, `Codable`, to log or export.
+  ///
+  /// ```swift
+  /// let stats = pool.statistics
+  /// print("\(stats.tasksCompleted) done, \(stats.workersCrashed) crashes: \(stats.crashes)")
+  /// ```
   public struct Statistics: Sendable, Hashable, Codable {
-    /// Worker processes alive now.
+    /// Worker processes alive now (starting, working, idle or stopping).
     public var workersAlive = 0
     /// Workers running a task now.
     public var workersBusy = 0
+    /// Workers that said hello and have nothing to do now.
+    public var workersIdle = 0
     /// Worker processes started since the pool was created.
     public var workersStarted = 0
-    /// Workers that died unexpectedly (each was replaced, or broke the pool).
+    /// Workers that died unexpectedly after starting (each was replaced, or broke the pool).
     public var workersCrashed = 0
+    /// How the crashed workers ended: exit status or signal, and how many ended that way.
+    public var crashes: [ProcessPoolError.Termination: Int] = [:]
+    /// Workers that died, or could not be spawned, before they said hello.
+    public var workersFailedToStart = 0
     /// Workers retired at `maxTasksPerChild`.
     public var workersRetired = 0
+    /// Workers the pool stopped: a task timeout, `cancel(terminatingWorker:)`, a protocol violation.
+    public var workersStopped = 0
+    /// Time from spawning to the hello, summed over every worker that said hello (divide by
+    /// `workersStarted` for a mean; an ssh worker's includes the connection).
+    public var timeStartingWorkers: Duration = .zero
     /// Jobs waiting for a worker.
     public var tasksQueued = 0
     /// Jobs handed to workers and not answered.

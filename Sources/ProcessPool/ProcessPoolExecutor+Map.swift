@@ -31,7 +31,7 @@ extension ProcessPoolExecutor {
     }
     let header = try Self.typedValueHeader(task)
     let size =
-      chunksize ?? Self.automaticChunksize(count: inputs.underestimatedCount, workers: configuration.maxWorkers)
+      chunksize ?? Self.automaticChunksize(count: inputs.underestimatedCount, workers: configuration.capacity)
     let source = ChunkSource<T>(pool: self, header: header, inputs: inputs.makeIterator(), chunksize: size)
     let state = MapState(source: source, buffersize: buffersize, timeout: timeout)
     try state.fill()

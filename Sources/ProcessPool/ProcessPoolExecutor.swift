@@ -132,6 +132,7 @@ public final class ProcessPoolExecutor: Sendable {
       var snapshot = state.statistics
       snapshot.workersAlive = state.workers.count
       snapshot.workersBusy = state.workers.filter { !$0.isIdle }.count
+      snapshot.workersIdle = state.workers.filter { $0.isIdle && $0.phase == .ready }.count
       snapshot.tasksQueued = state.queue.count
       snapshot.tasksRunning = state.workers.reduce(0) { $0 + $1.inflight.count }
       return snapshot

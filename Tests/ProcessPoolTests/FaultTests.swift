@@ -43,7 +43,13 @@ extension WorkerProcessTests {
           return try await group.reduce(into: []) { $0.append($1) }
         }
         #expect(results.sorted() == [0, 1, 4, 9, 16, 25])
-        #expect(pool.statistics.workersCrashed == 1)
+        let statistics = pool.statistics
+        #expect(statistics.workersCrashed == 1)
+        #expect(statistics.crashes.values.reduce(0, +) == 1)
+        #expect(mode != .exit || statistics.crashes[.exited(99)] == 1)
+        #expect(statistics.workersFailedToStart == 0 && statistics.workersStopped == 0)
+        #expect(statistics.timeStartingWorkers > .zero)
+        #expect(statistics.workersIdle + statistics.workersBusy <= statistics.workersAlive)
       }
     }
 
@@ -149,12 +155,12 @@ extension WorkerProcessTests {
     }
 
     @Test func workersThatKeepDyingAtStartBreakThePool() async throws {
-      var configuration = ProcessPoolExecutor.Configuration.workers(2)
-      configuration.workerExecutable = "/bin/false"
+      var configuration = ProcessPoolExecutor.Configuration()
+      configuration.launchers = [.command(["/bin/false"], workers: 2)]
       try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
         await #expect { try await pool.submit(Square(), 2).value } throws: {
           let error = $0 as? ProcessPoolError
-          return error?.code == .brokenPool && "\(error!)".contains("died while starting")
+          return error?.code == .brokenPool && "\(error!)".contains("(/bin/false) in a row died while starting")
             && error?.termination == .exited(1)
         }
         #expect(pool.statistics.workersStarted == 3)

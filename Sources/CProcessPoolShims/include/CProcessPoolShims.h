@@ -4,23 +4,23 @@
 #include <sys/types.h>
 
 /// The environment variable that marks a process started as a pool worker. Its value is the
-/// descriptor number of the worker's end of the socket.
+/// descriptor number of the worker's end of the socket, or `stdio` for a worker started by a
+/// launcher command (the protocol runs over its stdin and stdout).
 #define PP_WORKER_ENV "PROCESSPOOL_WORKER_FD"
 
-/// The worker's socket descriptor when this process was started as a worker whose loop could not
-/// run before `main` (a statically linked build), else -1. Set once by the constructor.
-int pp_deferred_worker_fd(void);
-
-/// Marks the deferred worker start as taken by `main` (returns the fd, or -1 if none or taken).
-int pp_take_deferred_worker_fd(void);
+/// Takes the worker's input and output descriptors when this process was started as a worker
+/// whose loop could not run before `main` (a statically linked build); -1 when there is none
+/// or it was taken. Returns the input descriptor.
+int pp_take_deferred_worker_fds(int *input, int *output);
 
 /// 1 when this process was started as a worker (before or in `main`), else 0.
 int pp_started_as_worker(void);
 
-/// posix_spawn of `path` with `argv`/`envp`, `child_fd` duplicated onto fd 3 and every other
-/// descriptor above 2 closed in the child. Returns 0 or an errno value; the pid goes to `pid`.
+/// posix_spawn of `path` with `argv`/`envp`, `child_fd` duplicated onto fd 3 (or, with `stdio`,
+/// onto stdin and stdout, and `path` searched in PATH) and every other descriptor above 2 closed
+/// in the child. Returns 0 or an errno value; the pid goes to `pid`.
 int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[],
-                    int child_fd);
+                    int child_fd, int stdio);
 
 /// The number of CPUs this process may run on (its affinity mask), at least 1.
 int pp_available_cpus(void);

@@ -31,11 +31,16 @@ enum Syscall {
     return try retrying("send") { Glibc.send(fd, buffer, count, flags) }
   }
 
-  /// Sends all of `bytes`, blocking as needed.
+  /// Sends all of `bytes`, blocking as needed. A descriptor that is not a socket (a pipe, for a
+  /// worker behind ssh) is written to instead.
   static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(Errno) {
     var offset = 0
     while offset < bytes.count {
-      offset += try send(fd, bytes.baseAddress! + offset, bytes.count - offset, nonBlocking: false)
+      do {
+        offset += try send(fd, bytes.baseAddress! + offset, bytes.count - offset, nonBlocking: false)
+      } catch  where error.code == ENOTSOCK {
+        offset += try retrying("write") { Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) }
+      }
     }
   }
 

@@ -10,6 +10,7 @@ extension PoolCore {
     let worker: Int
     let socket: Socket
     let pid: Int32
+    let signalTarget: Int32
     let wantsWrite: Bool
   }
 
@@ -32,7 +33,8 @@ extension PoolCore {
     while true {
       let (watched, stopped) = state.withLock { state -> ([Watched], Bool) in
         let watched = state.workers.filter { $0.phase != .exited }.map {
-          Watched(worker: $0.id, socket: $0.socket, pid: $0.pid, wantsWrite: $0.wantsWrite)
+          Watched(
+            worker: $0.id, socket: $0.socket, pid: $0.pid, signalTarget: $0.signalTarget, wantsWrite: $0.wantsWrite)
         }
         return (watched, state.lifecycle == .stopped && state.workers.isEmpty)
       }
@@ -139,7 +141,7 @@ extension PoolCore {
     let graceful = phase == .retiring
     // A worker closes its socket only by exiting, unless it misbehaves: make sure it is dead
     // before blocking in waitpid.
-    if !graceful { Syscall.kill(entry.pid, SIGKILL) }
+    if !graceful { Syscall.kill(entry.signalTarget, SIGKILL) }
     var termination = ProcessPoolError.Termination.exited(0)
     do {
       if let status = try Syscall.waitPID(entry.pid, noHang: false) {

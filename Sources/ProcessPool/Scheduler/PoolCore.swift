@@ -40,26 +40,29 @@ final class PoolCore: Sendable {
     for sink in effects.cancellations { sink.cancelAll() }
     for (sink, error) in effects.failures { sink.fail(error) }
     if effects.wakeIO { wakeIOThread() }
-    for _ in 0..<effects.spawns { spawnWorker() }
+    for launcher in effects.spawns { spawnWorker(launcher: launcher) }
     if effects.stopped { resumeStopWaiters() }
   }
 
   // MARK: Workers
 
-  private func spawnWorker() {
-    if !ensureIOThread() { return }
+  private func spawnWorker(launcher: Int) {
+    if !ensureIOThread(launcher: launcher) { return }
+    let spawnedAt = ContinuousClock.now
     do {
-      let (pid, socket) = try WorkerSpawner.spawn(executable: configuration.workerExecutable)
+      let (pid, socket) = try WorkerSpawner.spawn(state.withLock { $0.launchers[launcher] })
       transition { state, effects in
-        _ = state.workerSpawned(pid: pid, socket: socket, initializer: initializerPayload, &effects)
+        _ = state.workerSpawned(
+          launcher: launcher, pid: pid, socket: socket, spawnedAt: spawnedAt, initializer: initializerPayload,
+          &effects)
       }
     } catch {
-      transition { state, effects in state.spawnFailed(error, &effects) }
+      transition { state, effects in state.spawnFailed(launcher: launcher, error, &effects) }
     }
   }
 
   /// Starts the I/O thread if it is not running; false (and the pool broken) if it cannot start.
-  private func ensureIOThread() -> Bool {
+  private func ensureIOThread(launcher: Int) -> Bool {
     let start = state.withLock { state -> Bool in
       if state.ioThreadRunning { return false }
       state.ioThreadRunning = true
@@ -78,6 +81,7 @@ final class PoolCore: Sendable {
       transition { state, effects in
         state.ioThreadRunning = false
         state.spawning -= 1
+        state.launcherSpawning[launcher] -= 1
         state.breakPool(ProcessPoolError(.brokenPool, "cannot start the pool's I/O thread: \(error)"), &effects)
       }
       return false

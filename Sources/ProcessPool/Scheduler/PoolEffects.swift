@@ -1,7 +1,7 @@
 /// What a state transition asks for once the pool's lock is released.
 struct PoolEffects {
-  /// Workers to spawn (already counted in `PoolState.spawning`).
-  var spawns = 0
+  /// Workers to spawn, by launcher index (already counted in `PoolState.spawning`).
+  var spawns: [Int] = []
   /// Workers whose writer role this thread took: flush their `out` bytes.
   var flushes: [Int] = []
   /// Futures to fail, each job with its own error value.

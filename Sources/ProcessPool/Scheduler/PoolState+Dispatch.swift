@@ -40,14 +40,18 @@ extension PoolState {
       }
     }
     guard !queue.isEmpty else { return }
-    // 2. Start workers for what is left, up to maxWorkers.
+    // 2. Start workers for what is left, from the first launchers with room.
     if canSpawn {
-      // Every process counts, a retiring one too: never more than maxWorkers alive.
-      let room = configuration.maxWorkers - workers.count - spawning
-      let wanted = min(queue.count - spawning, room)
-      if wanted > 0 {
-        spawning += wanted
-        effects.spawns += wanted
+      var wanted = queue.count - spawning
+      for launcher in launchers.indices where wanted > 0 && !launcherGivenUp[launcher] {
+        // Every process counts, a retiring one too: never more alive than the launcher allows.
+        let alive = workers.lazy.filter { $0.launcher == launcher }.count
+        let count = min(wanted, launchers[launcher].workers - alive - launcherSpawning[launcher])
+        guard count > 0 else { continue }
+        spawning += count
+        launcherSpawning[launcher] += count
+        effects.spawns += repeatElement(launcher, count: count)
+        wanted -= count
       }
     }
     // 3. Pipeline the rest onto busy workers, so a stream of small tasks never waits for a
@@ -122,7 +126,7 @@ extension PoolState {
     for index in workers.indices where workers[index].phase != .exited {
       workers[index].phase = .terminating(killAt: nil)
       workers[index].stopReason = reason
-      effects.signals.append((workers[index].pid, signal))
+      effects.signals.append((workers[index].signalTarget, signal))
     }
     advance(&effects)
   }
@@ -145,7 +149,7 @@ extension PoolState {
       workers[index].headDeadline = nil
       if workers[index].phase != .exited {
         workers[index].phase = .terminating(killAt: nil)
-        effects.signals.append((workers[index].pid, 9))
+        effects.signals.append((workers[index].signalTarget, 9))
       }
     }
     advance(&effects)

@@ -1,12 +1,18 @@
 /// What happens to the pool when a worker starts, talks, times out or dies.
 extension PoolState {
-  /// How many workers in a row may die before their hello until the pool gives up.
+  /// How many workers of a launcher in a row may die before their hello until it is given up.
   static let startFailureLimit = 3
 
-  mutating func workerSpawned(pid: Int32, socket: Socket, initializer: [UInt8]?, _ effects: inout PoolEffects) -> Int {
+  mutating func workerSpawned(
+    launcher: Int, pid: Int32, socket: Socket, spawnedAt: ContinuousClock.Instant, initializer: [UInt8]?,
+    _ effects: inout PoolEffects
+  ) -> Int {
     spawning -= 1
+    launcherSpawning[launcher] -= 1
     nextWorkerID += 1
-    var slot = WorkerSlot(id: nextWorkerID, pid: pid, socket: socket)
+    var slot = WorkerSlot(
+      id: nextWorkerID, launcher: launcher, launched: launchers[launcher].arguments != nil, pid: pid, socket: socket,
+      spawnedAt: spawnedAt)
     if let initializer {
       slot.initializing = true
       _ = slot.enqueue(.initialize, id: 0, payload: initializer)
@@ -20,30 +26,65 @@ extension PoolState {
     return slot.id
   }
 
-  mutating func spawnFailed(_ error: ProcessPoolError, _ effects: inout PoolEffects) {
+  mutating func spawnFailed(launcher: Int, _ error: ProcessPoolError, _ effects: inout PoolEffects) {
     spawning -= 1
-    if workers.isEmpty || forced == false && startFailures + 1 >= Self.startFailureLimit {
-      breakPool(ProcessPoolError(.brokenPool, "a worker could not be started: \(error.message)"), &effects)
-    } else {
-      startFailures += 1
-      effects.logs.append((.error, "a worker could not be started: \(error.message)"))
-      advance(&effects)
+    launcherSpawning[launcher] -= 1
+    startFailed(
+      launcher: launcher,
+      ProcessPoolError(.brokenPool, "a worker (\(launchers[launcher])) could not be started: \(error.message)"),
+      &effects)
+  }
+
+  /// A worker of `launcher` died (or could not be spawned) before its hello. Three in a row give
+  /// the launcher up; the pool breaks with `error` when no launcher is left. Returns whether it
+  /// broke.
+  @discardableResult
+  private mutating func startFailed(launcher: Int, _ error: ProcessPoolError, _ effects: inout PoolEffects) -> Bool {
+    statistics.workersFailedToStart += 1
+    launcherStartFailures[launcher] += 1
+    if launcherStartFailures[launcher] >= Self.startFailureLimit { return giveUp(launcher: launcher, error, &effects) }
+    effects.logs.append((.error, error.message))
+    advance(&effects)
+    return false
+  }
+
+  /// Starts no more workers with `launcher`; breaks the pool with `error` when it was the last.
+  @discardableResult
+  private mutating func giveUp(launcher: Int, _ error: ProcessPoolError, _ effects: inout PoolEffects) -> Bool {
+    launcherGivenUp[launcher] = true
+    if !launcherGivenUp.contains(false) {
+      breakPool(error, &effects)
+      return true
     }
+    effects.logs.append((.error, "\(error.message); no more workers are started with \(launchers[launcher])"))
+    advance(&effects)
+    return false
   }
 
   mutating func hello(worker id: Int, version: UInt32, pid: Int32, _ effects: inout PoolEffects) {
     guard let index = index(ofWorker: id) else { return }
-    guard version == Frame.protocolVersion, pid == workers[index].pid else {
-      protocolViolation(
-        worker: id, "the worker speaks protocol \(version) (expected \(Frame.protocolVersion)) or has another pid",
-        &effects)
+    guard version == Frame.protocolVersion else {
+      // Most likely a worker binary of another release of this library (on another host).
+      let launcher = workers[index].launcher
+      let message =
+        "the worker (\(launchers[launcher])) speaks protocol version \(version), this program \(Frame.protocolVersion): "
+        + "run the same build on both sides"
+      protocolViolation(worker: id, message, &effects)
+      giveUp(launcher: launcher, ProcessPoolError(.brokenPool, message), &effects)
       return
     }
+    // A launched worker reports its own pid on its host; a local one must be the process spawned.
+    if launchers[workers[index].launcher].arguments == nil, pid != workers[index].pid {
+      protocolViolation(worker: id, "the worker says it is pid \(pid), not \(workers[index].pid)", &effects)
+      return
+    }
+    workers[index].remotePID = pid
     workers[index].saidHello = true
+    statistics.timeStartingWorkers += workers[index].spawnedAt.duration(to: .now)
     workers[index].startDeadline = nil
     if case .starting = workers[index].phase { workers[index].phase = .ready }
     if case .awaitingBootstrap = workers[index].phase { workers[index].phase = .ready }
-    startFailures = 0
+    launcherStartFailures[workers[index].launcher] = 0
     if let head = workers[index].inflight.first, let timeout = head.timeout {
       workers[index].headDeadline = ContinuousClock.now.advanced(by: timeout)
       effects.wakeIO = true
@@ -128,7 +169,7 @@ extension PoolState {
     workers[index].stopReason = reason
     let grace = signal == 9 ? nil : ContinuousClock.now.advanced(by: configuration.terminationGracePeriod)
     workers[index].phase = .terminating(killAt: grace)
-    effects.signals.append((workers[index].pid, signal))
+    effects.signals.append((workers[index].signalTarget, signal))
     effects.wakeIO = true
     advance(&effects)
   }
@@ -159,7 +200,7 @@ extension PoolState {
       if case .terminating(let killAt?) = workers[index].phase {
         if killAt <= now {
           workers[index].phase = .terminating(killAt: nil)
-          effects.signals.append((pid, 9))
+          effects.signals.append((workers[index].signalTarget, 9))
         } else {
           consider(killAt)
         }
@@ -211,14 +252,14 @@ extension PoolState {
       return
     }
     if !slot.saidHello && slot.stopReason == nil {
-      startFailures += 1
-      if startFailures >= Self.startFailureLimit {
-        breakPool(
-          ProcessPoolError(
-            .brokenPool, "\(startFailures) workers in a row died while starting, the last with \(termination)",
-            workerPID: pid, termination: termination), &effects)
-        return
-      }
+      let launcher = launchers[slot.launcher]
+      let broke = startFailed(
+        launcher: slot.launcher,
+        ProcessPoolError(
+          .brokenPool,
+          "\(launcherStartFailures[slot.launcher] + 1) workers (\(launcher)) in a row died while starting, "
+            + "the last with \(termination)", workerPID: pid, termination: termination), &effects)
+      if broke { return }
     }
     if case .terminating = slot.phase, forced {
       for job in slot.inflight {
@@ -240,10 +281,12 @@ extension PoolState {
           return error
         }
         ?? ProcessPoolError(
-          .workerCrashed, "the worker running this task died with \(termination)", workerPID: pid,
+          .workerCrashed, "the worker\(whereRunning(slot)) running this task died with \(termination)", workerPID: pid,
           termination: termination)
       statistics.tasksFailed += 1
       if configuration.crashPolicy == .breakPool && slot.stopReason == nil {
+        statistics.workersCrashed += 1
+        statistics.crashes[termination, default: 0] += 1
         effects.failures.append((head.sink, error))
         queue.prepend(inflight)
         breakPool(
@@ -256,11 +299,19 @@ extension PoolState {
     }
     var killedByPool = false
     if case .terminating = slot.phase { killedByPool = true }
-    if !killedByPool && slot.phase != .retiring {
+    if killedByPool {
+      statistics.workersStopped += 1
+    } else if slot.phase != .retiring && slot.saidHello {
       statistics.workersCrashed += 1
-      effects.logs.append((.warning, "worker \(pid) died with \(termination); it is replaced"))
+      statistics.crashes[termination, default: 0] += 1
+      effects.logs.append((.warning, "worker \(pid)\(whereRunning(slot)) died with \(termination); it is replaced"))
     }
     queue.prepend(inflight)
     advance(&effects)
+  }
+
+  /// " (ssh host)" for a launched worker, "" for a local one: where a crash happened.
+  private func whereRunning(_ slot: WorkerSlot) -> String {
+    launchers[slot.launcher].arguments == nil ? "" : " (\(launchers[slot.launcher]))"
   }
 }

@@ -21,12 +21,17 @@ struct PoolState: ~Copyable {
   var brokenReason: ProcessPoolError?
   var queue = JobQueue()
   var workers: [WorkerSlot] = []
-  /// Workers being spawned right now (counted against `maxWorkers`).
+  /// How workers start (`configuration.effectiveLaunchers`), and per launcher: workers being
+  /// spawned right now, workers in a row that died before saying hello, and whether it was given
+  /// up (too many of those).
+  let launchers: [WorkerLauncher]
+  var launcherSpawning: [Int]
+  var launcherStartFailures: [Int]
+  var launcherGivenUp: [Bool]
+  /// Workers being spawned right now, over all launchers (counted against the capacity).
   var spawning = 0
   var nextJobID: UInt64 = 1
   var nextWorkerID = 0
-  /// Workers in a row that died before saying hello.
-  var startFailures = 0
   /// Whether the I/O thread runs (it is started with the first worker and ends when stopped).
   var ioThreadRunning = false
   /// The pipe that wakes the I/O thread; it lives exactly as long as that thread.
@@ -35,6 +40,10 @@ struct PoolState: ~Copyable {
 
   init(configuration: ProcessPoolExecutor.Configuration) {
     self.configuration = configuration
+    launchers = configuration.effectiveLaunchers
+    launcherSpawning = Array(repeating: 0, count: launchers.count)
+    launcherStartFailures = launcherSpawning
+    launcherGivenUp = Array(repeating: false, count: launchers.count)
   }
 
   func index(ofWorker id: Int) -> Int? {

@@ -16,7 +16,16 @@ struct WorkerSlot {
   }
 
   let id: Int
+  /// Index of the launcher that started it, in `PoolState.launchers`.
+  let launcher: Int
+  /// The local process: the worker itself, or its launcher (`ssh`, …).
   let pid: Int32
+  /// Whether a launcher command started it (then it runs in its own process group).
+  let launched: Bool
+  /// When it was spawned (for `Statistics.timeStartingWorkers`).
+  let spawnedAt: ContinuousClock.Instant
+  /// The pid the worker reported in its hello (on its own host, for a launched worker).
+  var remotePID: Int32?
   let socket: Socket
   var phase: Phase = .starting
   /// Jobs sent and not answered, oldest first; the first one is running.
@@ -36,13 +45,22 @@ struct WorkerSlot {
   /// Why the pool is stopping this worker, reported to the job it was running, if any.
   var stopReason: ProcessPoolError?
 
-  init(id: Int, pid: Int32, socket: Socket) {
+  init(
+    id: Int, launcher: Int, launched: Bool, pid: Int32, socket: Socket, spawnedAt: ContinuousClock.Instant = .now
+  ) {
     self.id = id
+    self.spawnedAt = spawnedAt
+    self.launcher = launcher
+    self.launched = launched
     self.pid = pid
     self.socket = socket
   }
 
   var isIdle: Bool { inflight.isEmpty }
+
+  /// What signals go to: the worker, or a launcher's whole process group (a pipeline such as
+  /// `sh -c 'app | filter'` must stop as a whole, or its other members would keep the socket).
+  var signalTarget: Int32 { launched ? -pid : pid }
 
   /// Whether it may be given work now.
   func accepts(maxTasksPerChild: Int?) -> Bool {

@@ -11,7 +11,10 @@ final class WorkerLoop: @unchecked Sendable {
   /// not get here must not start workers itself (that recursion is a fork bomb).
   static let isActive = Atomic<Bool>(false)
 
-  private let fd: Int32
+  /// Frames from the parent: the socket, or stdin's pipe for a worker started by a launcher.
+  private let input: Int32
+  /// Frames to the parent: the same socket, or stdout's.
+  private let output: Int32
   private let inbox = ConditionLock()
   /// Guarded by `inbox`.
   private var frames: [(Frame.Kind, UInt64, [UInt8])] = []
@@ -20,14 +23,18 @@ final class WorkerLoop: @unchecked Sendable {
   /// (every item of a `map` carries the same task).
   private var cachedTask: (name: String, bytes: [UInt8], task: any ProcessTask)?
 
-  init(fd: Int32) { self.fd = fd }
+  init(input: Int32, output: Int32) {
+    self.input = input
+    self.output = output
+  }
 
   /// Runs until the parent says stop (exit 0) or goes away (immediate exit). Never returns.
   func run() -> Never {
     Self.isActive.store(true, ordering: .releasing)
     // fd 3 came without close-on-exec (dup2 clears it); a program the task starts must not
     // inherit it, or the parent would not see end of stream when this worker dies.
-    try? Syscall.setCloseOnExec(fd)
+    try? Syscall.setCloseOnExec(input)
+    try? Syscall.setCloseOnExec(output)
     var hello: [UInt8] = []
     let start = Frame.begin(.hello, id: 0, into: &hello)
     hello.appendLittleEndian(Frame.protocolVersion)
@@ -57,7 +64,7 @@ final class WorkerLoop: @unchecked Sendable {
     while true {
       let open: Bool
       do {
-        open = try buffer.fill(from: fd)
+        open = try buffer.fill(from: input)
       } catch {
         open = false
       }
@@ -169,7 +176,7 @@ final class WorkerLoop: @unchecked Sendable {
 
   private func send(_ bytes: [UInt8]) {
     do {
-      try bytes.withUnsafeBytes { raw in try Syscall.sendAll(fd, raw) }
+      try bytes.withUnsafeBytes { raw in try Syscall.sendAll(output, raw) }
     } catch {
       // The parent is gone: nobody wants the result.
       fflush(nil)

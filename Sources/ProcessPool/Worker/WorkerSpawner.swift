@@ -5,14 +5,14 @@ import CProcessPoolShims
 #endif
 
 /// Starts a worker: this executable again, with the marker in its environment and its end of a
-/// socket pair as fd 3, through `posix_spawn` (never `fork`: a forked Swift process with threads
-/// is not safe).
+/// socket pair as fd 3, or a launcher command with that end as its stdin and stdout, through
+/// `posix_spawn` (never `fork`: a forked Swift process with threads is not safe).
 enum WorkerSpawner {
   static let bootstrapAdvice =
     "add `ProcessPoolWorker.bootstrap()` as the first line of `main` (needed in a build linked with --static-swift-stdlib)"
 
   /// Returns the child's pid and the parent's end of its socket (non-blocking, close-on-exec).
-  static func spawn(executable: String = selfExecutable) throws(ProcessPoolError) -> (pid: Int32, socket: Socket) {
+  static func spawn(_ launcher: WorkerLauncher) throws(ProcessPoolError) -> (pid: Int32, socket: Socket) {
     if pp_started_as_worker() != 0 && !WorkerLoop.isActive.load(ordering: .acquiring) {
       throw ProcessPoolError(
         .workerStartFailed,
@@ -42,24 +42,26 @@ enum WorkerSpawner {
         index += 1
       }
     }
-    let marker = strdup(PP_WORKER_ENV + "=3")
-    let argument0 = strdup(CommandLine.arguments.first ?? "processpool-worker")
+    let command = launcher.arguments
+    let marker = strdup(command == nil ? PP_WORKER_ENV + "=3" : WorkerLauncher.environmentMarker)
+    let arguments = (command ?? [CommandLine.arguments.first ?? "processpool-worker"]).map { strdup($0) } + [nil]
     defer {
       free(marker)
-      free(argument0)
+      for argument in arguments { free(argument) }
     }
     environment.append(marker)
     environment.append(nil)
-    let arguments: [UnsafeMutablePointer<CChar>?] = [argument0, nil]
+    let program = command?[0] ?? selfExecutable
 
     var pid: pid_t = 0
     let rc = arguments.withUnsafeBufferPointer { argv in
       environment.withUnsafeBufferPointer { envp in
-        pp_spawn_worker(&pid, executable, argv.baseAddress, envp.baseAddress, ends.1)
+        pp_spawn_worker(&pid, program, argv.baseAddress, envp.baseAddress, ends.1, command == nil ? 0 : 1)
       }
     }
     guard rc == 0 else {
-      throw ProcessPoolError(.workerStartFailed, "posix_spawn failed: \(Errno(code: rc, call: "posix_spawn"))")
+      throw ProcessPoolError(
+        .workerStartFailed, "cannot start \(program): \(Errno(code: rc, call: "posix_spawn"))")
     }
     return (pid, parentEnd)
   }

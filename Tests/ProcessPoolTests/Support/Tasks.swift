@@ -272,3 +272,13 @@ struct DieWhileWritingResult: ProcessTask {
 struct SocketIsCloseOnExec: ProcessTask {
   func run(_: Int) async throws -> Bool { fcntl(3, F_GETFD) & FD_CLOEXEC != 0 }
 }
+
+/// Prints to standard output: in a worker started by a launcher that is where frames go, so the
+/// worker must have moved its stdout out of the way.
+struct PrintToStandardOutput: ProcessTask {
+  func run(_ x: Int) async throws -> Int {
+    print("noise from a task that prints \(x)")
+    fflush(nil)
+    return x
+  }
+}
