@@ -27,6 +27,26 @@ struct Countdown: ProcessTask {
   }
 }
 
+/// A progress line: a bar redrawn in place on a terminal, plain lines (at most one per tenth)
+/// when the output goes to a file or a pipe.
+func showProgress(_ progress: ProcessPoolProgress) {
+  guard let fraction = progress.fractionFinished else { return }
+  let line: String
+  if isatty(1) == 1 {
+    let filled = Int(fraction * 30)
+    line =
+      "\r[" + String(repeating: "#", count: filled) + String(repeating: ".", count: 30 - filled) + "] \(progress)"
+      + (progress.isFinished ? "\n" : "")
+  } else {
+    let total = progress.total ?? 1
+    // The items where the tenth changes, and the last one.
+    guard progress.finished * 10 / total != (progress.finished - 1) * 10 / total || progress.isFinished else { return }
+    line = "progress: \(progress)\n"
+  }
+  var bytes = Array(line.utf8)
+  _ = write(1, &bytes, bytes.count)
+}
+
 func seconds(_ duration: Duration) -> Double {
   Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
 }
@@ -51,10 +71,13 @@ let serial = try await clock.measure {
   for input in inputs { serialSum &+= try await Countdown().run(input) }
 }
 
-// Parallel: `map` yields the results in input order; chunksize 1 because each task is long.
+// Parallel: `map` yields the results in input order; chunksize 1 because each task is long. The
+// progress handler draws a live progress line (counting costs nothing when it is left out).
 var parallelSum = 0
 let parallel = try await clock.measure {
-  for try await result in try pool.map(Countdown(), inputs, chunksize: 1) { parallelSum &+= result }
+  for try await result in try pool.map(Countdown(), inputs, chunksize: 1, progress: showProgress) {
+    parallelSum &+= result
+  }
 }
 precondition(serialSum == parallelSum, "the pool must compute what the serial loop does")
 

@@ -16,11 +16,17 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
   let acknowledgesCancel: Bool
   /// Stops the worker running this future (set by the pool that owns it).
   let stopWorker: (@Sendable (ObjectIdentifier) -> Void)?
+  /// The progress of the `map` this future belongs to, told once when it finishes.
+  let progress: ProgressCounter?
 
-  init(acknowledgesCancel: Bool = false, stopWorker: (@Sendable (ObjectIdentifier) -> Void)? = nil) {
+  init(
+    acknowledgesCancel: Bool = false, stopWorker: (@Sendable (ObjectIdentifier) -> Void)? = nil,
+    progress: ProgressCounter? = nil
+  ) {
     self.state = Mutex(FutureState())
     self.acknowledgesCancel = acknowledgesCancel
     self.stopWorker = stopWorker
+    self.progress = progress
   }
 
   /// The task's output, awaited without blocking a thread.
@@ -116,6 +122,7 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
     if runNow { FutureEffects<Output>.invoke(callback, self) }
   }
 
+  /// The state, as CPython prints it: `ProcessFuture<Int>(state=finished returned Int)`.
   public var description: String {
     let phase = state.withLock { state -> String in
       switch state.phase {

@@ -1,17 +1,41 @@
-/// The ordered results of ``ProcessPoolExecutor/map(_:_:chunksize:buffersize:timeout:)``.
+/// The ordered results of ``ProcessPoolExecutor/map(_:_:chunksize:buffersize:timeout:progress:)``.
 ///
 /// Iterate it once. A failing item throws at its position and `next()` may be called again for
 /// the following items; after a timeout the iteration is over.
 public struct ProcessMapSequence<Output: Codable & Sendable>: AsyncSequence {
+  /// One output per input, in input order.
   public typealias Element = Output
   let state: any MapStateProtocol<Output>
+  let counter: ProgressCounter
 
+  init(state: any MapStateProtocol<Output>, progress: ProgressCounter) {
+    self.state = state
+    self.counter = progress
+  }
+
+  /// Progress updates while the map runs, readable from another task: the current value at once,
+  /// then one per finished item (a slow reader sees the latest), ending when every item has
+  /// finished or the map is abandoned.
+  ///
+  /// ```swift
+  /// let results = try pool.map(Render(), frames)
+  /// let bar = Task { for await p in results.progress { draw(p) } }
+  /// for try await frame in results { save(frame) }
+  /// ```
+  public var progress: AsyncStream<ProcessPoolProgress> { counter.updates() }
+
+  /// The progress now.
+  public var currentProgress: ProcessPoolProgress { counter.snapshot }
+
+  /// The iterator; make only one (the outputs are yielded once).
   public func makeAsyncIterator() -> Iterator { Iterator(state: state) }
 
   /// Yields the outputs in input order.
   public struct Iterator: AsyncIteratorProtocol {
     let state: any MapStateProtocol<Output>
 
+    /// The next output in input order, or nil after the last. Throws the item's own error at
+    /// its position (call again for the next item), or ``ProcessPoolError/Code/timedOut``.
     public mutating func next() async throws -> Output? {
       try await state.next()
     }
@@ -42,7 +66,11 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
     self.deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
   }
 
-  deinit { cancelRemaining() }
+  deinit {
+    cancelRemaining()
+    // Inputs never pulled will not finish: end the progress streams.
+    source.progress.end()
+  }
 
   /// Submits chunks up to the buffer size (everything without one).
   func fill() throws {

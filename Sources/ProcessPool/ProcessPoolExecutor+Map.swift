@@ -7,6 +7,9 @@ extension ProcessPoolExecutor {
   /// ```
   ///
   /// - Parameters:
+  ///   - task: The task to run; it is encoded once and sent with every chunk.
+  ///   - inputs: Any sequence of inputs, finite or not. Its elements are encoded as they are
+  ///     submitted.
   ///   - chunksize: Inputs sent per message: the main lever for small tasks. Default: about four
   ///     chunks per worker when the input's size is known (`underestimatedCount`), else 1.
   ///   - buffersize: At most this many chunks in flight; the input is then pulled lazily, so an
@@ -14,6 +17,10 @@ extension ProcessPoolExecutor {
   ///     submitted at once (as Python does).
   ///   - timeout: A deadline for the whole iteration. Past it, `next()` throws
   ///     ``ProcessPoolError/Code/timedOut`` and the rest is cancelled.
+  ///   - progress: Called with a ``ProcessPoolProgress`` each time an item finishes (and when a
+  ///     lazy input runs out, which makes the total known), on the thread that finished it: keep
+  ///     it short. ``ProcessMapSequence/progress`` offers the same
+  ///     as an `AsyncStream`.
   /// - Throws: ``ProcessPoolError/Code/invalidArgument`` for a `chunksize` or `buffersize` below 1,
   ///   and the errors of ``submit(_:_:timeout:)`` for the task.
   ///
@@ -21,7 +28,8 @@ extension ProcessPoolExecutor {
   /// item. Ending the iteration early (`break`, or the consuming task being cancelled) cancels
   /// what has not started.
   public func map<T: ProcessTask, Inputs: Sequence>(
-    _ task: T, _ inputs: Inputs, chunksize: Int? = nil, buffersize: Int? = nil, timeout: Duration? = nil
+    _ task: T, _ inputs: Inputs, chunksize: Int? = nil, buffersize: Int? = nil, timeout: Duration? = nil,
+    progress: (@Sendable (ProcessPoolProgress) -> Void)? = nil
   ) throws -> ProcessMapSequence<T.Output> where Inputs.Element == T.Input {
     if let chunksize, chunksize < 1 {
       throw ProcessPoolError(.invalidArgument, "chunksize must be at least 1 (got \(chunksize))")
@@ -32,10 +40,12 @@ extension ProcessPoolExecutor {
     let header = try Self.typedValueHeader(task)
     let size =
       chunksize ?? Self.automaticChunksize(count: inputs.underestimatedCount, workers: configuration.capacity)
-    let source = ChunkSource<T>(pool: self, header: header, inputs: inputs.makeIterator(), chunksize: size)
+    let counter = ProgressCounter(total: (inputs as? any Collection)?.count, handler: progress)
+    let source = ChunkSource<T>(
+      pool: self, header: header, inputs: inputs.makeIterator(), chunksize: size, progress: counter)
     let state = MapState(source: source, buffersize: buffersize, timeout: timeout)
     try state.fill()
-    return ProcessMapSequence(state: state)
+    return ProcessMapSequence(state: state, progress: counter)
   }
 
   /// `multiprocessing.Pool.map`'s rule: about four chunks per worker.
@@ -47,9 +57,9 @@ extension ProcessPoolExecutor {
 
   /// Queues one chunk: one job, one future per input (an input that cannot be encoded gets a
   /// future that already failed, and stays out of the job).
-  func submitChunk<T: ProcessTask>(_ header: [UInt8], _ inputs: [T.Input], as _: T.Type) throws -> [ProcessFuture<
-    T.Output
-  >] {
+  func submitChunk<T: ProcessTask>(
+    _ header: [UInt8], _ inputs: [T.Input], as _: T.Type, progress: ProgressCounter
+  ) throws -> [ProcessFuture<T.Output>] {
     var payload = header
     let countOffset = payload.count
     payload.appendLittleEndian(UInt32(0))
@@ -58,13 +68,15 @@ extension ProcessPoolExecutor {
     for input in inputs {
       do {
         try payload.appendEncodedBlock(input)
-        let future = ProcessFuture<T.Output>(acknowledgesCancel: true, stopWorker: core.stopWorkerHook)
+        let future = ProcessFuture<T.Output>(
+          acknowledgesCancel: true, stopWorker: core.stopWorkerHook, progress: progress)
         futures.append(future)
         running.append(future)
       } catch {
         futures.append(
           ProcessFuture(
-            finished: .failure(ProcessPoolError(.encodingFailed, "cannot encode an input of \(T.self): \(error)"))))
+            finished: .failure(ProcessPoolError(.encodingFailed, "cannot encode an input of \(T.self): \(error)")),
+            progress: progress))
       }
     }
     guard !running.isEmpty else { return futures }
@@ -82,13 +94,19 @@ final class ChunkSource<T: ProcessTask> {
   let header: [UInt8]
   var inputs: any IteratorProtocol<T.Input>
   let chunksize: Int
+  let progress: ProgressCounter
   var exhausted = false
+  var pulled = 0
 
-  init(pool: ProcessPoolExecutor, header: [UInt8], inputs: some IteratorProtocol<T.Input>, chunksize: Int) {
+  init(
+    pool: ProcessPoolExecutor, header: [UInt8], inputs: some IteratorProtocol<T.Input>, chunksize: Int,
+    progress: ProgressCounter
+  ) {
     self.pool = pool
     self.header = header
     self.inputs = inputs
     self.chunksize = chunksize
+    self.progress = progress
   }
 
   /// The next chunk's futures, or nil when the input is exhausted.
@@ -97,8 +115,13 @@ final class ChunkSource<T: ProcessTask> {
     var chunk: [T.Input] = []
     chunk.reserveCapacity(chunksize)
     while chunk.count < chunksize, let input = inputs.next() { chunk.append(input) }
-    if chunk.count < chunksize { exhausted = true }
+    pulled += chunk.count
+    if chunk.count < chunksize {
+      exhausted = true
+      // A lazy input's size is known now; a collection's was known from the start.
+      if progress.snapshot.total == nil { progress.setTotal(pulled) }
+    }
     if chunk.isEmpty { return nil }
-    return try pool.submitChunk(header, chunk, as: T.self)
+    return try pool.submitChunk(header, chunk, as: T.self, progress: progress)
   }
 }

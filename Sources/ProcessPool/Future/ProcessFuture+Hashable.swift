@@ -1,6 +1,8 @@
 /// Futures are compared by identity, so they can live in sets (as `wait` returns them).
 extension ProcessFuture: Hashable {
+  /// Whether both are the same future (identity, not equal outputs).
   public static func == (lhs: ProcessFuture, rhs: ProcessFuture) -> Bool { lhs === rhs }
+  /// Hashes the future's identity.
   public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
 }
 
