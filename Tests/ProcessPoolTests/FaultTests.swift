@@ -53,6 +53,24 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test func crashesAndProtocolErrorsGoToTheLogHandler() async throws {
+      let reports = Mutex<[(ProcessPoolLog.Level, String)]>([])
+      ProcessPoolLog.setHandler { level, message in reports.withLock { $0.append((level, message)) } }
+      defer { ProcessPoolLog.setHandler { _, _ in } }
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        // The report is made before the future fails, so it is there when the await returns.
+        await #expect(throws: ProcessPoolError.self) { try await pool.submit(Crash(), .exit).value }
+        let crashed = reports.withLock { $0 }
+        #expect(crashed.count == 1)
+        #expect(crashed.first?.0 == .warning)
+        #expect(crashed.first?.1.contains("died with exit code 99; it is replaced") == true)
+        await #expect(throws: ProcessPoolError.self) { try await pool.submit(WriteGarbage(), 16).value }
+        let all = reports.withLock { $0 }
+        #expect(all.count == 2)
+        #expect(all.last?.0 == .error && all.last?.1.contains("broke the protocol") == true)
+      }
+    }
+
     @Test func workerKilledFromOutsideFailsItsTask() async throws {
       try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
         let gate = TestGate()
