@@ -20,9 +20,11 @@ public func asCompleted<Output>(
 /// The sequence ``asCompleted(_:timeout:)`` returns. It starts watching the futures (and its
 /// timeout starts) when it is made; iterate it once.
 public struct AsCompletedSequence<Output: Sendable>: AsyncSequence, Sendable {
+  /// Each element is one of the futures passed in, once, when it has finished.
   public typealias Element = ProcessFuture<Output>
   let storage: AsCompletedStorage<Output>
 
+  /// The iterator; make only one.
   public func makeAsyncIterator() -> Iterator {
     Iterator(storage: storage)
   }
@@ -31,6 +33,8 @@ public struct AsCompletedSequence<Output: Sendable>: AsyncSequence, Sendable {
   public struct Iterator: AsyncIteratorProtocol {
     let storage: AsCompletedStorage<Output>
 
+    /// The next finished future, or nil when all have been yielded. Throws
+    /// ``ProcessPoolError/Code/timedOut`` when the timeout passes first.
     public mutating func next() async throws -> ProcessFuture<Output>? {
       try await storage.next()
     }

@@ -45,6 +45,7 @@ public struct ProcessPoolError: Error, Sendable, Hashable, Codable, CustomString
     /// An argument was out of range (for example `maxWorkers <= 0`).
     public static let invalidArgument = Code("invalidArgument")
 
+    /// The code's name, as in `workerCrashed`.
     public var description: String { rawValue }
   }
 
@@ -55,6 +56,7 @@ public struct ProcessPoolError: Error, Sendable, Hashable, Codable, CustomString
     /// It was killed by this signal.
     case signaled(Int32)
 
+    /// "exit code 3" or "signal 9 (SIGKILL)".
     public var description: String {
       switch self {
       case .exited(let code): return "exit code \(code)"
@@ -94,6 +96,7 @@ public struct ProcessPoolError: Error, Sendable, Hashable, Codable, CustomString
     self.remoteTypeName = remoteTypeName
   }
 
+  /// The message, prefixed by the code, with the worker's pid and how it ended when known.
   public var description: String {
     var text = "ProcessPoolError.\(code): \(message)"
     if let remoteTypeName { text += " [\(remoteTypeName)]" }

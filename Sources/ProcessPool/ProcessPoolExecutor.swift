@@ -61,7 +61,18 @@ public final class ProcessPoolExecutor: Sendable {
   /// Never blocks on a busy worker. Throws at the call site when the pool is shut down or
   /// broken, when the task's type cannot be found by name in a worker, or when the task or the
   /// input cannot be encoded.
-  /// - Parameter timeout: This task's own time limit (overrides the pool's `taskTimeout`).
+  ///
+  /// ```swift
+  /// let future = try pool.submit(Countdown(), 10_000_000)
+  /// let result = try await future.value
+  /// ```
+  ///
+  /// - Parameters:
+  ///   - task: The task to run. Its type must be findable by name in the worker (declared at file
+  ///     scope or in a type, not private or inside a function).
+  ///   - input: The value passed to `task.run(_:)` in the worker.
+  ///   - timeout: This task's own time limit (overrides the pool's `taskTimeout`).
+  /// - Returns: A future for the task's output.
   public func submit<T: ProcessTask>(_ task: T, _ input: T.Input, timeout: Duration? = nil) throws -> ProcessFuture<
     T.Output
   > {

@@ -18,6 +18,7 @@ public enum ProcessPoolLog {
     /// Something failed (a callback threw, a worker broke the protocol).
     case error
 
+    /// `warning` is below `error`, so handlers can filter with `level >= .error`.
     public static func < (lhs: Level, rhs: Level) -> Bool { lhs == .warning && rhs == .error }
   }
 
