@@ -49,6 +49,12 @@ let json = arguments.contains("--json")
 let workers = option("--workers") ?? 2
 let repeats = option("--repeat") ?? 3
 let scale = quick ? 10 : 1
+/// `--only a,b`: run just these sections (startup, latency, c1, c64, payload, countdown,
+/// as_completed), e.g. to profile one workload.
+let only: Set<Substring>? = arguments.firstIndex(of: "--only").flatMap { index in
+  index + 1 < arguments.count ? Set(arguments[index + 1].split(separator: ",")) : nil
+}
+func enabled(_ section: Substring) -> Bool { only?.contains(section) ?? true }
 
 let clock = ContinuousClock()
 func seconds(_ duration: Duration) -> Double {
@@ -72,7 +78,7 @@ var results: [(String, Double)] = [("workers", Double(workers))]
 // Start-up: a new pool to the first result of a trivial task; then shutdown.
 var starts: [Double] = []
 var stops: [Double] = []
-for _ in 0..<(quick ? 3 : 10) {
+for _ in 0..<(enabled("startup") ? (quick ? 3 : 10) : 0) {
   let t0 = clock.now
   let pool = try ProcessPoolExecutor(maxWorkers: workers)
   let value = try await pool.submit(Identity(), 1).value
@@ -83,26 +89,31 @@ for _ in 0..<(quick ? 3 : 10) {
   starts.append(seconds(t0.duration(to: t1)))
   stops.append(seconds(t1.duration(to: t2)))
 }
-results.append(("startup_ms", median(starts) * 1e3))
-results.append(("shutdown_ms", median(stops) * 1e3))
-log("  startup done")
+if enabled("startup") {
+  results.append(("startup_ms", median(starts) * 1e3))
+  results.append(("shutdown_ms", median(stops) * 1e3))
+  log("  startup done")
+}
 
 let pool = try ProcessPoolExecutor(maxWorkers: workers)
 _ = try await pool.submit(Identity(), 0).value
 
 // Latency: one submit + result at a time.
-for i in 0..<(200 / scale) { _ = try await pool.submit(Identity(), i).value }
+let latencyRounds = enabled("latency") ? 2000 / scale : 0
+for i in 0..<(latencyRounds / 10) { _ = try await pool.submit(Identity(), i).value }
 var latencies: [Double] = []
-for i in 0..<(2000 / scale) {
+for i in 0..<latencyRounds {
   let t0 = clock.now
   let value = try await pool.submit(Identity(), i).value
   latencies.append(seconds(t0.duration(to: clock.now)))
   precondition(value == i)
 }
 latencies.sort()
-results.append(("latency_p50_us", percentile(latencies, 50) * 1e6))
-results.append(("latency_p99_us", percentile(latencies, 99) * 1e6))
-log("  latency done")
+if enabled("latency") {
+  results.append(("latency_p50_us", percentile(latencies, 50) * 1e6))
+  results.append(("latency_p99_us", percentile(latencies, 99) * 1e6))
+  log("  latency done")
+}
 
 // Throughput: map over ints with chunksize 1 and 64.
 func mapRate(count: Int, chunksize: Int) async throws -> Double {
@@ -119,63 +130,73 @@ func mapRate(count: Int, chunksize: Int) async throws -> Double {
   }
   return median(rates)
 }
-results.append(("throughput_c1_tasks_s", try await mapRate(count: 20_000 / scale, chunksize: 1)))
-results.append(("throughput_c64_tasks_s", try await mapRate(count: 200_000 / scale, chunksize: 64)))
+if enabled("c1") {
+  results.append(("throughput_c1_tasks_s", try await mapRate(count: 20_000 / scale, chunksize: 1)))
+}
+if enabled("c64") {
+  results.append(("throughput_c64_tasks_s", try await mapRate(count: 200_000 / scale, chunksize: 64)))
+}
 log("  throughput done")
 
 // Payload: 1 MiB echoed.
-let payload = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0) }
-for _ in 0..<5 { _ = try await pool.submit(EchoBytes(), payload).value }
-var payloadRates: [Double] = []
-let payloadCount = 200 / scale
-for _ in 0..<repeats {
-  let elapsed = try await clock.measure {
-    for _ in 0..<payloadCount {
-      let back = try await pool.submit(EchoBytes(), payload).value
-      precondition(back.count == payload.count)
+if enabled("payload") {
+  let payload = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0) }
+  for _ in 0..<5 { _ = try await pool.submit(EchoBytes(), payload).value }
+  var payloadRates: [Double] = []
+  let payloadCount = 200 / scale
+  for _ in 0..<repeats {
+    let elapsed = try await clock.measure {
+      for _ in 0..<payloadCount {
+        let back = try await pool.submit(EchoBytes(), payload).value
+        precondition(back.count == payload.count)
+      }
     }
+    payloadRates.append(2 * Double(payload.count * payloadCount) / seconds(elapsed) / 1e6)
   }
-  payloadRates.append(2 * Double(payload.count * payloadCount) / seconds(elapsed) / 1e6)
+  results.append(("payload_MB_s", median(payloadRates)))
+  log("  payload done")
 }
-results.append(("payload_MB_s", median(payloadRates)))
-log("  payload done")
 
 // Countdown of 10M: serial here vs split across the workers.
-let count = 10_000_000 / scale
-let parts = (0..<workers).map { count / workers + ($0 < count % workers ? 1 : 0) }
-for try await _ in try pool.map(Countdown(), Array(repeating: 1000, count: workers), chunksize: 1) {}
-var serialTimes: [Double] = []
-var parallelTimes: [Double] = []
-var sink = 0
-for _ in 0..<3 {
-  serialTimes.append(seconds(clock.measure { sink &+= countdown(count) }))
-  parallelTimes.append(
-    seconds(
-      try await clock.measure {
-        for try await value in try pool.map(Countdown(), parts, chunksize: 1) { sink &+= value }
-      }))
+if enabled("countdown") {
+  let count = 10_000_000 / scale
+  let parts = (0..<workers).map { count / workers + ($0 < count % workers ? 1 : 0) }
+  for try await _ in try pool.map(Countdown(), Array(repeating: 1000, count: workers), chunksize: 1) {}
+  var serialTimes: [Double] = []
+  var parallelTimes: [Double] = []
+  var sink = 0
+  for _ in 0..<3 {
+    serialTimes.append(seconds(clock.measure { sink &+= countdown(count) }))
+    parallelTimes.append(
+      seconds(
+        try await clock.measure {
+          for try await value in try pool.map(Countdown(), parts, chunksize: 1) { sink &+= value }
+        }))
+  }
+  let serial = median(serialTimes)
+  let parallel = median(parallelTimes)
+  results.append(("countdown_serial_s", serial))
+  results.append(("countdown_parallel_s", parallel))
+  results.append(("countdown_speedup", serial / parallel))
+  log("  countdown done (\(sink & 1))")
 }
-let serial = median(serialTimes)
-let parallel = median(parallelTimes)
-results.append(("countdown_serial_s", serial))
-results.append(("countdown_parallel_s", parallel))
-results.append(("countdown_speedup", serial / parallel))
-log("  countdown done (\(sink & 1))")
 
 // asCompleted over many submitted tasks.
-var completedRates: [Double] = []
-let completedCount = 2000 / scale
-for _ in 0..<repeats {
-  var seen = 0
-  let elapsed = try await clock.measure {
-    let futures = try (0..<completedCount).map { try pool.submit(Identity(), $0) }
-    for try await _ in asCompleted(futures) { seen += 1 }
+if enabled("as_completed") {
+  var completedRates: [Double] = []
+  let completedCount = 2000 / scale
+  for _ in 0..<repeats {
+    var seen = 0
+    let elapsed = try await clock.measure {
+      let futures = try (0..<completedCount).map { try pool.submit(Identity(), $0) }
+      for try await _ in asCompleted(futures) { seen += 1 }
+    }
+    precondition(seen == completedCount)
+    completedRates.append(Double(completedCount) / seconds(elapsed))
   }
-  precondition(seen == completedCount)
-  completedRates.append(Double(completedCount) / seconds(elapsed))
+  results.append(("as_completed_tasks_s", median(completedRates)))
+  log("  as_completed done")
 }
-results.append(("as_completed_tasks_s", median(completedRates)))
-log("  as_completed done")
 await pool.shutdown()
 
 // A worker through ssh: start-up to the first result, and the round trip.

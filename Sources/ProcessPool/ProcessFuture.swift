@@ -34,12 +34,29 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
   /// Throws the task's own error, a ``ProcessPoolError`` (crash, timeout, cancellation), or
   /// `CancellationError` when the awaiting Swift task is cancelled. Cancelling the awaiting task
   /// also cancels this future if it has not started yet; a running task is left to finish.
-  public var value: Output {
-    get async throws {
-      if let outcome = state.withLock({ $0.outcome }) { return try outcome.get() }
-      let id = state.withLock { $0.allocateWaiterID() }
-      return try await withTaskCancellationHandler {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Output, any Error>) in
+  ///
+  /// It runs on the caller's executor, so the awaiting task resumes where it was (one wake-up)
+  /// instead of hopping through the global pool first.
+  #if compiler(>=6.2)
+    public nonisolated(nonsending) var value: Output {
+      get async throws { try await value(isolation: #isolation) }
+    }
+  #else
+    public var value: Output {
+      get async throws { try await value(isolation: nil) }
+    }
+  #endif
+
+  /// `value`, isolated to the caller's actor (no hop to the global executor and back).
+  func value(isolation: isolated (any Actor)?) async throws -> Output {
+    if let outcome = state.withLock({ $0.outcome }) { return try outcome.get() }
+    let id = state.withLock { $0.allocateWaiterID() }
+    // `isolation` is passed on explicitly: inside the operation closure `#isolation` is nil, and
+    // a continuation awaited there would resume on the global executor and hop back.
+    return try await withTaskCancellationHandler(
+      operation: {
+        try await withCheckedThrowingContinuation(isolation: isolation) {
+          (continuation: CheckedContinuation<Output, any Error>) in
           let ready = state.withLock { $0.register(id, continuation) }
           switch ready {
           case .registered: break
@@ -47,13 +64,13 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
           case .abandoned: continuation.resume(throwing: CancellationError())
           }
         }
-      } onCancel: {
+      },
+      onCancel: {
         if let continuation = state.withLock({ $0.abandon(id) }) {
           continuation.resume(throwing: CancellationError())
         }
         _ = cancel()
-      }
-    }
+      }, isolation: isolation)
   }
 
   /// Blocks the calling thread until the future finishes or `timeout` passes, and returns the

@@ -37,7 +37,13 @@ public struct ProcessMapSequence<Output: Codable & Sendable>: AsyncSequence {
     /// The next output in input order, or nil after the last. Throws the item's own error at
     /// its position (call again for the next item), or ``ProcessPoolError/Code/timedOut``.
     public mutating func next() async throws -> Output? {
-      try await state.next()
+      try await state.next(isolation: nil)
+    }
+
+    /// What `for try await` calls: runs on the caller's executor, so a result that is already
+    /// in costs no hop and one that is not resumes the caller directly.
+    public mutating func next(isolation actor: isolated (any Actor)?) async throws(any Error) -> Output? {
+      try await state.next(isolation: actor)
     }
   }
 }
@@ -45,7 +51,7 @@ public struct ProcessMapSequence<Output: Codable & Sendable>: AsyncSequence {
 /// The map's state with the task type erased.
 protocol MapStateProtocol<Output>: AnyObject {
   associatedtype Output: Sendable
-  func next() async throws -> Output?
+  func next(isolation: isolated (any Actor)?) async throws -> Output?
 }
 
 /// The futures of a map in input order, the chunks still to pull (with a `buffersize`), and the
@@ -55,10 +61,14 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
   private let source: ChunkSource<T>
   private let buffersize: Int?
   private let deadline: ContinuousClock.Instant?
-  /// Submitted chunks not yet fully yielded, oldest first.
+  /// Submitted chunks, oldest first; those before `head` are fully yielded (popped by moving
+  /// `head`, so a map of many small chunks does not shift the array for every chunk).
   private var chunks: [[ProcessFuture<Output>]] = []
+  private var head = 0
   private var position = 0
   private var finished = false
+  /// Inputs submitted per lock acquisition while filling.
+  private static var submitBatch: Int { 128 }
 
   init(source: ChunkSource<T>, buffersize: Int?, timeout: Duration?) {
     self.source = source
@@ -74,26 +84,40 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
 
   /// Submits chunks up to the buffer size (everything without one).
   func fill() throws {
-    while buffersize.map({ chunks.count < $0 }) ?? true, let chunk = try source.submitNext() {
-      chunks.append(chunk)
+    while true {
+      // Chunks go to the pool in batches: one lock and one dispatch pass per batch.
+      // About `submitBatch` inputs per batch, so big chunks still reach the workers one by one
+      // while the next ones are encoded.
+      let batch = max(1, Self.submitBatch / source.chunksize)
+      let room = buffersize.map { $0 - (chunks.count - head) } ?? batch
+      guard room > 0 else { return }
+      let submitted = try source.submitNext(upTo: min(room, batch))
+      if submitted.isEmpty { return }
+      chunks.append(contentsOf: submitted)
     }
   }
 
-  func next() async throws -> Output? {
+  func next(isolation: isolated (any Actor)?) async throws -> Output? {
     guard !finished else { return nil }
-    while let first = chunks.first, position >= first.count {
-      chunks.removeFirst()
+    while head < chunks.count, position >= chunks[head].count {
+      chunks[head] = []
+      head += 1
       position = 0
+      if head == chunks.count || head >= 1024 && head * 2 >= chunks.count {
+        chunks.removeSubrange(0..<head)
+        head = 0
+      }
       try fill()
     }
-    guard let chunk = chunks.first else {
+    guard head < chunks.count else {
       finished = true
       return nil
     }
+    let chunk = chunks[head]
     let future = chunk[position]
     position += 1
     do {
-      return try await value(of: future)
+      return try await value(of: future, isolation: isolation)
     } catch let error as MapTimeout {
       finished = true
       cancelRemaining()
@@ -109,8 +133,8 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
 
   /// The future's value, or `MapTimeout` at the map's deadline (kept apart from a timeout the
   /// task itself threw).
-  private func value(of future: ProcessFuture<Output>) async throws -> Output {
-    guard let deadline else { return try await future.value }
+  private func value(of future: ProcessFuture<Output>, isolation: isolated (any Actor)?) async throws -> Output {
+    guard let deadline else { return try await future.value(isolation: isolation) }
     if future.outcome == nil {
       let signal = CompletionSignal()
       let id = signal.nextID()
@@ -129,9 +153,10 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
   }
 
   private func cancelRemaining() {
-    for chunk in chunks {
+    for chunk in chunks[head...] {
       for future in chunk { future.cancel() }
     }
     chunks = []
+    head = 0
   }
 }

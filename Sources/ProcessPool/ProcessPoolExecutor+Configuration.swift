@@ -28,6 +28,11 @@ extension ProcessPoolExecutor {
     /// Tasks handed to one worker at a time: the running one plus those queued on its socket.
     /// More hides the round trip for tiny tasks; 1 keeps every pending task cancellable.
     public var jobsPerWorker: Int = 2
+    /// While a worker's tasks each finish within about 100 µs, hand it up to 32 tasks at a time
+    /// instead of `jobsPerWorker`, so tiny tasks do not wait on round trips (at most a few
+    /// milliseconds of work per worker; those tasks count as running and cannot be cancelled).
+    /// Has no effect when `jobsPerWorker` is 1.
+    public var adaptivePipelining = true
     /// How long a worker stopped by SIGTERM (timeout, `terminateWorkers`) has before SIGKILL.
     public var terminationGracePeriod: Duration = .seconds(3)
     /// How long a worker of a statically linked build may wait for `ProcessPoolWorker.bootstrap()`.

@@ -55,11 +55,11 @@ extension ProcessPoolExecutor {
     return max(1, (count + chunks - 1) / chunks)
   }
 
-  /// Queues one chunk: one job, one future per input (an input that cannot be encoded gets a
-  /// future that already failed, and stays out of the job).
-  func submitChunk<T: ProcessTask>(
+  /// Builds one chunk: one job, one future per input (an input that cannot be encoded gets a
+  /// future that already failed, and stays out of the job; no job when none is left).
+  func makeChunk<T: ProcessTask>(
     _ header: [UInt8], _ inputs: [T.Input], as _: T.Type, progress: ProgressCounter
-  ) throws -> [ProcessFuture<T.Output>] {
+  ) -> ([ProcessFuture<T.Output>], Job?) {
     var payload = header
     let countOffset = payload.count
     payload.appendLittleEndian(UInt32(0))
@@ -79,12 +79,18 @@ extension ProcessPoolExecutor {
             progress: progress))
       }
     }
-    guard !running.isEmpty else { return futures }
+    guard !running.isEmpty else { return (futures, nil) }
     payload.withUnsafeMutableBytes {
       $0.storeBytes(of: UInt32(running.count).littleEndian, toByteOffset: countOffset, as: UInt32.self)
     }
-    try enqueue(Job(payload: payload, sink: ChunkSink(futures: running), timeout: configuration.taskTimeout))
-    return futures
+    return (futures, Job(payload: payload, sink: ChunkSink(futures: running), timeout: configuration.taskTimeout))
+  }
+
+  /// Queues several jobs under one lock (one dispatch pass for the lot); all or none.
+  func enqueue(_ jobs: [Job]) throws(ProcessPoolError) {
+    guard !jobs.isEmpty else { return }
+    let rejection = core.transition { state, effects in state.submit(jobs, &effects) }
+    if let rejection { throw rejection }
   }
 }
 
@@ -109,19 +115,28 @@ final class ChunkSource<T: ProcessTask> {
     self.progress = progress
   }
 
-  /// The next chunk's futures, or nil when the input is exhausted.
-  func submitNext() throws -> [ProcessFuture<T.Output>]? {
-    guard !exhausted else { return nil }
+  /// Submits up to `limit` chunks at once and returns their futures, chunk by chunk (empty when
+  /// the input is exhausted).
+  func submitNext(upTo limit: Int) throws -> [[ProcessFuture<T.Output>]] {
+    var chunks: [[ProcessFuture<T.Output>]] = []
+    var jobs: [Job] = []
     var chunk: [T.Input] = []
     chunk.reserveCapacity(chunksize)
-    while chunk.count < chunksize, let input = inputs.next() { chunk.append(input) }
-    pulled += chunk.count
-    if chunk.count < chunksize {
-      exhausted = true
-      // A lazy input's size is known now; a collection's was known from the start.
-      if progress.snapshot.total == nil { progress.setTotal(pulled) }
+    while chunks.count < limit, !exhausted {
+      chunk.removeAll(keepingCapacity: true)
+      while chunk.count < chunksize, let input = inputs.next() { chunk.append(input) }
+      pulled += chunk.count
+      if chunk.count < chunksize {
+        exhausted = true
+        // A lazy input's size is known now; a collection's was known from the start.
+        if progress.snapshot.total == nil { progress.setTotal(pulled) }
+      }
+      if chunk.isEmpty { break }
+      let (futures, job) = pool.makeChunk(header, chunk, as: T.self, progress: progress)
+      chunks.append(futures)
+      if let job { jobs.append(job) }
     }
-    if chunk.isEmpty { return nil }
-    return try pool.submitChunk(header, chunk, as: T.self, progress: progress)
+    try pool.enqueue(jobs)
+    return chunks
   }
 }

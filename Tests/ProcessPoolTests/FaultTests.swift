@@ -392,7 +392,13 @@ func waitForExit(_ pid: Int32, timeout: Duration) -> Bool {
   let done = Mutex(false)
   try? OSThread.start(name: "test-reaper") {
     var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    while waitpid(pid, &status, 0) < 0 {
+      if errno == EINTR { continue }
+      // ECHILD: not adopted yet (its parent is still dying). Nothing signals the re-parenting,
+      // so look again shortly, until it is ours to reap or gone.
+      if errno != ECHILD || kill(pid, 0) != 0 { break }
+      usleep(1000)
+    }
     gate.withLock {
       done.withLock { $0 = true }
       gate.broadcast()

@@ -24,19 +24,31 @@ extension PoolCore {
     ioThreadExited()
   }
 
+  /// A worker's read buffer, boxed so it is read into in place (no copy-on-write, no dictionary
+  /// round trip per read).
+  private final class ReadBuffer {
+    let worker: Int
+    var frames = FrameBuffer()
+    init(worker: Int) { self.worker = worker }
+  }
+
   /// The loop proper; its locals (sockets among them) are released when it returns.
   private func serveWorkers() {
-    var buffers: [Int: FrameBuffer] = [:]
+    var buffers: [ReadBuffer] = []
     var pollSet: [pollfd] = []
+    var watched: [Watched] = []
     var nextDeadline: ContinuousClock.Instant?
     guard let wake = state.withLock({ $0.wakeChannel?.read }) else { return }
     while true {
-      let (watched, stopped) = state.withLock { state -> ([Watched], Bool) in
-        let watched = state.workers.filter { $0.phase != .exited }.map {
-          Watched(
-            worker: $0.id, socket: $0.socket, pid: $0.pid, signalTarget: $0.signalTarget, wantsWrite: $0.wantsWrite)
+      watched.removeAll(keepingCapacity: true)
+      let stopped = state.withLock { state -> Bool in
+        for worker in state.workers where worker.phase != .exited {
+          watched.append(
+            Watched(
+              worker: worker.id, socket: worker.socket, pid: worker.pid, signalTarget: worker.signalTarget,
+              wantsWrite: worker.wantsWrite))
         }
-        return (watched, state.lifecycle == .stopped && state.workers.isEmpty)
+        return state.lifecycle == .stopped && state.workers.isEmpty
       }
       if stopped { break }
       pollSet.removeAll(keepingCapacity: true)
@@ -55,12 +67,15 @@ extension PoolCore {
         if revents == 0 { continue }
         if revents & Int16(POLLOUT) != 0 { resumeWriting(worker: entry.worker) }
         if revents & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0 {
-          // Taken out of the dictionary so the read does not copy the buffer (copy-on-write).
-          var buffer = buffers.removeValue(forKey: entry.worker) ?? FrameBuffer()
-          let open = read(entry, into: &buffer)
-          if open {
-            buffers[entry.worker] = buffer
+          let buffer: ReadBuffer
+          if let known = buffers.first(where: { $0.worker == entry.worker }) {
+            buffer = known
           } else {
+            buffer = ReadBuffer(worker: entry.worker)
+            buffers.append(buffer)
+          }
+          if !read(entry, into: &buffer.frames) {
+            buffers.removeAll { $0 === buffer }
             reap(entry)
           }
         }
@@ -78,17 +93,23 @@ extension PoolCore {
     } catch {
       return false
     }
+    // The jobs the results make room for are written once, after every frame of this read:
+    // one write for the lot instead of one per job.
+    var flushes: [Int] = []
     do {
       try buffer.drainFrames { kind, id, payload in
-        try handle(kind, id: id, payload, from: entry)
+        try handle(kind, id: id, payload, from: entry, flushes: &flushes)
       }
     } catch {
       transition { state, effects in state.protocolViolation(worker: entry.worker, "\(error)", &effects) }
     }
+    for worker in flushes { flush(worker: worker) }
     return true
   }
 
-  private func handle(_ kind: Frame.Kind, id: UInt64, _ payload: UnsafeRawBufferPointer, from entry: Watched) throws {
+  private func handle(
+    _ kind: Frame.Kind, id: UInt64, _ payload: UnsafeRawBufferPointer, from entry: Watched, flushes: inout [Int]
+  ) throws {
     switch kind {
     case .results where id == 0:
       // The initializer's outcome.
@@ -104,7 +125,7 @@ extension PoolCore {
       }
       transition { state, effects in state.initialized(worker: entry.worker, failure: failure, &effects) }
     case .results:
-      let delivery = transition { state, effects in
+      let delivery = transition(deferringFlushesTo: &flushes) { state, effects in
         state.resultArrived(worker: entry.worker, requestID: id, &effects)
       }
       if let (job, pid) = delivery { job.sink.deliver(payload, workerPID: pid) }

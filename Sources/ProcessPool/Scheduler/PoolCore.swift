@@ -33,6 +33,19 @@ final class PoolCore: Sendable {
     return result
   }
 
+  /// `transition` that leaves the writes to the caller: the workers it would flush are added
+  /// to `flushes` (they hold the writer role until the caller flushes them).
+  func transition<T>(deferringFlushesTo flushes: inout [Int], _ body: (inout PoolState, inout PoolEffects) -> T) -> T {
+    var effects = PoolEffects()
+    let result = state.withLock { body(&$0, &effects) }
+    if !effects.flushes.isEmpty {
+      for worker in effects.flushes where !flushes.contains(worker) { flushes.append(worker) }
+      effects.flushes = []
+    }
+    perform(effects)
+    return result
+  }
+
   func perform(_ effects: PoolEffects) {
     for (level, message) in effects.logs { ProcessPoolLog.emit(level, message) }
     for (pid, signal) in effects.signals { Syscall.kill(pid, signal) }

@@ -9,6 +9,15 @@ extension PoolState {
     return nil
   }
 
+  /// Puts several jobs in the queue at once (all or none), with one dispatch pass.
+  mutating func submit(_ jobs: [Job], _ effects: inout PoolEffects) -> ProcessPoolError? {
+    if let rejection { return rejection }
+    for job in jobs { queue.append(job) }
+    statistics.tasksSubmitted += jobs.count
+    advance(&effects)
+    return nil
+  }
+
   /// Runs after every event: dispatch, retire, and move the lifecycle on.
   mutating func advance(_ effects: inout PoolEffects) {
     dispatch(&effects)
@@ -22,6 +31,12 @@ extension PoolState {
     case .running, .stopped:
       break
     }
+  }
+
+  /// Workers on their way that will take queued jobs: being spawned, or launched and waiting
+  /// for their hello.
+  private var workersComing: Int {
+    spawning + workers.lazy.filter { $0.launched && $0.phase == .starting }.count
   }
 
   private var canSpawn: Bool {
@@ -42,7 +57,7 @@ extension PoolState {
     guard !queue.isEmpty else { return }
     // 2. Start workers for what is left, from the first launchers with room.
     if canSpawn {
-      var wanted = queue.count - spawning
+      var wanted = queue.count - workersComing
       for launcher in launchers.indices where wanted > 0 && !launcherGivenUp[launcher] {
         // Every process counts, a retiring one too: never more alive than the launcher allows.
         let alive = workers.lazy.filter { $0.launcher == launcher }.count
@@ -56,11 +71,11 @@ extension PoolState {
     }
     // 3. Pipeline the rest onto busy workers, so a stream of small tasks never waits for a
     //    round trip; jobs that new workers will take stay queued.
-    let depth = configuration.jobsPerWorker
-    while queue.count > spawning {
+    let coming = workersComing
+    while queue.count > coming {
       var best: Int?
       for index in workers.indices where workers[index].accepts(maxTasksPerChild: maxTasks) {
-        if workers[index].inflight.count < depth,
+        if workers[index].inflight.count < workers[index].pipelineDepth(configuration),
           best == nil || workers[index].inflight.count < workers[best!].inflight.count
         {
           best = index
@@ -79,6 +94,9 @@ extension PoolState {
       nextJobID += 1
       workers[index].jobsAssigned += 1
       workers[index].inflight.append(job)
+      if workers[index].inflight.count == 1 && configuration.adaptivePipelining {
+        workers[index].headStartedAt = .now
+      }
       if workers[index].inflight.count == 1 && workers[index].phase == .ready {
         workers[index].headDeadline = job.timeout.map { ContinuousClock.now.advanced(by: $0) }
         if job.timeout != nil { effects.wakeIO = true }

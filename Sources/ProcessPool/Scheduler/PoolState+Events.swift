@@ -89,6 +89,8 @@ extension PoolState {
       workers[index].headDeadline = ContinuousClock.now.advanced(by: timeout)
       effects.wakeIO = true
     }
+    // A launched worker takes work from now on.
+    if workers[index].launched { advance(&effects) }
   }
 
   mutating func awaitingBootstrap(worker id: Int, _ effects: inout PoolEffects) {
@@ -118,6 +120,7 @@ extension PoolState {
       return nil
     }
     workers[index].inflight.removeFirst()
+    if configuration.adaptivePipelining { workers[index].headFinished(at: .now) }
     statistics.tasksCompleted += 1
     if let next = workers[index].inflight.first, let timeout = next.timeout {
       workers[index].headDeadline = ContinuousClock.now.advanced(by: timeout)

@@ -44,6 +44,35 @@ struct WorkerSlot {
   var startDeadline: ContinuousClock.Instant?
   /// Why the pool is stopping this worker, reported to the job it was running, if any.
   var stopReason: ProcessPoolError?
+  /// When the head job started (was sent to an idle worker, or the result before it arrived).
+  var headStartedAt: ContinuousClock.Instant?
+  /// Jobs in a row that finished within `fastJob`: the pool pipelines deeper onto such a worker.
+  var fastStreak = 0
+
+  /// A job this short gains much from being queued on the worker ahead of time.
+  static let fastJob = Duration.microseconds(100)
+  /// How many fast jobs in a row before the deeper pipeline is used.
+  static let fastStreakNeeded = 8
+  /// The deeper pipeline's depth.
+  static let fastPipelineDepth = 32
+
+  /// How many jobs it may hold now.
+  func pipelineDepth(_ configuration: ProcessPoolExecutor.Configuration) -> Int {
+    let depth = configuration.jobsPerWorker
+    guard configuration.adaptivePipelining, depth > 1, fastStreak >= Self.fastStreakNeeded else { return depth }
+    return max(depth, Self.fastPipelineDepth)
+  }
+
+  /// The head job is done at `now`: learn whether it was fast; the next one (already on the
+  /// worker's socket) starts now.
+  mutating func headFinished(at now: ContinuousClock.Instant) {
+    if let started = headStartedAt, started.duration(to: now) <= Self.fastJob {
+      fastStreak = min(fastStreak + 1, Self.fastStreakNeeded)
+    } else {
+      fastStreak = 0
+    }
+    headStartedAt = inflight.isEmpty ? nil : now
+  }
 
   init(
     id: Int, launcher: Int, launched: Bool, pid: Int32, socket: Socket, spawnedAt: ContinuousClock.Instant = .now
@@ -65,7 +94,11 @@ struct WorkerSlot {
   /// Whether it may be given work now.
   func accepts(maxTasksPerChild: Int?) -> Bool {
     switch phase {
-    case .starting, .awaitingBootstrap, .ready: break
+    // A local worker's hello is on its socket before anything it runs, so work written to it
+    // early is requeued safely if it dies unheard. A launched worker's hello can be lost in
+    // the launcher (ssh killed) after a job ran: it gets work only once its hello arrived.
+    case .starting: if launched { return false }
+    case .awaitingBootstrap, .ready: break
     default: return false
     }
     if let maxTasksPerChild, jobsAssigned >= maxTasksPerChild { return false }

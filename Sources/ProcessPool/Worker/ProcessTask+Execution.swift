@@ -6,12 +6,13 @@ extension ProcessTask {
   }
 
   /// Runs `self` over each input block and appends `[u32 count]([u8 status][u32 length][bytes])*`.
-  func runChunk(_ inputs: [[UInt8]], into payload: inout [UInt8]) async {
+  func runChunk(_ inputs: InputBlocks, into payload: inout [UInt8]) async {
     payload.appendLittleEndian(UInt32(inputs.count))
-    for input in inputs {
+    var reader = PayloadReader(inputs.bytes)
+    for _ in 0..<inputs.count {
       let outcome: Result<Output, any Error>
       do {
-        let value = try input.withUnsafeBytes { try BinaryDecoder.decode(Input.self, from: $0) }
+        let value = try BinaryDecoder.decode(Input.self, from: try reader.block())
         outcome = await Result { () async throws -> Output in try await run(value) }
       } catch {
         outcome = .failure(

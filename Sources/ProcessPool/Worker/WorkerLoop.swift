@@ -4,8 +4,10 @@ import Synchronization
   import Glibc
 #endif
 
-/// The worker side of the socket: a reader thread that turns bytes into frames and notices the
-/// parent's death, and the calling thread, which runs one frame at a time and writes the results.
+/// The worker side of the socket. The calling thread reads frames, runs each job on itself and
+/// writes the results: no hand-off between threads on the way. A watchdog thread sleeps until the
+/// parent's end of the socket closes and then ends the process, so a parent that dies while a
+/// task runs leaves no orphan.
 final class WorkerLoop: @unchecked Sendable {
   /// Set once this process has entered the worker loop; a process started as a worker that did
   /// not get here must not start workers itself (that recursion is a fork bomb).
@@ -13,15 +15,15 @@ final class WorkerLoop: @unchecked Sendable {
 
   /// Frames from the parent: the socket, or stdin's pipe for a worker started by a launcher.
   private let input: Int32
-  /// Frames to the parent: the same socket, or stdout's.
+  /// Frames to the parent: the same socket, or stdout's pipe.
   private let output: Int32
-  private let inbox = ConditionLock()
-  /// Guarded by `inbox`.
-  private var frames: [(Frame.Kind, UInt64, [UInt8])] = []
-  private var frameHead = 0
+  /// Replies not yet written. Only the loop's thread touches it, or the job it waits for.
+  private var out: [UInt8] = []
   /// The last task value decoded, reused while the parent keeps sending the same bytes
   /// (every item of a `map` carries the same task).
-  private var cachedTask: (name: String, bytes: [UInt8], task: any ProcessTask)?
+  private var cachedTask: (name: [UInt8], bytes: [UInt8], task: any ProcessTask)?
+  /// Where the loop waits for a job that suspended and goes on elsewhere.
+  private let gate = JobGate()
 
   init(input: Int32, output: Int32) {
     self.input = input
@@ -35,33 +37,38 @@ final class WorkerLoop: @unchecked Sendable {
     // inherit it, or the parent would not see end of stream when this worker dies.
     try? Syscall.setCloseOnExec(input)
     try? Syscall.setCloseOnExec(output)
-    var hello: [UInt8] = []
-    let start = Frame.begin(.hello, id: 0, into: &hello)
-    hello.appendLittleEndian(Frame.protocolVersion)
-    hello.appendLittleEndian(Int32(getpid()))
-    Frame.finish(at: start, in: &hello)
-    send(hello)
+    out.reserveCapacity(1 << 12)
+    let start = Frame.begin(.hello, id: 0, into: &out)
+    out.appendLittleEndian(Frame.protocolVersion)
+    out.appendLittleEndian(Int32(getpid()))
+    Frame.finish(at: start, in: &out)
+    flush()
+    let (input, output) = (self.input, self.output)
     do {
-      try OSThread.start(name: "pp-worker-read") { self.readLoop() }
+      try OSThread.start(name: "pp-worker-hup") { Self.watchForHangUp(input, output) }
     } catch {
       _exit(70)
     }
-    while true {
-      let (kind, id, payload) = nextFrame()
-      switch kind {
-      case .run: handleRun(id: id, payload)
-      case .initialize: handleInitialize(id: id, payload)
-      case .stop: exit(0)
-      default: _exit(71)  // a parent speaking another protocol
-      }
-    }
-  }
-
-  // MARK: Reading
-
-  private func readLoop() {
     var buffer = FrameBuffer()
     while true {
+      do {
+        try buffer.drainFrames { kind, id, payload, more in
+          switch kind {
+          case .run: handleRun(id: id, payload)
+          case .initialize: handleInitialize(id: id, payload)
+          case .stop:
+            flush()
+            exit(0)
+          default: _exit(71)  // a parent speaking another protocol
+          }
+          // Replies go out at once; several only when the parent already sent the jobs
+          // behind them and those have not started (one write for what one read brought).
+          if !more || !batching { flush() }
+        }
+      } catch {
+        _exit(72)
+      }
+      flush()
       let open: Bool
       do {
         open = try buffer.fill(from: input)
@@ -69,165 +76,187 @@ final class WorkerLoop: @unchecked Sendable {
         open = false
       }
       if !open {
-        // The parent is gone (a graceful stop ends the process before the socket closes), so
-        // stop at once whatever runs: no orphans.
+        // The parent is gone (a graceful stop ends the process before the socket closes).
         fflush(nil)
         _exit(0)
-      }
-      do {
-        try buffer.drainFrames { kind, id, payload in
-          let bytes = [UInt8](copying: payload)
-          inbox.withLock {
-            frames.append((kind, id, bytes))
-            inbox.broadcast()
-          }
-        }
-      } catch {
-        _exit(72)
       }
     }
   }
 
-  private func nextFrame() -> (Frame.Kind, UInt64, [UInt8]) {
-    inbox.withLock {
-      _ = inbox.wait(until: nil) { frameHead < frames.count }
-      let frame = frames[frameHead]
-      frameHead += 1
-      if frameHead == frames.count {
-        frames.removeAll(keepingCapacity: true)
-        frameHead = 0
+  /// Whether replies of jobs that follow one another in one read are written together.
+  private var batching: Bool { false }
+
+  /// The watchdog: `POLLRDHUP` alone is not woken by data, only by the parent's end closing.
+  private static func watchForHangUp(_ input: Int32, _ output: Int32) {
+    // POLLRDHUP (Linux) is only declared with _GNU_SOURCE. A socket reports it when the parent
+    // goes; a launcher's pipes report POLLHUP (stdin, no writer left) or POLLERR (stdout, no
+    // reader left) without asking.
+    let readHangUp: Int16 = 0x2000
+    let gone = readHangUp | Int16(POLLHUP | POLLERR | POLLNVAL)
+    var entries = [pollfd(fd: input, events: readHangUp, revents: 0)]
+    if output != input { entries.append(pollfd(fd: output, events: 0, revents: 0)) }
+    while true {
+      let ready = (try? Syscall.poll(&entries, entries.count, timeoutMilliseconds: -1)) ?? 0
+      if ready > 0 && entries.contains(where: { $0.revents & gone != 0 }) {
+        fflush(nil)
+        _exit(0)
       }
-      return frame
     }
   }
 
   // MARK: Running
 
-  private func handleRun(id: UInt64, _ payload: [UInt8]) {
-    var reply: [UInt8] = []
-    let start = Frame.begin(.results, id: id, into: &reply)
+  private func handleRun(id: UInt64, _ payload: UnsafeRawBufferPointer) {
+    let start = Frame.begin(.results, id: id, into: &out)
     do {
-      let request = try payload.withUnsafeBytes { try RunRequest($0) }
-      let inputs = request.inputs
-      switch resolveTask(name: request.name, bytes: request.task) {
+      var reader = PayloadReader(payload)
+      let name = try reader.block()
+      let taskBytes = try reader.block()
+      let count = Int(try reader.integer(UInt32.self))
+      let inputs = UnsafeRawBufferPointer(rebasing: payload[reader.offset...])
+      // Every block must be whole before anything runs (a malformed frame ends the worker).
+      var check = PayloadReader(inputs)
+      for _ in 0..<count { _ = try check.block() }
+      switch resolveTask(name: name, bytes: taskBytes) {
       case .success(let task):
-        reply = Self.runBlocking { [reply] in
-          var reply = reply
-          await task.runChunk(inputs, into: &reply)
-          return reply
-        }
+        let chunk = InputBlocks(bytes: inputs, count: count)
+        runToCompletion { [self] in await task.runChunk(chunk, into: &out) }
       case .failure(let error):
-        reply.appendLittleEndian(UInt32(inputs.count))
-        for _ in inputs { appendFailureOutcome(error, to: &reply) }
+        out.appendLittleEndian(UInt32(count))
+        for _ in 0..<count { appendFailureOutcome(error, to: &out) }
       }
     } catch {
       _exit(73)
     }
-    Frame.finish(at: start, in: &reply)
-    send(reply)
+    Frame.finish(at: start, in: &out)
   }
 
-  private func handleInitialize(id: UInt64, _ payload: [UInt8]) {
-    var reply: [UInt8] = []
-    let start = Frame.begin(.results, id: id, into: &reply)
-    reply.appendLittleEndian(UInt32(1))
+  private func handleInitialize(id: UInt64, _ payload: UnsafeRawBufferPointer) {
+    let start = Frame.begin(.results, id: id, into: &out)
+    out.appendLittleEndian(UInt32(1))
     var failed = false
     do {
-      let request = try payload.withUnsafeBytes { try InitializeRequest($0) }
-      let bytes = request.value
-      guard let type = TaskTypeRegistry.initializer(named: request.name) else {
+      var reader = PayloadReader(payload)
+      let name = try reader.string()
+      let bytes = try reader.block()
+      guard let type = TaskTypeRegistry.initializer(named: name) else {
         throw ProcessPoolError(.unknownTaskType, "the initializer type cannot be found in the worker")
       }
-      let initializer = try bytes.withUnsafeBytes { try type.decodeInitializer($0) }
-      let error: (any Error)? = Self.runBlocking { () async -> SendableError? in
+      let initializer = try type.decodeInitializer(bytes)
+      let outcome = Mutex<SendableError?>(nil)
+      runToCompletion {
         do {
           try await initializer.initialize()
-          return nil
         } catch {
-          return SendableError(error)
+          outcome.withLock { $0 = SendableError(error) }
         }
-      }.map { $0.error }
-      if let error { throw error }
-      reply.append(Frame.Status.success.rawValue)
-      reply.appendLittleEndian(UInt32(0))
+      }
+      if let error = outcome.withLock({ $0 }) { throw error.error }
+      out.append(Frame.Status.success.rawValue)
+      out.appendLittleEndian(UInt32(0))
     } catch {
       failed = true
-      appendFailureOutcome(error, to: &reply)
+      appendFailureOutcome(error, to: &out)
     }
-    Frame.finish(at: start, in: &reply)
-    send(reply)
+    Frame.finish(at: start, in: &out)
     // A worker whose initializer failed takes no work; the parent breaks the pool.
-    if failed { exit(3) }
+    if failed {
+      flush()
+      exit(3)
+    }
   }
 
-  private func resolveTask(name: String, bytes: [UInt8]) -> Result<any ProcessTask, any Error> {
-    if let cachedTask, cachedTask.name == name, cachedTask.bytes == bytes { return .success(cachedTask.task) }
-    guard let type = TaskTypeRegistry.task(named: name) else {
+  private func resolveTask(name: UnsafeRawBufferPointer, bytes: UnsafeRawBufferPointer) -> Result<
+    any ProcessTask, any Error
+  > {
+    if let cachedTask, Self.same(cachedTask.name, name), Self.same(cachedTask.bytes, bytes) {
+      return .success(cachedTask.task)
+    }
+    guard let type = TaskTypeRegistry.task(named: String(decoding: name, as: UTF8.self)) else {
       return .failure(ProcessPoolError(.unknownTaskType, "the task type cannot be found in the worker"))
     }
     do {
-      let task = try bytes.withUnsafeBytes { try type.decodeTask($0) }
-      cachedTask = (name, bytes, task)
+      let task = try type.decodeTask(bytes)
+      cachedTask = ([UInt8](copying: name), [UInt8](copying: bytes), task)
       return .success(task)
     } catch {
       return .failure(ProcessPoolError(.decodingFailed, "cannot decode the task value in the worker: \(error)"))
     }
   }
 
-  private func send(_ bytes: [UInt8]) {
+  /// Byte equality by `memcmp` (the generic `elementsEqual` goes byte by byte).
+  private static func same(_ stored: [UInt8], _ bytes: UnsafeRawBufferPointer) -> Bool {
+    guard stored.count == bytes.count else { return false }
+    if stored.isEmpty { return true }
+    return stored.withUnsafeBytes { memcmp($0.baseAddress!, bytes.baseAddress!, bytes.count) == 0 }
+  }
+
+  /// Writes the pending replies in one go.
+  private func flush() {
+    guard !out.isEmpty else { return }
     do {
-      try bytes.withUnsafeBytes { raw in try Syscall.sendAll(output, raw) }
+      try out.withUnsafeBytes { raw in try Syscall.sendAll(output, raw) }
     } catch {
       // The parent is gone: nobody wants the result.
       fflush(nil)
       _exit(0)
     }
+    // Keeps up to 4 MiB (as the read buffer does), so echoing large payloads does not map and
+    // fault in a fresh buffer per job.
+    out.removeAll(keepingCapacity: out.capacity <= 1 << 22)
   }
 
-  /// Runs async work from this (non-cooperative) thread and waits for it.
-  private static func runBlocking<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
-    let gate = ConditionLock()
-    let box = Mutex<T?>(nil)
-    Task {
-      let value = await body()
-      gate.withLock {
-        box.withLock { $0 = value }
-        gate.broadcast()
+  /// Runs async work to its end. It starts on this thread and, as long as it does not suspend,
+  /// finishes here too: no thread hop for a synchronous job. One that suspends goes on in the
+  /// cooperative pool while this thread waits.
+  private func runToCompletion(_ body: sending @escaping () async -> Void) {
+    let ticket = gate.next()
+    let gate = self.gate
+    #if compiler(>=6.2)
+      Task.immediate {
+        await body()
+        gate.finish(ticket)
       }
-    }
-    return gate.withLock {
-      _ = gate.wait(until: nil) { box.withLock { $0 != nil } }
-      return box.withLock { $0! }
-    }
+    #else
+      Task {
+        await body()
+        gate.finish(ticket)
+      }
+    #endif
+    gate.wait(for: ticket)
   }
 }
 
-/// A `run` frame's payload: the task's type name and value, and the inputs.
-private struct RunRequest {
-  var name: String
-  var task: [UInt8]
-  var inputs: [[UInt8]] = []
+/// The loop's thread waits here for the job it started; tickets make one gate serve every job.
+private final class JobGate: @unchecked Sendable {
+  private let lock = ConditionLock()
+  /// Guarded by `lock`.
+  private var finished: UInt64 = 0
+  /// Only the loop's thread touches it.
+  private var issued: UInt64 = 0
 
-  init(_ raw: UnsafeRawBufferPointer) throws {
-    var reader = PayloadReader(raw)
-    name = try reader.string()
-    task = [UInt8](copying: try reader.block())
-    let count = Int(try reader.integer(UInt32.self))
-    inputs.reserveCapacity(min(count, raw.count / 4))
-    for _ in 0..<count { inputs.append([UInt8](copying: try reader.block())) }
+  func next() -> UInt64 {
+    issued += 1
+    return issued
+  }
+
+  func finish(_ ticket: UInt64) {
+    lock.withLock {
+      finished = ticket
+      lock.broadcast()
+    }
+  }
+
+  func wait(for ticket: UInt64) {
+    lock.withLock { _ = lock.wait(until: nil) { finished >= ticket } }
   }
 }
 
-/// An `initialize` frame's payload: the initializer's type name and value.
-private struct InitializeRequest {
-  var name: String
-  var value: [UInt8]
-
-  init(_ raw: UnsafeRawBufferPointer) throws {
-    var reader = PayloadReader(raw)
-    name = try reader.string()
-    value = [UInt8](copying: try reader.block())
-  }
+/// The inputs of a `run` frame: `count` blocks `[u32 length][bytes]`, already checked to be
+/// whole. A view into the read buffer, which stays put until the job is done.
+struct InputBlocks: @unchecked Sendable {
+  let bytes: UnsafeRawBufferPointer
+  let count: Int
 }
 
 /// Carries an error out of a `Task` (errors are not all `Sendable`).
