@@ -16,17 +16,18 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
   let acknowledgesCancel: Bool
   /// Stops the worker running this future (set by the pool that owns it).
   let stopWorker: (@Sendable (ObjectIdentifier) -> Void)?
-  /// The progress of the `map` this future belongs to, told once when it finishes.
-  let progress: ProgressCounter?
+  /// Told the outcome once, when the future finishes or is cancelled (a `map` counts its
+  /// progress with it), before anyone awaiting the future resumes.
+  let onFinish: (@Sendable (Result<Output, any Error>) -> Void)?
 
   init(
     acknowledgesCancel: Bool = false, stopWorker: (@Sendable (ObjectIdentifier) -> Void)? = nil,
-    progress: ProgressCounter? = nil
+    onFinish: (@Sendable (Result<Output, any Error>) -> Void)? = nil
   ) {
     self.state = Mutex(FutureState())
     self.acknowledgesCancel = acknowledgesCancel
     self.stopWorker = stopWorker
-    self.progress = progress
+    self.onFinish = onFinish
   }
 
   /// The task's output, awaited without blocking a thread.

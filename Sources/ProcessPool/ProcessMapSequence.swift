@@ -54,18 +54,21 @@ protocol MapStateProtocol<Output>: AnyObject {
   func next(isolation: isolated (any Actor)?) async throws -> Output?
 }
 
-/// The futures of a map in input order, the chunks still to pull (with a `buffersize`), and the
+/// The chunks of a map in input order, the chunks still to pull (with a `buffersize`), and the
 /// deadline. Cancels what is left when the iteration ends early (this object is released).
 final class MapState<T: ProcessTask>: MapStateProtocol {
   typealias Output = T.Output
   private let source: ChunkSource<T>
   private let buffersize: Int?
   private let deadline: ContinuousClock.Instant?
-  /// Submitted chunks, oldest first; those before `head` are fully yielded (popped by moving
-  /// `head`, so a map of many small chunks does not shift the array for every chunk).
-  private var chunks: [[ProcessFuture<Output>]] = []
+  /// Submitted chunks, oldest first; those before `head` are fully yielded (released, and
+  /// popped by moving `head`, so a map of many small chunks does not shift the array each time).
+  private var chunks: [MapChunk<Output>?] = []
   private var head = 0
+  /// The next item's position in the head chunk.
   private var position = 0
+  /// The head chunk's outcomes, once its future finished.
+  private var headOutcomes: Result<ChunkOutcomes<Output>, any Error>?
   private var finished = false
   /// Inputs submitted per lock acquisition while filling.
   private static var submitBatch: Int { 128 }
@@ -93,47 +96,54 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
       guard room > 0 else { return }
       let submitted = try source.submitNext(upTo: min(room, batch))
       if submitted.isEmpty { return }
-      chunks.append(contentsOf: submitted)
+      chunks.append(contentsOf: submitted.lazy.map { $0 })
     }
   }
 
   func next(isolation: isolated (any Actor)?) async throws -> Output? {
     guard !finished else { return nil }
-    while head < chunks.count, position >= chunks[head].count {
-      chunks[head] = []
+    while head < chunks.count, position >= chunks[head]!.count {
+      chunks[head] = nil
       head += 1
       position = 0
+      headOutcomes = nil
       if head == chunks.count || head >= 1024 && head * 2 >= chunks.count {
         chunks.removeSubrange(0..<head)
         head = 0
       }
       try fill()
     }
-    guard head < chunks.count else {
+    guard head < chunks.count, let chunk = chunks[head] else {
       finished = true
       return nil
     }
-    let chunk = chunks[head]
-    let future = chunk[position]
-    position += 1
-    do {
-      return try await value(of: future, isolation: isolation)
-    } catch let error as MapTimeout {
-      finished = true
-      cancelRemaining()
-      throw error.error
-    } catch is CancellationError {
-      finished = true
-      cancelRemaining()
-      throw CancellationError()
+    if headOutcomes == nil, let future = chunk.future {
+      do {
+        headOutcomes = .success(try await value(of: future, isolation: isolation))
+      } catch let error as MapTimeout {
+        finished = true
+        cancelRemaining()
+        throw error.error
+      } catch is CancellationError {
+        finished = true
+        cancelRemaining()
+        throw CancellationError()
+      } catch {
+        // The whole chunk failed (its worker crashed, it timed out, it was cancelled): each of
+        // its items throws the error at its own position.
+        headOutcomes = .failure(error)
+      }
     }
+    defer { position += 1 }
+    // No future: every input of the chunk failed to encode.
+    return try chunk.outcome(at: position, sent: headOutcomes ?? .success([])).get()
   }
 
   private struct MapTimeout: Error { let error: ProcessPoolError }
 
   /// The future's value, or `MapTimeout` at the map's deadline (kept apart from a timeout the
   /// task itself threw).
-  private func value(of future: ProcessFuture<Output>, isolation: isolated (any Actor)?) async throws -> Output {
+  private func value<Value>(of future: ProcessFuture<Value>, isolation: isolated (any Actor)?) async throws -> Value {
     guard let deadline else { return try await future.value(isolation: isolation) }
     if future.outcome == nil {
       let signal = CompletionSignal()
@@ -153,9 +163,7 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
   }
 
   private func cancelRemaining() {
-    for chunk in chunks[head...] {
-      for future in chunk { future.cancel() }
-    }
+    for chunk in chunks[head...] { chunk?.future?.cancel() }
     chunks = []
     head = 0
   }

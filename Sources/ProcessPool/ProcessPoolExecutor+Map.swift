@@ -55,35 +55,34 @@ extension ProcessPoolExecutor {
     return max(1, (count + chunks - 1) / chunks)
   }
 
-  /// Builds one chunk: one job, one future per input (an input that cannot be encoded gets a
-  /// future that already failed, and stays out of the job; no job when none is left).
+  /// Builds one chunk: one job and one future for the inputs that encode (an input that cannot
+  /// be encoded stays out of the job and fails at its position; no job when none is left).
   func makeChunk<T: ProcessTask>(
     _ header: [UInt8], _ inputs: [T.Input], as _: T.Type, progress: ProgressCounter
-  ) -> ([ProcessFuture<T.Output>], Job?) {
+  ) -> (MapChunk<T.Output>, Job?) {
     var payload = header
     let countOffset = payload.count
     payload.appendLittleEndian(UInt32(0))
-    var futures: [ProcessFuture<T.Output>] = []
-    var running: [ProcessFuture<T.Output>] = []
-    for input in inputs {
+    var failures: [Int: ProcessPoolError] = [:]
+    for (position, input) in inputs.enumerated() {
       do {
         try payload.appendEncodedBlock(input)
-        let future = ProcessFuture<T.Output>(
-          acknowledgesCancel: true, stopWorker: core.stopWorkerHook, progress: progress)
-        futures.append(future)
-        running.append(future)
       } catch {
-        futures.append(
-          ProcessFuture(
-            finished: .failure(ProcessPoolError(.encodingFailed, "cannot encode an input of \(T.self): \(error)")),
-            progress: progress))
+        failures[position] = ProcessPoolError(.encodingFailed, "cannot encode an input of \(T.self): \(error)")
       }
     }
-    guard !running.isEmpty else { return (futures, nil) }
+    if !failures.isEmpty { progress.record(completed: 0, failed: failures.count) }
+    let sent = inputs.count - failures.count
+    guard sent > 0 else { return (MapChunk(future: nil, count: inputs.count, encodingFailures: failures), nil) }
     payload.withUnsafeMutableBytes {
-      $0.storeBytes(of: UInt32(running.count).littleEndian, toByteOffset: countOffset, as: UInt32.self)
+      $0.storeBytes(of: UInt32(sent).littleEndian, toByteOffset: countOffset, as: UInt32.self)
     }
-    return (futures, Job(payload: payload, sink: ChunkSink(futures: running), timeout: configuration.taskTimeout))
+    let future = ProcessFuture<ChunkOutcomes<T.Output>>(
+      acknowledgesCancel: true, stopWorker: core.stopWorkerHook, onFinish: { progress.record($0, count: sent) })
+    let chunk = MapChunk(future: future, count: inputs.count, encodingFailures: failures)
+    return (
+      chunk, Job(payload: payload, sink: MapChunkSink(future: future, count: sent), timeout: configuration.taskTimeout)
+    )
   }
 
   /// Queues several jobs under one lock (one dispatch pass for the lot); all or none.
@@ -115,10 +114,9 @@ final class ChunkSource<T: ProcessTask> {
     self.progress = progress
   }
 
-  /// Submits up to `limit` chunks at once and returns their futures, chunk by chunk (empty when
-  /// the input is exhausted).
-  func submitNext(upTo limit: Int) throws -> [[ProcessFuture<T.Output>]] {
-    var chunks: [[ProcessFuture<T.Output>]] = []
+  /// Submits up to `limit` chunks at once and returns them (none when the input is exhausted).
+  func submitNext(upTo limit: Int) throws -> [MapChunk<T.Output>] {
+    var chunks: [MapChunk<T.Output>] = []
     var jobs: [Job] = []
     var chunk: [T.Input] = []
     chunk.reserveCapacity(chunksize)
@@ -132,8 +130,8 @@ final class ChunkSource<T: ProcessTask> {
         if progress.snapshot.total == nil { progress.setTotal(pulled) }
       }
       if chunk.isEmpty { break }
-      let (futures, job) = pool.makeChunk(header, chunk, as: T.self, progress: progress)
-      chunks.append(futures)
+      let (made, job) = pool.makeChunk(header, chunk, as: T.self, progress: progress)
+      chunks.append(made)
       if let job { jobs.append(job) }
     }
     try pool.enqueue(jobs)

@@ -6,7 +6,7 @@ import Testing
 /// Progress of a map or of submitted futures, as a callback and as a stream.
 extension WorkerProcessTests {
   @Suite struct ProgressTests {
-    @Test func mapReportsEveryItemToItsHandler() async throws {
+    @Test func mapReportsEveryChunkToItsHandler() async throws {
       try await withPool { (pool: ProcessPoolExecutor) async throws in
         let updates = Mutex<[ProcessPoolProgress]>([])
         let inputs = Array(1...60)
@@ -24,9 +24,9 @@ extension WorkerProcessTests {
         }
         #expect(failures == 8)
         let seen = updates.withLock { $0 }
-        // One update per item, each finishing one more; the last one is the whole map.
-        #expect(seen.count == 60)
-        #expect(seen.map(\.finished).sorted() == Array(1...60))
+        // One update per chunk of 4, each finishing 4 more; the last one is the whole map.
+        #expect(seen.count == 15)
+        #expect(seen.map(\.finished).sorted() == Array(stride(from: 4, through: 60, by: 4)))
         #expect(seen.allSatisfy { $0.total == 60 })
         let last = seen.max { $0.finished < $1.finished }!
         #expect(last == ProcessPoolProgress(completed: 52, failed: 8, total: 60))

@@ -126,10 +126,8 @@ struct FutureEffects<Output: Sendable> {
 
   func run(_ future: ProcessFuture<Output>) {
     if let outcome {
-      // Only the transition that finishes the future carries its outcome: counted once.
-      if let progress = future.progress {
-        if case .success = outcome { progress.record(success: true) } else { progress.record(success: false) }
-      }
+      // Only the transition that finishes the future carries its outcome: told once.
+      future.onFinish?(outcome)
       for continuation in continuations { continuation.resume(with: outcome) }
     }
     for callback in callbacks { Self.invoke(callback, future) }

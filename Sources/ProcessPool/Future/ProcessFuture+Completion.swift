@@ -3,8 +3,8 @@ import Synchronization
 /// What the pool (and `wait`/`asCompleted`) do to a future. Internal: only the pool finishes one.
 extension ProcessFuture {
   /// A future already finished with `outcome` (used for work that fails before it is queued).
-  convenience init(finished outcome: Result<Output, any Error>, progress: ProgressCounter? = nil) {
-    self.init(progress: progress)
+  convenience init(finished outcome: Result<Output, any Error>) {
+    self.init()
     _ = complete(outcome)
   }
 

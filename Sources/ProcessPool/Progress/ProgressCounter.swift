@@ -27,8 +27,28 @@ final class ProgressCounter: Sendable {
 
   /// One item finished.
   func record(success: Bool) {
-    let word = counts.wrappingAdd(success ? 1 << 32 : 1, ordering: .relaxed).newValue
+    record(completed: success ? 1 : 0, failed: success ? 0 : 1)
+  }
+
+  /// Several items finished at once (a chunk).
+  func record(completed: Int, failed: Int) {
+    let word = counts.wrappingAdd(UInt64(completed) << 32 | UInt64(failed), ordering: .relaxed).newValue
     publish(progress(word))
+  }
+
+  /// A map chunk of `count` items finished: every item failed with the chunk, or each has its
+  /// own outcome.
+  func record<Output>(_ chunk: Result<ChunkOutcomes<Output>, any Error>, count: Int) {
+    switch chunk {
+    case .success(let outcomes):
+      let failed = outcomes.count {
+        if case .failure = $0 { return true }
+        return false
+      }
+      record(completed: outcomes.count - failed, failed: failed)
+    case .failure:
+      record(completed: 0, failed: count)
+    }
   }
 
   /// The input ran out: now the total is known.

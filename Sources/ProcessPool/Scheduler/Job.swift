@@ -41,38 +41,11 @@ struct ChunkSink<Output: Codable & Sendable>: JobSink {
   }
 
   func deliver(_ payload: UnsafeRawBufferPointer, workerPID: Int32) {
-    var reader = PayloadReader(payload)
     do {
-      let count = Int(try reader.integer(UInt32.self))
-      guard count == futures.count else { throw WireError("\(count) results for \(futures.count) inputs") }
-      for future in futures {
-        let status = try reader.integer(UInt8.self)
-        let block = try reader.block()
-        future.complete(Self.outcome(status: status, block, workerPID: workerPID))
-      }
+      let outcomes = try decodeOutcomes(Output.self, payload, expected: futures.count, workerPID: workerPID)
+      for (future, outcome) in zip(futures, outcomes) { future.complete(outcome) }
     } catch {
       fail(ProcessPoolError(.protocolViolation, "malformed results from the worker: \(error)", workerPID: workerPID))
-    }
-  }
-
-  private static func outcome(status: UInt8, _ block: UnsafeRawBufferPointer, workerPID: Int32) -> Result<
-    Output, any Error
-  > {
-    if status == Frame.Status.success.rawValue {
-      do {
-        return .success(try BinaryDecoder.decode(Output.self, from: block))
-      } catch {
-        return .failure(
-          ProcessPoolError(
-            .decodingFailed, "cannot decode the output as \(Output.self): \(error)", workerPID: workerPID))
-      }
-    }
-    do {
-      let record = try BinaryDecoder.decode(RemoteErrorRecord.self, from: block)
-      return .failure(record.rebuild(workerPID: workerPID))
-    } catch {
-      return .failure(
-        ProcessPoolError(.decodingFailed, "cannot decode the task's error: \(error)", workerPID: workerPID))
     }
   }
 
@@ -86,5 +59,43 @@ struct ChunkSink<Output: Codable & Sendable>: JobSink {
 
   func contains(_ future: ObjectIdentifier) -> Bool {
     futures.contains { ObjectIdentifier($0) == future }
+  }
+}
+
+/// Decodes a `results` payload, `[u32 count]([u8 status][u32 length][bytes])*`, into one outcome
+/// per input. Throws only when the payload itself is malformed; an output or error that does not
+/// decode becomes that item's `decodingFailed` outcome.
+func decodeOutcomes<Output: Decodable>(
+  _: Output.Type, _ payload: UnsafeRawBufferPointer, expected: Int, workerPID: Int32
+) throws -> [Result<Output, any Error>] {
+  var reader = PayloadReader(payload)
+  let count = Int(try reader.integer(UInt32.self))
+  guard count == expected else { throw WireError("\(count) results for \(expected) inputs") }
+  var outcomes: [Result<Output, any Error>] = []
+  outcomes.reserveCapacity(count)
+  for _ in 0..<count {
+    let status = try reader.integer(UInt8.self)
+    let block = try reader.block()
+    outcomes.append(decodeOutcome(Output.self, status: status, block, workerPID: workerPID))
+  }
+  return outcomes
+}
+
+private func decodeOutcome<Output: Decodable>(
+  _: Output.Type, status: UInt8, _ block: UnsafeRawBufferPointer, workerPID: Int32
+) -> Result<Output, any Error> {
+  if status == Frame.Status.success.rawValue {
+    do {
+      return .success(try BinaryDecoder.decode(Output.self, from: block))
+    } catch {
+      return .failure(
+        ProcessPoolError(.decodingFailed, "cannot decode the output as \(Output.self): \(error)", workerPID: workerPID))
+    }
+  }
+  do {
+    let record = try BinaryDecoder.decode(RemoteErrorRecord.self, from: block)
+    return .failure(record.rebuild(workerPID: workerPID))
+  } catch {
+    return .failure(ProcessPoolError(.decodingFailed, "cannot decode the task's error: \(error)", workerPID: workerPID))
   }
 }

@@ -1,0 +1,48 @@
+/// The outcomes of one chunk of a `map`, in input order.
+typealias ChunkOutcomes<Output> = [Result<Output, any Error>]
+
+/// One chunk of a `map`: a single future for the whole chunk (one lock, one wake-up and one
+/// progress update per chunk instead of per item), and the inputs that could not be encoded,
+/// which never reach a worker and fail at their own position.
+struct MapChunk<Output: Sendable> {
+  /// The outputs of the inputs that were sent; nil when none could be encoded.
+  let future: ProcessFuture<ChunkOutcomes<Output>>?
+  /// How many inputs the chunk holds, sent or not.
+  let count: Int
+  /// The inputs that could not be encoded, by position in the chunk (rare: usually empty).
+  let encodingFailures: [Int: ProcessPoolError]
+
+  /// The outcome of the item at `position`, given the outcomes of those that were sent (or the
+  /// error that failed them all).
+  func outcome(at position: Int, sent: Result<ChunkOutcomes<Output>, any Error>) -> Result<Output, any Error> {
+    if let failure = encodingFailures[position] { return .failure(failure) }
+    switch sent {
+    case .success(let outcomes):
+      return outcomes[encodingFailures.isEmpty ? position : position - encodingFailures.keys.count { $0 < position }]
+    case .failure(let error):
+      return .failure(error)
+    }
+  }
+}
+
+/// The sink of a map chunk: decodes all of its outcomes and finishes the chunk's future once.
+struct MapChunkSink<Output: Codable & Sendable>: JobSink {
+  let future: ProcessFuture<ChunkOutcomes<Output>>
+  let count: Int
+
+  func start() -> Bool { future.setRunningOrNotifyCancel() }
+
+  func deliver(_ payload: UnsafeRawBufferPointer, workerPID: Int32) {
+    do {
+      future.complete(.success(try decodeOutcomes(Output.self, payload, expected: count, workerPID: workerPID)))
+    } catch {
+      fail(ProcessPoolError(.protocolViolation, "malformed results from the worker: \(error)", workerPID: workerPID))
+    }
+  }
+
+  func fail(_ error: ProcessPoolError) { future.complete(.failure(error)) }
+
+  func cancelAll() { future.cancel() }
+
+  func contains(_ future: ObjectIdentifier) -> Bool { ObjectIdentifier(self.future) == future }
+}
