@@ -136,7 +136,7 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
     }
     defer { position += 1 }
     // No future: every input of the chunk failed to encode.
-    return try chunk.outcome(at: position, sent: headOutcomes ?? .success([])).get()
+    return try chunk.outcome(at: position, sent: headOutcomes ?? .success(ChunkOutcomes())).get()
   }
 
   private struct MapTimeout: Error { let error: ProcessPoolError }

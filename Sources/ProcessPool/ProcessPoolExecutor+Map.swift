@@ -64,11 +64,13 @@ extension ProcessPoolExecutor {
     let countOffset = payload.count
     payload.appendLittleEndian(UInt32(0))
     var failures: [Int: ProcessPoolError] = [:]
-    for (position, input) in inputs.enumerated() {
-      do {
-        try payload.appendEncodedBlock(input)
-      } catch {
-        failures[position] = ProcessPoolError(.encodingFailed, "cannot encode an input of \(T.self): \(error)")
+    payload.withByteWriter { writer in
+      for position in inputs.indices {
+        do {
+          try writer.appendBlock(inputs[position])
+        } catch {
+          failures[position] = ProcessPoolError(.encodingFailed, "cannot encode an input of \(T.self): \(error)")
+        }
       }
     }
     if !failures.isEmpty { progress.record(completed: 0, failed: failures.count) }

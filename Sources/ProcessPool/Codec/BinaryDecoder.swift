@@ -7,7 +7,15 @@
 /// malformed input throws `CodecError.decoding` and never crashes.
 struct BinaryDecoder {
   static func decode<T: Decodable>(_ type: T.Type, from bytes: UnsafeRawBufferPointer) throws -> T {
-    let reader = ByteReader(bytes)
+    try decode(type, from: bytes, reusing: ByteReader(bytes))
+  }
+
+  /// `decode` with a reader kept across the blocks of one payload (one allocation, not one per
+  /// item of a chunk).
+  static func decode<T: Decodable>(
+    _ type: T.Type, from bytes: UnsafeRawBufferPointer, reusing reader: ByteReader
+  ) throws -> T {
+    reader.bytes = bytes
     var offset = 0
     let value = try reader.decodeValue(T.self, at: &offset, path: [])
     guard offset == bytes.count else {
@@ -23,7 +31,8 @@ struct BinaryDecoder {
 
 /// A bounds-checked view of the input shared by every container of one decoding.
 final class ByteReader {
-  let bytes: UnsafeRawBufferPointer
+  /// The bytes of the value being decoded (moved on to the next block when reused).
+  var bytes: UnsafeRawBufferPointer
 
   init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
 

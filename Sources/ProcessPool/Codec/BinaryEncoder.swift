@@ -201,6 +201,23 @@ final class ByteWriter {
   }
 
   func closeAll() { close(above: 0) }
+
+  /// Appends `[u32 length][encoding of value]`. When encoding throws, nothing of the value is
+  /// left and the writer can go on with the next one (the items of a chunk share one writer).
+  func appendBlock<T: Encodable>(_ value: T) throws {
+    let start = bytes.count
+    bytes.appendLittleEndian(UInt32(0))
+    do {
+      try encodeValue(value, path: [])
+      closeAll()
+    } catch {
+      open.removeAll()
+      bytes.removeSubrange(start...)
+      throw error
+    }
+    let length = UInt32(bytes.count - start - 4)
+    bytes.withUnsafeMutableBytes { $0.storeBytes(of: length.littleEndian, toByteOffset: start, as: UInt32.self) }
+  }
 }
 
 /// The `Encoder` handed to a value's `encode(to:)`. A value that asks for its keyed container

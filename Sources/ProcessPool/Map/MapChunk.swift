@@ -1,5 +1,9 @@
-/// The outcomes of one chunk of a `map`, in input order.
-typealias ChunkOutcomes<Output> = [Result<Output, any Error>]
+/// The outcomes of a chunk's inputs, in input order.
+struct ChunkOutcomes<Output: Sendable>: Sendable {
+  var items: [Result<Output, any Error>] = []
+  /// How many of them are failures (counted while decoding, for the progress).
+  var failed = 0
+}
 
 /// One chunk of a `map`: a single future for the whole chunk (one lock, one wake-up and one
 /// progress update per chunk instead of per item), and the inputs that could not be encoded,
@@ -18,7 +22,8 @@ struct MapChunk<Output: Sendable> {
     if let failure = encodingFailures[position] { return .failure(failure) }
     switch sent {
     case .success(let outcomes):
-      return outcomes[encodingFailures.isEmpty ? position : position - encodingFailures.keys.count { $0 < position }]
+      let index = encodingFailures.isEmpty ? position : position - encodingFailures.keys.count { $0 < position }
+      return outcomes.items[index]
     case .failure(let error):
       return .failure(error)
     }

@@ -41,11 +41,7 @@ final class ProgressCounter: Sendable {
   func record<Output>(_ chunk: Result<ChunkOutcomes<Output>, any Error>, count: Int) {
     switch chunk {
     case .success(let outcomes):
-      let failed = outcomes.count {
-        if case .failure = $0 { return true }
-        return false
-      }
-      record(completed: outcomes.count - failed, failed: failed)
+      record(completed: outcomes.items.count - outcomes.failed, failed: outcomes.failed)
     case .failure:
       record(completed: 0, failed: count)
     }

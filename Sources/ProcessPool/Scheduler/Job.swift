@@ -43,7 +43,7 @@ struct ChunkSink<Output: Codable & Sendable>: JobSink {
   func deliver(_ payload: UnsafeRawBufferPointer, workerPID: Int32) {
     do {
       let outcomes = try decodeOutcomes(Output.self, payload, expected: futures.count, workerPID: workerPID)
-      for (future, outcome) in zip(futures, outcomes) { future.complete(outcome) }
+      for (future, outcome) in zip(futures, outcomes.items) { future.complete(outcome) }
     } catch {
       fail(ProcessPoolError(.protocolViolation, "malformed results from the worker: \(error)", workerPID: workerPID))
     }
@@ -63,30 +63,33 @@ struct ChunkSink<Output: Codable & Sendable>: JobSink {
 }
 
 /// Decodes a `results` payload, `[u32 count]([u8 status][u32 length][bytes])*`, into one outcome
-/// per input. Throws only when the payload itself is malformed; an output or error that does not
+/// per input (one reader for all of them). Throws only when the payload itself is malformed; an output or error that does not
 /// decode becomes that item's `decodingFailed` outcome.
 func decodeOutcomes<Output: Decodable>(
   _: Output.Type, _ payload: UnsafeRawBufferPointer, expected: Int, workerPID: Int32
-) throws -> [Result<Output, any Error>] {
+) throws -> ChunkOutcomes<Output> {
   var reader = PayloadReader(payload)
   let count = Int(try reader.integer(UInt32.self))
   guard count == expected else { throw WireError("\(count) results for \(expected) inputs") }
-  var outcomes: [Result<Output, any Error>] = []
-  outcomes.reserveCapacity(count)
+  var outcomes = ChunkOutcomes<Output>()
+  outcomes.items.reserveCapacity(count)
+  let decoder = ByteReader(payload)
   for _ in 0..<count {
     let status = try reader.integer(UInt8.self)
     let block = try reader.block()
-    outcomes.append(decodeOutcome(Output.self, status: status, block, workerPID: workerPID))
+    let outcome = decodeOutcome(Output.self, status: status, block, decoder, workerPID: workerPID)
+    if case .failure = outcome { outcomes.failed += 1 }
+    outcomes.items.append(outcome)
   }
   return outcomes
 }
 
 private func decodeOutcome<Output: Decodable>(
-  _: Output.Type, status: UInt8, _ block: UnsafeRawBufferPointer, workerPID: Int32
+  _: Output.Type, status: UInt8, _ block: UnsafeRawBufferPointer, _ decoder: ByteReader, workerPID: Int32
 ) -> Result<Output, any Error> {
   if status == Frame.Status.success.rawValue {
     do {
-      return .success(try BinaryDecoder.decode(Output.self, from: block))
+      return .success(try BinaryDecoder.decode(Output.self, from: block, reusing: decoder))
     } catch {
       return .failure(
         ProcessPoolError(.decodingFailed, "cannot decode the output as \(Output.self): \(error)", workerPID: workerPID))

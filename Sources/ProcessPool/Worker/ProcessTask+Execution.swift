@@ -6,50 +6,59 @@ extension ProcessTask {
   }
 
   /// Runs `self` over each input block and appends `[u32 count]([u8 status][u32 length][bytes])*`.
+  /// One reader and one writer serve the whole chunk.
   func runChunk(_ inputs: InputBlocks, into payload: inout [UInt8]) async {
     payload.appendLittleEndian(UInt32(inputs.count))
+    let writer = ByteWriter(payload)
+    payload = []
+    defer { payload = writer.bytes }
+    let decoder = ByteReader(UnsafeRawBufferPointer(start: nil, count: 0))
     var reader = PayloadReader(inputs.bytes)
     for _ in 0..<inputs.count {
       let outcome: Result<Output, any Error>
       do {
-        let value = try BinaryDecoder.decode(Input.self, from: try reader.block())
+        let value = try BinaryDecoder.decode(Input.self, from: try reader.block(), reusing: decoder)
         outcome = await Result { () async throws -> Output in try await run(value) }
       } catch {
         outcome = .failure(
           ProcessPoolError(.decodingFailed, "cannot decode the input of \(Self.self) in the worker: \(error)"))
       }
-      Self.append(outcome, to: &payload)
+      Self.append(outcome, to: writer)
     }
   }
 
-  private static func append(_ outcome: Result<Output, any Error>, to payload: inout [UInt8]) {
-    let mark = payload.count
-    if case .success(let value) = outcome {
-      payload.append(Frame.Status.success.rawValue)
+  private static func append(_ outcome: Result<Output, any Error>, to writer: ByteWriter) {
+    switch outcome {
+    case .success(let value):
+      let mark = writer.bytes.count
+      writer.bytes.append(Frame.Status.success.rawValue)
       do {
-        try payload.appendEncodedBlock(value)
-        return
+        try writer.appendBlock(value)
       } catch {
-        payload.removeSubrange(mark...)
+        writer.bytes.removeSubrange(mark...)
         appendFailureOutcome(
           ProcessPoolError(.encodingFailed, "cannot encode the output of \(Self.self) in the worker: \(error)"),
-          to: &payload)
-        return
+          to: writer)
       }
+    case .failure(let error):
+      appendFailureOutcome(error, to: writer)
     }
-    if case .failure(let error) = outcome { appendFailureOutcome(error, to: &payload) }
   }
 }
 
 /// Appends a failure outcome: the error as a `RemoteErrorRecord` block.
 func appendFailureOutcome(_ error: any Error, to payload: inout [UInt8]) {
-  payload.append(Frame.Status.failure.rawValue)
+  payload.withByteWriter { appendFailureOutcome(error, to: $0) }
+}
+
+func appendFailureOutcome(_ error: any Error, to writer: ByteWriter) {
+  writer.bytes.append(Frame.Status.failure.rawValue)
   let record = RemoteErrorRecord(error)
   do {
-    try payload.appendEncodedBlock(record)
+    try writer.appendBlock(record)
   } catch {
     let fallback = RemoteErrorRecord(ProcessPoolError(.encodingFailed, "cannot encode an error: \(error)"))
-    try! payload.appendEncodedBlock(fallback)
+    try! writer.appendBlock(fallback)
   }
 }
 
@@ -66,15 +75,14 @@ extension Result where Failure == any Error {
 extension Array where Element == UInt8 {
   /// Appends `[u32 length][encoding of value]`, patching the length after encoding in place.
   mutating func appendEncodedBlock<T: Encodable>(_ value: T) throws {
-    let start = count
-    appendLittleEndian(UInt32(0))
-    do {
-      try BinaryEncoder.encode(value, into: &self)
-    } catch {
-      removeSubrange(start...)
-      throw error
-    }
-    let length = UInt32(count - start - 4)
-    withUnsafeMutableBytes { $0.storeBytes(of: length.littleEndian, toByteOffset: start, as: UInt32.self) }
+    try withByteWriter { try $0.appendBlock(value) }
+  }
+
+  /// Lends the array to a `ByteWriter` (moved, not copied) for several blocks in a row.
+  mutating func withByteWriter<R>(_ body: (ByteWriter) throws -> R) rethrows -> R {
+    let writer = ByteWriter(self)
+    self = []
+    defer { self = writer.bytes }
+    return try body(writer)
   }
 }
