@@ -14,7 +14,7 @@ public struct ProcessMapSequence<Output: Codable & Sendable>: AsyncSequence {
   }
 
   /// Progress updates while the map runs, readable from another task: the current value at once,
-  /// then one per finished item (a slow reader sees the latest), ending when every item has
+  /// then one per finished chunk (a slow reader sees the latest), ending when every item has
   /// finished or the map is abandoned.
   ///
   /// ```swift

@@ -17,7 +17,7 @@ extension ProcessPoolExecutor {
   ///     submitted at once (as Python does).
   ///   - timeout: A deadline for the whole iteration. Past it, `next()` throws
   ///     ``ProcessPoolError/Code/timedOut`` and the rest is cancelled.
-  ///   - progress: Called with a ``ProcessPoolProgress`` each time an item finishes (and when a
+  ///   - progress: Called with a ``ProcessPoolProgress`` each time a chunk finishes (and when a
   ///     lazy input runs out, which makes the total known), on the thread that finished it: keep
   ///     it short. ``ProcessMapSequence/progress`` offers the same
   ///     as an `AsyncStream`.

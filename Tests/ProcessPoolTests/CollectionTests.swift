@@ -57,6 +57,24 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test(arguments: [1, 3, 8])
+    func anInputThatCannotBeEncodedFailsAtItsPosition(_ chunksize: Int) async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        let values = [-1, 1, 2, -3, 4, -5, -6, 7]
+        let sequence = try pool.map(DoubleNonNegative(), values.map(NonNegative.init), chunksize: chunksize)
+        let results = await Self.collect(sequence)
+        #expect(results.count == values.count)
+        #expect(sequence.currentProgress == ProcessPoolProgress(completed: 4, failed: 4, total: 8))
+        for (value, result) in zip(values, results) {
+          if value < 0 {
+            #expect { try result.get() } throws: { ($0 as? ProcessPoolError)?.code == .encodingFailed }
+          } else {
+            #expect(try result.get() == value * 2)
+          }
+        }
+      }
+    }
+
     @Test(arguments: [nil, Duration.seconds(30)])
     func aTaskThrowingATimeoutIsNotTheMapTimeout(_ timeout: Duration?) async throws {
       try await withPool { (pool: ProcessPoolExecutor) async throws in

@@ -134,6 +134,24 @@ struct TakeUnencodable: ProcessTask {
   func run(_: Unencodable) async throws -> Int { 0 }
 }
 
+/// An input that refuses to encode when negative.
+struct NonNegative: Codable, Sendable {
+  var value: Int
+  init(_ value: Int) { self.value = value }
+  init(from decoder: any Decoder) throws { value = try decoder.singleValueContainer().decode(Int.self) }
+  func encode(to encoder: any Encoder) throws {
+    guard value >= 0 else {
+      throw EncodingError.invalidValue(value, .init(codingPath: [], debugDescription: "refuses to encode"))
+    }
+    var container = encoder.singleValueContainer()
+    try container.encode(value)
+  }
+}
+
+struct DoubleNonNegative: ProcessTask {
+  func run(_ input: NonNegative) async throws -> Int { input.value * 2 }
+}
+
 /// Starts a pool of its own inside the worker, gives it a task that never ends, keeps it
 /// alive in a global, and returns the inner worker's pid (a grandchild of the test).
 struct StartNestedSleeper: ProcessTask {

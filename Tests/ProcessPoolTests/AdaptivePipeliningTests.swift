@@ -1,0 +1,47 @@
+import Testing
+
+@testable import ProcessPool
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The scheduler's rule for tiny tasks, on a worker slot alone (instants given, so no timing).
+@Suite struct AdaptivePipeliningTests {
+  static func slot() -> WorkerSlot {
+    WorkerSlot(id: 1, launcher: 0, launched: false, pid: 1, socket: Socket(open("/dev/null", O_RDONLY)))
+  }
+
+  static func configuration(jobsPerWorker: Int, adaptive: Bool = true) -> ProcessPoolExecutor.Configuration {
+    var configuration = ProcessPoolExecutor.Configuration()
+    configuration.jobsPerWorker = jobsPerWorker
+    configuration.adaptivePipelining = adaptive
+    return configuration
+  }
+
+  /// Finishes one job that took `duration`.
+  static func finish(_ slot: inout WorkerSlot, after duration: Duration) {
+    let start = ContinuousClock.now
+    slot.headStartedAt = start
+    slot.headFinished(at: start.advanced(by: duration))
+  }
+
+  @Test func eightFastJobsInARowDeepenThePipelineAndASlowOneResetsIt() {
+    let configuration = Self.configuration(jobsPerWorker: 2)
+    var slot = Self.slot()
+    for _ in 0..<7 { Self.finish(&slot, after: .microseconds(50)) }
+    #expect(slot.pipelineDepth(configuration) == 2)
+    Self.finish(&slot, after: .microseconds(50))
+    #expect(slot.pipelineDepth(configuration) == 32)
+    Self.finish(&slot, after: .milliseconds(1))
+    #expect(slot.pipelineDepth(configuration) == 2)
+  }
+
+  @Test func itNeverAppliesWithOneJobPerWorkerOrWhenTurnedOff() {
+    var slot = Self.slot()
+    for _ in 0..<8 { Self.finish(&slot, after: .microseconds(10)) }
+    #expect(slot.pipelineDepth(Self.configuration(jobsPerWorker: 1)) == 1)
+    #expect(slot.pipelineDepth(Self.configuration(jobsPerWorker: 2, adaptive: false)) == 2)
+    #expect(slot.pipelineDepth(Self.configuration(jobsPerWorker: 64)) == 64)
+  }
+}
