@@ -56,6 +56,8 @@ protocol MapStateProtocol<Output>: AnyObject {
 
 /// The chunks of a map in input order, the chunks still to pull (with a `buffersize`), and the
 /// deadline. Cancels what is left when the iteration ends early (this object is released).
+/// Only the one iterating task touches it (iterate a map once), so its properties skip the
+/// runtime's exclusivity checks, which cost more per item than the work they guard.
 final class MapState<T: ProcessTask>: MapStateProtocol {
   typealias Output = T.Output
   private let source: ChunkSource<T>
@@ -63,13 +65,13 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
   private let deadline: ContinuousClock.Instant?
   /// Submitted chunks, oldest first; those before `head` are fully yielded (released, and
   /// popped by moving `head`, so a map of many small chunks does not shift the array each time).
-  private var chunks: [MapChunk<Output>?] = []
-  private var head = 0
+  @exclusivity(unchecked) private var chunks: [MapChunk<Output>?] = []
+  @exclusivity(unchecked) private var head = 0
   /// The next item's position in the head chunk.
-  private var position = 0
+  @exclusivity(unchecked) private var position = 0
   /// The head chunk's outcomes, once its future finished.
-  private var headOutcomes: Result<ChunkOutcomes<Output>, any Error>?
-  private var finished = false
+  @exclusivity(unchecked) private var headOutcomes: Result<ChunkOutcomes<Output>, any Error>?
+  @exclusivity(unchecked) private var finished = false
   /// Inputs submitted per lock acquisition while filling.
   private static var submitBatch: Int { 128 }
 

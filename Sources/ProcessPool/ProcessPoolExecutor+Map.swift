@@ -99,11 +99,12 @@ extension ProcessPoolExecutor {
 final class ChunkSource<T: ProcessTask> {
   let pool: ProcessPoolExecutor
   let header: [UInt8]
-  var inputs: any IteratorProtocol<T.Input>
+  // Touched by the map's caller, then by the one iterating task: no exclusivity checks.
+  @exclusivity(unchecked) var inputs: any IteratorProtocol<T.Input>
   let chunksize: Int
   let progress: ProgressCounter
-  var exhausted = false
-  var pulled = 0
+  @exclusivity(unchecked) var exhausted = false
+  @exclusivity(unchecked) var pulled = 0
 
   init(
     pool: ProcessPoolExecutor, header: [UInt8], inputs: some IteratorProtocol<T.Input>, chunksize: Int,

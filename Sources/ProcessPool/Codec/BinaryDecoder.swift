@@ -30,9 +30,11 @@ struct BinaryDecoder {
 }
 
 /// A bounds-checked view of the input shared by every container of one decoding.
+///
+/// One decoding at a time on one thread: no runtime exclusivity checks (see `ByteWriter`).
 final class ByteReader {
   /// The bytes of the value being decoded (moved on to the next block when reused).
-  var bytes: UnsafeRawBufferPointer
+  @exclusivity(unchecked) var bytes: UnsafeRawBufferPointer
 
   init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
 

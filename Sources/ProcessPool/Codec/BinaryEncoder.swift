@@ -28,11 +28,14 @@ struct BinaryEncoder {
 
 /// The shared output buffer and the stack of open containers. Containers write in order; a
 /// container used after a sibling or its parent wrote past it throws instead of corrupting.
+///
+/// One encoding at a time on one thread: its properties skip the runtime's exclusivity checks,
+/// which cost more than the appends they guard (several per encoded integer).
 final class ByteWriter {
-  var bytes: [UInt8]
+  @exclusivity(unchecked) var bytes: [UInt8]
   /// Start offsets of open containers (their byte length is patched when they close).
-  private var open: [(start: Int, token: Int)] = []
-  private var nextToken = 0
+  @exclusivity(unchecked) private var open: [(start: Int, token: Int)] = []
+  @exclusivity(unchecked) private var nextToken = 0
 
   init(_ bytes: [UInt8]) { self.bytes = bytes }
 

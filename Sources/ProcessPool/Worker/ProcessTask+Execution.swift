@@ -15,33 +15,34 @@ extension ProcessTask {
     let decoder = ByteReader(UnsafeRawBufferPointer(start: nil, count: 0))
     var reader = PayloadReader(inputs.bytes)
     for _ in 0..<inputs.count {
-      let outcome: Result<Output, any Error>
+      let value: Input
       do {
-        let value = try BinaryDecoder.decode(Input.self, from: try reader.block(), reusing: decoder)
-        outcome = await Result { () async throws -> Output in try await run(value) }
+        value = try BinaryDecoder.decode(Input.self, from: try reader.block(), reusing: decoder)
       } catch {
-        outcome = .failure(
-          ProcessPoolError(.decodingFailed, "cannot decode the input of \(Self.self) in the worker: \(error)"))
+        appendFailureOutcome(
+          ProcessPoolError(.decodingFailed, "cannot decode the input of \(Self.self) in the worker: \(error)"),
+          to: writer)
+        continue
       }
-      Self.append(outcome, to: writer)
+      do {
+        Self.append(try await run(value), to: writer)
+      } catch {
+        appendFailureOutcome(error, to: writer)
+      }
     }
   }
 
-  private static func append(_ outcome: Result<Output, any Error>, to writer: ByteWriter) {
-    switch outcome {
-    case .success(let value):
-      let mark = writer.bytes.count
-      writer.bytes.append(Frame.Status.success.rawValue)
-      do {
-        try writer.appendBlock(value)
-      } catch {
-        writer.bytes.removeSubrange(mark...)
-        appendFailureOutcome(
-          ProcessPoolError(.encodingFailed, "cannot encode the output of \(Self.self) in the worker: \(error)"),
-          to: writer)
-      }
-    case .failure(let error):
-      appendFailureOutcome(error, to: writer)
+  /// Appends a success outcome, or the encoding failure of `value`.
+  private static func append(_ value: Output, to writer: ByteWriter) {
+    let mark = writer.bytes.count
+    writer.bytes.append(Frame.Status.success.rawValue)
+    do {
+      try writer.appendBlock(value)
+    } catch {
+      writer.bytes.removeSubrange(mark...)
+      appendFailureOutcome(
+        ProcessPoolError(.encodingFailed, "cannot encode the output of \(Self.self) in the worker: \(error)"),
+        to: writer)
     }
   }
 }
@@ -59,16 +60,6 @@ func appendFailureOutcome(_ error: any Error, to writer: ByteWriter) {
   } catch {
     let fallback = RemoteErrorRecord(ProcessPoolError(.encodingFailed, "cannot encode an error: \(error)"))
     try! writer.appendBlock(fallback)
-  }
-}
-
-extension Result where Failure == any Error {
-  init(_ body: () async throws -> Success) async {
-    do {
-      self = .success(try await body())
-    } catch {
-      self = .failure(error)
-    }
   }
 }
 

@@ -18,10 +18,11 @@ final class WorkerLoop: @unchecked Sendable {
   /// Frames to the parent: the same socket, or stdout's pipe.
   private let output: Int32
   /// Replies not yet written. Only the loop's thread touches it, or the job it waits for.
-  private var out: [UInt8] = []
+  /// (No runtime exclusivity checks: one thread at a time, and a job holds it across awaits.)
+  @exclusivity(unchecked) private var out: [UInt8] = []
   /// The last task value decoded, reused while the parent keeps sending the same bytes
   /// (every item of a `map` carries the same task).
-  private var cachedTask: (name: [UInt8], bytes: [UInt8], task: any ProcessTask)?
+  @exclusivity(unchecked) private var cachedTask: (name: [UInt8], bytes: [UInt8], task: any ProcessTask)?
   /// Where the loop waits for a job that suspended and goes on elsewhere.
   private let gate = JobGate()
 
