@@ -67,10 +67,11 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
   /// popped by moving `head`, so a map of many small chunks does not shift the array each time).
   @exclusivity(unchecked) private var chunks: [MapChunk<Output>?] = []
   @exclusivity(unchecked) private var head = 0
-  /// The next item's position in the head chunk.
-  @exclusivity(unchecked) private var position = 0
-  /// The head chunk's outcomes, once its future finished.
-  @exclusivity(unchecked) private var headOutcomes: Result<ChunkOutcomes<Output>, any Error>?
+  /// Whether the head chunk's outputs are in `ready` (it still counts against `buffersize`).
+  @exclusivity(unchecked) private var headOpened = false
+  /// The head chunk's outcomes in input order, and the next one to yield: the per-item path.
+  @exclusivity(unchecked) private var ready: [Result<Output, any Error>] = []
+  @exclusivity(unchecked) private var readyIndex = 0
   @exclusivity(unchecked) private var finished = false
   /// Inputs submitted per lock acquisition while filling.
   private static var submitBatch: Int { 128 }
@@ -103,12 +104,22 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
   }
 
   func next(isolation: isolated (any Actor)?) async throws -> Output? {
+    if readyIndex < ready.count {
+      defer { readyIndex += 1 }
+      return try ready[readyIndex].get()
+    }
+    return try await openNextChunk(isolation: isolation)
+  }
+
+  /// Releases the chunk just yielded, waits for the next one's outputs and yields its first.
+  private func openNextChunk(isolation: isolated (any Actor)?) async throws -> Output? {
     guard !finished else { return nil }
-    while head < chunks.count, position >= chunks[head]!.count {
+    ready = []
+    readyIndex = 0
+    if headOpened {
+      headOpened = false
       chunks[head] = nil
       head += 1
-      position = 0
-      headOutcomes = nil
       if head == chunks.count || head >= 1024 && head * 2 >= chunks.count {
         chunks.removeSubrange(0..<head)
         head = 0
@@ -119,9 +130,11 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
       finished = true
       return nil
     }
-    if headOutcomes == nil, let future = chunk.future {
+    var sent: Result<ChunkOutcomes<Output>, any Error> = .success(ChunkOutcomes())
+    // No future: every input of the chunk failed to encode.
+    if let future = chunk.future {
       do {
-        headOutcomes = .success(try await value(of: future, isolation: isolation))
+        sent = .success(try await value(of: future, isolation: isolation))
       } catch let error as MapTimeout {
         finished = true
         cancelRemaining()
@@ -133,12 +146,13 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
       } catch {
         // The whole chunk failed (its worker crashed, it timed out, it was cancelled): each of
         // its items throws the error at its own position.
-        headOutcomes = .failure(error)
+        sent = .failure(error)
       }
     }
-    defer { position += 1 }
-    // No future: every input of the chunk failed to encode.
-    return try chunk.outcome(at: position, sent: headOutcomes ?? .success(ChunkOutcomes())).get()
+    headOpened = true
+    ready = chunk.outcomes(sent)
+    readyIndex = 1
+    return try ready[0].get()
   }
 
   private struct MapTimeout: Error { let error: ProcessPoolError }
@@ -168,5 +182,6 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
     for chunk in chunks[head...] { chunk?.future?.cancel() }
     chunks = []
     head = 0
+    headOpened = false
   }
 }

@@ -16,16 +16,30 @@ struct MapChunk<Output: Sendable> {
   /// The inputs that could not be encoded, by position in the chunk (rare: usually empty).
   let encodingFailures: [Int: ProcessPoolError]
 
-  /// The outcome of the item at `position`, given the outcomes of those that were sent (or the
+  /// Every item's outcome in input order, given the outcomes of those that were sent (or the
   /// error that failed them all).
-  func outcome(at position: Int, sent: Result<ChunkOutcomes<Output>, any Error>) -> Result<Output, any Error> {
-    if let failure = encodingFailures[position] { return .failure(failure) }
+  func outcomes(_ sent: Result<ChunkOutcomes<Output>, any Error>) -> [Result<Output, any Error>] {
     switch sent {
-    case .success(let outcomes):
-      let index = encodingFailures.isEmpty ? position : position - encodingFailures.keys.count { $0 < position }
-      return outcomes.items[index]
-    case .failure(let error):
-      return .failure(error)
+    case .success(let outcomes) where encodingFailures.isEmpty:
+      return outcomes.items
+    case .failure(let error) where encodingFailures.isEmpty:
+      return Array(repeating: .failure(error), count: count)
+    default:
+      var all: [Result<Output, any Error>] = []
+      all.reserveCapacity(count)
+      var next = 0
+      for position in 0..<count {
+        if let failure = encodingFailures[position] {
+          all.append(.failure(failure))
+          continue
+        }
+        switch sent {
+        case .success(let outcomes): all.append(outcomes.items[next])
+        case .failure(let error): all.append(.failure(error))
+        }
+        next += 1
+      }
+      return all
     }
   }
 }
