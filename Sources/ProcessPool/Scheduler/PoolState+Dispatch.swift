@@ -36,7 +36,12 @@ extension PoolState {
   /// Workers on their way that will take queued jobs: being spawned, or launched and waiting
   /// for their hello.
   private var workersComing: Int {
-    spawning + workers.lazy.filter { $0.launched && $0.phase == .starting }.count
+    var coming = spawning
+    // Indexing, not a closure over copies: this runs on every dispatch pass.
+    for index in workers.indices where workers[index].launched {
+      if case .starting = workers[index].phase { coming += 1 }
+    }
+    return coming
   }
 
   private var canSpawn: Bool {
