@@ -28,30 +28,76 @@ public struct ProcessMapSequence<Output: Codable & Sendable>: AsyncSequence {
   public var currentProgress: ProcessPoolProgress { counter.snapshot }
 
   /// The iterator; make only one (the outputs are yielded once).
-  public func makeAsyncIterator() -> Iterator { Iterator(state: state) }
+  public func makeAsyncIterator() -> Iterator { Iterator(state: state, ready: state.ready) }
 
   /// Yields the outputs in input order.
   public struct Iterator: AsyncIteratorProtocol {
-    let state: any MapStateProtocol<Output>
+    @usableFromInline let state: any MapStateProtocol<Output>
+    /// The outputs of the chunk being yielded. The per-item step is inlinable, so it is compiled
+    /// for the caller's output type: no runtime generic lookups for an item that is already in.
+    @usableFromInline let ready: MapReadyBuffer<Output>
+
+    init(state: any MapStateProtocol<Output>, ready: MapReadyBuffer<Output>) {
+      self.state = state
+      self.ready = ready
+    }
 
     /// The next output in input order, or nil after the last. Throws the item's own error at
     /// its position (call again for the next item), or ``ProcessPoolError/Code/timedOut``.
+    @inlinable
     public mutating func next() async throws -> Output? {
-      try await state.next(isolation: nil)
+      if let outcome = ready.next() { return try outcome.get() }
+      return try await state.next(isolation: nil)
     }
 
     /// What `for try await` calls: runs on the caller's executor, so a result that is already
     /// in costs no hop and one that is not resumes the caller directly.
+    @inlinable
     public mutating func next(isolation actor: isolated (any Actor)?) async throws(any Error) -> Output? {
-      try await state.next(isolation: actor)
+      if let outcome = ready.next() { return try outcome.get() }
+      return try await state.next(isolation: actor)
     }
   }
 }
 
 /// The map's state with the task type erased.
+@usableFromInline
 protocol MapStateProtocol<Output>: AnyObject {
   associatedtype Output: Sendable
+  /// Where the state puts the outputs of the chunk it opens.
+  var ready: MapReadyBuffer<Output> { get }
+  /// Opens the next chunk (waiting for its outputs) and returns its first output.
   func next(isolation: isolated (any Actor)?) async throws -> Output?
+}
+
+/// The outcomes of the chunk being yielded and the next one to yield, shared by a map's state
+/// (which fills it) and its iterator (which steps through it). One task iterates a map, so no
+/// lock and no runtime exclusivity checks.
+@usableFromInline
+final class MapReadyBuffer<Output: Sendable> {
+  @usableFromInline @exclusivity(unchecked) var items: [Result<Output, any Error>] = []
+  @usableFromInline @exclusivity(unchecked) var index = 0
+
+  init() {}
+
+  /// The next outcome of the open chunk, or nil when it is used up.
+  @inlinable
+  func next() -> Result<Output, any Error>? {
+    guard index < items.count else { return nil }
+    defer { index += 1 }
+    return items[index]
+  }
+
+  /// Holds a new chunk's outcomes; the first is handed out by the caller.
+  func open(_ outcomes: [Result<Output, any Error>]) {
+    items = outcomes
+    index = 1
+  }
+
+  func clear() {
+    items = []
+    index = 0
+  }
 }
 
 /// The chunks of a map in input order, the chunks still to pull (with a `buffersize`), and the
@@ -69,9 +115,8 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
   @exclusivity(unchecked) private var head = 0
   /// Whether the head chunk's outputs are in `ready` (it still counts against `buffersize`).
   @exclusivity(unchecked) private var headOpened = false
-  /// The head chunk's outcomes in input order, and the next one to yield: the per-item path.
-  @exclusivity(unchecked) private var ready: [Result<Output, any Error>] = []
-  @exclusivity(unchecked) private var readyIndex = 0
+  /// The head chunk's outcomes in input order, stepped through by the iterator.
+  let ready = MapReadyBuffer<Output>()
   @exclusivity(unchecked) private var finished = false
   /// Inputs submitted per lock acquisition while filling.
   private static var submitBatch: Int { 128 }
@@ -103,19 +148,12 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
     }
   }
 
+  /// Releases the chunk just yielded, waits for the next one's outputs and yields its first
+  /// (the iterator steps through the rest).
   func next(isolation: isolated (any Actor)?) async throws -> Output? {
-    if readyIndex < ready.count {
-      defer { readyIndex += 1 }
-      return try ready[readyIndex].get()
-    }
-    return try await openNextChunk(isolation: isolation)
-  }
-
-  /// Releases the chunk just yielded, waits for the next one's outputs and yields its first.
-  private func openNextChunk(isolation: isolated (any Actor)?) async throws -> Output? {
+    if let outcome = ready.next() { return try outcome.get() }
     guard !finished else { return nil }
-    ready = []
-    readyIndex = 0
+    ready.clear()
     if headOpened {
       headOpened = false
       chunks[head] = nil
@@ -150,9 +188,9 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
       }
     }
     headOpened = true
-    ready = chunk.outcomes(sent)
-    readyIndex = 1
-    return try ready[0].get()
+    let outcomes = chunk.outcomes(sent)
+    ready.open(outcomes)
+    return try outcomes[0].get()
   }
 
   private struct MapTimeout: Error { let error: ProcessPoolError }
