@@ -3,11 +3,12 @@
 ///
 /// ```swift
 /// let results = try pool.map(Render(), frames, chunksize: 4) { progress in
-///   print("\r\(progress)", terminator: "")      // "37/120 (1 failed)"
+///   print("\r\(progress)", terminator: "")      // "36/120 (1 failed)"
 /// }
 /// ```
 ///
-/// Counting costs one atomic addition per item and no message: leave it on.
+/// Counting costs one atomic addition per finished `map` chunk (or future) and no message: leave
+/// it on.
 public struct ProcessPoolProgress: Sendable, Hashable, Codable, CustomStringConvertible {
   /// Items finished with a value.
   public var completed: Int
