@@ -72,22 +72,27 @@ struct FutureState<Output: Sendable>: ~Copyable {
       notifyWatchers: true)
   }
 
-  /// The pool takes the task: pending becomes running (and stays so when requeued); a cancelled future becomes
-  /// cancelled-and-notified and the pool must skip it (returns false with effects to run).
-  mutating func setRunningOrNotifyCancel() -> (Bool, FutureEffects<Output>?) {
+  /// The pool takes the task: pending becomes running (and stays so when requeued, work a dead
+  /// worker had not started). False when it was cancelled or is done: the pool skips it.
+  /// (Apart from `notifyCancel` so the common path returns no generic value.)
+  mutating func setRunning() -> Bool {
     switch phase {
     case .pending:
       phase = .running
-      return (true, nil)
+      return true
     case .running:
-      // Work a dead worker had not started, handed to another one.
-      return (true, nil)
-    case .cancelled:
-      phase = .cancelledAndNotified
-      return (false, FutureEffects(watchers: takeWatchers()))
+      return true
     default:
-      return (false, nil)
+      return false
     }
+  }
+
+  /// A cancelled future the pool skips becomes cancelled-and-notified (the effects tell `wait`
+  /// and `asCompleted`); nil when it was not waiting for that.
+  mutating func notifyCancel() -> FutureEffects<Output>? {
+    guard phase == .cancelled else { return nil }
+    phase = .cancelledAndNotified
+    return FutureEffects(watchers: takeWatchers())
   }
 
   /// Finishes with an outcome; nil when the future is already done (the outcome is kept).

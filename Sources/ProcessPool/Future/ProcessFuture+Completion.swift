@@ -18,9 +18,9 @@ extension ProcessFuture {
 
   /// The pool takes the task; false means it was cancelled and must be skipped.
   func setRunningOrNotifyCancel() -> Bool {
-    let (running, effects) = state.withLock { $0.setRunningOrNotifyCancel() }
-    effects?.run(self)
-    return running
+    if state.withLock({ $0.setRunning() }) { return true }
+    state.withLock { $0.notifyCancel() }?.run(self)
+    return false
   }
 
   /// Blocks until done or `timeout`; the outcome, or a `timedOut` error.
