@@ -168,7 +168,7 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
       finished = true
       return nil
     }
-    var sent: Result<ChunkOutcomes<Output>, any Error> = .success(ChunkOutcomes())
+    var sent: Result<RawOutcomes, any Error> = .success(RawOutcomes())
     // No future: every input of the chunk failed to encode.
     if let future = chunk.future {
       do {

@@ -75,13 +75,15 @@ extension ProcessPoolExecutor {
     }
     if !failures.isEmpty { progress.record(completed: 0, failed: failures.count) }
     let sent = inputs.count - failures.count
-    guard sent > 0 else { return (MapChunk(future: nil, count: inputs.count, encodingFailures: failures), nil) }
+    guard sent > 0 else {
+      return (MapChunk<T.Output>(future: nil, count: inputs.count, encodingFailures: failures), nil)
+    }
     payload.withUnsafeMutableBytes {
       $0.storeBytes(of: UInt32(sent).littleEndian, toByteOffset: countOffset, as: UInt32.self)
     }
-    let future = ProcessFuture<ChunkOutcomes<T.Output>>(
+    let future = ProcessFuture<RawOutcomes>(
       acknowledgesCancel: true, stopWorker: core.stopWorkerHook, onFinish: { progress.record($0, count: sent) })
-    let chunk = MapChunk(future: future, count: inputs.count, encodingFailures: failures)
+    let chunk = MapChunk<T.Output>(future: future, count: inputs.count, encodingFailures: failures)
     return (
       chunk, Job(payload: payload, sink: MapChunkSink(future: future, count: sent), timeout: configuration.taskTimeout)
     )

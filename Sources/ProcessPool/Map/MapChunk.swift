@@ -1,16 +1,43 @@
-/// The outcomes of a chunk's inputs, in input order.
-struct ChunkOutcomes<Output: Sendable>: Sendable {
-  var items: [Result<Output, any Error>] = []
-  /// How many of them are failures (counted while decoding, for the progress).
-  var failed = 0
+/// A chunk's `results` payload as it came from the worker, checked but not decoded: the pool's
+/// I/O thread only copies it, and the consumer decodes it when it reaches the chunk. Not generic,
+/// so finishing a chunk's future costs no runtime generic lookups on the I/O thread.
+struct RawOutcomes: Sendable {
+  /// `[u32 count]([u8 status][u32 length][bytes])*`.
+  let payload: [UInt8]
+  /// How many outcomes are failures (for the progress, counted from the status bytes).
+  let failed: Int
+  let workerPID: Int32
+
+  /// Checks the framing of `count` outcomes and copies them.
+  init(_ payload: UnsafeRawBufferPointer, expected count: Int, workerPID: Int32) throws {
+    var reader = PayloadReader(payload)
+    let found = Int(try reader.integer(UInt32.self))
+    guard found == count else { throw WireError("\(found) results for \(count) inputs") }
+    var failed = 0
+    for _ in 0..<count {
+      if try reader.integer(UInt8.self) != Frame.Status.success.rawValue { failed += 1 }
+      _ = try reader.block()
+    }
+    guard reader.isAtEnd else { throw WireError("trailing bytes after \(count) results") }
+    self.payload = Array(payload)
+    self.failed = failed
+    self.workerPID = workerPID
+  }
+
+  /// An empty set of outcomes (a chunk none of whose inputs could be encoded).
+  init() {
+    payload = []
+    failed = 0
+    workerPID = 0
+  }
 }
 
 /// One chunk of a `map`: a single future for the whole chunk (one lock, one wake-up and one
 /// progress update per chunk instead of per item), and the inputs that could not be encoded,
 /// which never reach a worker and fail at their own position.
-struct MapChunk<Output: Sendable> {
+struct MapChunk<Output: Codable & Sendable> {
   /// The outputs of the inputs that were sent; nil when none could be encoded.
-  let future: ProcessFuture<ChunkOutcomes<Output>>?
+  let future: ProcessFuture<RawOutcomes>?
   /// How many inputs the chunk holds, sent or not.
   let count: Int
   /// The inputs that could not be encoded, by position in the chunk (rare: usually empty).
@@ -18,42 +45,52 @@ struct MapChunk<Output: Sendable> {
 
   /// Every item's outcome in input order, given the outcomes of those that were sent (or the
   /// error that failed them all).
-  func outcomes(_ sent: Result<ChunkOutcomes<Output>, any Error>) -> [Result<Output, any Error>] {
+  func outcomes(_ sent: Result<RawOutcomes, any Error>) -> [Result<Output, any Error>] {
+    let sentCount = count - encodingFailures.count
+    var decoded: [Result<Output, any Error>]
     switch sent {
-    case .success(let outcomes) where encodingFailures.isEmpty:
-      return outcomes.items
-    case .failure(let error) where encodingFailures.isEmpty:
-      return Array(repeating: .failure(error), count: count)
-    default:
-      var all: [Result<Output, any Error>] = []
-      all.reserveCapacity(count)
-      var next = 0
-      for position in 0..<count {
-        if let failure = encodingFailures[position] {
-          all.append(.failure(failure))
-          continue
+    case .success where sentCount == 0:
+      decoded = []
+    case .success(let raw):
+      do {
+        decoded = try raw.payload.withUnsafeBytes {
+          try decodeOutcomes(Output.self, $0, expected: sentCount, workerPID: raw.workerPID)
         }
-        switch sent {
-        case .success(let outcomes): all.append(outcomes.items[next])
-        case .failure(let error): all.append(.failure(error))
-        }
+      } catch {
+        // Checked when it arrived, so not expected; failed as a whole if it happens.
+        let failure = ProcessPoolError(
+          .protocolViolation, "malformed results from the worker: \(error)", workerPID: raw.workerPID)
+        decoded = Array(repeating: .failure(failure), count: sentCount)
+      }
+    case .failure(let error):
+      decoded = Array(repeating: .failure(error), count: sentCount)
+    }
+    guard !encodingFailures.isEmpty else { return decoded }
+    var all: [Result<Output, any Error>] = []
+    all.reserveCapacity(count)
+    var next = 0
+    for position in 0..<count {
+      if let failure = encodingFailures[position] {
+        all.append(.failure(failure))
+      } else {
+        all.append(decoded[next])
         next += 1
       }
-      return all
     }
+    return all
   }
 }
 
-/// The sink of a map chunk: decodes all of its outcomes and finishes the chunk's future once.
-struct MapChunkSink<Output: Codable & Sendable>: JobSink {
-  let future: ProcessFuture<ChunkOutcomes<Output>>
+/// The sink of a map chunk: checks and keeps the chunk's results and finishes its future once.
+struct MapChunkSink: JobSink {
+  let future: ProcessFuture<RawOutcomes>
   let count: Int
 
   func start() -> Bool { future.setRunningOrNotifyCancel() }
 
   func deliver(_ payload: UnsafeRawBufferPointer, workerPID: Int32) {
     do {
-      future.complete(.success(try decodeOutcomes(Output.self, payload, expected: count, workerPID: workerPID)))
+      future.complete(.success(try RawOutcomes(payload, expected: count, workerPID: workerPID)))
     } catch {
       fail(ProcessPoolError(.protocolViolation, "malformed results from the worker: \(error)", workerPID: workerPID))
     }

@@ -38,10 +38,10 @@ final class ProgressCounter: Sendable {
 
   /// A map chunk of `count` items finished: every item failed with the chunk, or each has its
   /// own outcome.
-  func record<Output>(_ chunk: Result<ChunkOutcomes<Output>, any Error>, count: Int) {
+  func record(_ chunk: Result<RawOutcomes, any Error>, count: Int) {
     switch chunk {
     case .success(let outcomes):
-      record(completed: outcomes.items.count - outcomes.failed, failed: outcomes.failed)
+      record(completed: count - outcomes.failed, failed: outcomes.failed)
     case .failure:
       record(completed: 0, failed: count)
     }

@@ -43,7 +43,7 @@ struct ChunkSink<Output: Codable & Sendable>: JobSink {
   func deliver(_ payload: UnsafeRawBufferPointer, workerPID: Int32) {
     do {
       let outcomes = try decodeOutcomes(Output.self, payload, expected: futures.count, workerPID: workerPID)
-      for (future, outcome) in zip(futures, outcomes.items) { future.complete(outcome) }
+      for (future, outcome) in zip(futures, outcomes) { future.complete(outcome) }
     } catch {
       fail(ProcessPoolError(.protocolViolation, "malformed results from the worker: \(error)", workerPID: workerPID))
     }
@@ -67,19 +67,17 @@ struct ChunkSink<Output: Codable & Sendable>: JobSink {
 /// decode becomes that item's `decodingFailed` outcome.
 func decodeOutcomes<Output: Decodable>(
   _: Output.Type, _ payload: UnsafeRawBufferPointer, expected: Int, workerPID: Int32
-) throws -> ChunkOutcomes<Output> {
+) throws -> [Result<Output, any Error>] {
   var reader = PayloadReader(payload)
   let count = Int(try reader.integer(UInt32.self))
   guard count == expected else { throw WireError("\(count) results for \(expected) inputs") }
-  var outcomes = ChunkOutcomes<Output>()
-  outcomes.items.reserveCapacity(count)
+  var outcomes: [Result<Output, any Error>] = []
+  outcomes.reserveCapacity(count)
   let decoder = ByteReader(payload)
   for _ in 0..<count {
     let status = try reader.integer(UInt8.self)
     let block = try reader.block()
-    let outcome = decodeOutcome(Output.self, status: status, block, decoder, workerPID: workerPID)
-    if case .failure = outcome { outcomes.failed += 1 }
-    outcomes.items.append(outcome)
+    outcomes.append(decodeOutcome(Output.self, status: status, block, decoder, workerPID: workerPID))
   }
   return outcomes
 }
