@@ -65,7 +65,8 @@ extension PoolState {
       var wanted = queue.count - workersComing
       for launcher in launchers.indices where wanted > 0 && !launcherGivenUp[launcher] {
         // Every process counts, a retiring one too: never more alive than the launcher allows.
-        let alive = workers.lazy.filter { $0.launcher == launcher }.count
+        var alive = 0
+        for index in workers.indices where workers[index].launcher == launcher { alive += 1 }
         let count = min(wanted, launchers[launcher].workers - alive - launcherSpawning[launcher])
         guard count > 0 else { continue }
         spawning += count
