@@ -51,12 +51,6 @@ struct FrameBuffer {
 
   /// Calls `body(kind, id, payload)` for each complete frame. Throws on a bad length or kind.
   mutating func drainFrames(_ body: (Frame.Kind, UInt64, UnsafeRawBufferPointer) throws -> Void) throws {
-    try drainFrames { kind, id, payload, _ in try body(kind, id, payload) }
-  }
-
-  /// Like `drainFrames(_:)`; `body` also learns whether another complete frame follows, so a
-  /// reader can batch its replies and write them once.
-  mutating func drainFrames(_ body: (Frame.Kind, UInt64, UnsafeRawBufferPointer, _ more: Bool) throws -> Void) throws {
     while end - start >= Frame.headerSize {
       let (length, rawKind, id) = storage.withUnsafeBytes { bytes in
         (
@@ -74,12 +68,7 @@ struct FrameBuffer {
       let payloadEnd = start + 4 + length
       start = payloadEnd
       try storage.withUnsafeBytes { bytes in
-        var more = false
-        if end - start >= Frame.headerSize {
-          let next = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: start, as: UInt32.self)))
-          more = end - start >= 4 + next
-        }
-        try body(kind, id, UnsafeRawBufferPointer(rebasing: bytes[payloadStart..<payloadEnd]), more)
+        try body(kind, id, UnsafeRawBufferPointer(rebasing: bytes[payloadStart..<payloadEnd]))
       }
     }
   }

@@ -53,7 +53,7 @@ final class WorkerLoop: @unchecked Sendable {
     var buffer = FrameBuffer()
     while true {
       do {
-        try buffer.drainFrames { kind, id, payload, more in
+        try buffer.drainFrames { kind, id, payload in
           switch kind {
           case .run: handleRun(id: id, payload)
           case .initialize: handleInitialize(id: id, payload)
@@ -62,14 +62,13 @@ final class WorkerLoop: @unchecked Sendable {
             exit(0)
           default: _exit(71)  // a parent speaking another protocol
           }
-          // Replies go out at once; several only when the parent already sent the jobs
-          // behind them and those have not started (one write for what one read brought).
-          if !more || !batching { flush() }
+          // Each reply goes out at once: holding it for the next job's would delay it by that
+          // job's whole run, which may be long (batching replies measured no faster).
+          flush()
         }
       } catch {
         _exit(72)
       }
-      flush()
       let open: Bool
       do {
         open = try buffer.fill(from: input)
@@ -83,9 +82,6 @@ final class WorkerLoop: @unchecked Sendable {
       }
     }
   }
-
-  /// Whether replies of jobs that follow one another in one read are written together.
-  private var batching: Bool { false }
 
   /// The watchdog: `POLLRDHUP` alone is not woken by data, only by the parent's end closing.
   private static func watchForHangUp(_ input: Int32, _ output: Int32) {
