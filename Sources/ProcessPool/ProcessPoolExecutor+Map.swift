@@ -89,12 +89,6 @@ extension ProcessPoolExecutor {
     )
   }
 
-  /// Queues several jobs under one lock (one dispatch pass for the lot); all or none.
-  func enqueue(_ jobs: [Job]) throws(ProcessPoolError) {
-    guard !jobs.isEmpty else { return }
-    let rejection = core.transition { state, effects in state.submit(jobs, &effects) }
-    if let rejection { throw rejection }
-  }
 }
 
 /// Pulls inputs and submits them a chunk at a time.

@@ -84,13 +84,15 @@ public final class ProcessPoolExecutor: Sendable {
       throw ProcessPoolError(.encodingFailed, "cannot encode the input of \(T.self): \(error)")
     }
     let future = ProcessFuture<T.Output>(acknowledgesCancel: true, stopWorker: core.stopWorkerHook)
-    let job = Job(payload: payload, sink: ChunkSink(futures: [future]), timeout: timeout ?? configuration.taskTimeout)
-    try enqueue(job)
+    let job = Job(payload: payload, sink: TaskSink(future: future), timeout: timeout ?? configuration.taskTimeout)
+    try enqueue(CollectionOfOne(job))
     return future
   }
 
-  func enqueue(_ job: Job) throws(ProcessPoolError) {
-    let rejection = core.transition { state, effects in state.submit(job, &effects) }
+  /// Queues jobs under one lock (one dispatch pass for the lot); all or none.
+  func enqueue(_ jobs: some Collection<Job>) throws(ProcessPoolError) {
+    guard !jobs.isEmpty else { return }
+    let rejection = core.transition { state, effects in state.submit(jobs, &effects) }
     if let rejection { throw rejection }
   }
 

@@ -30,41 +30,30 @@ protocol JobSink: Sendable {
   func contains(_ future: ObjectIdentifier) -> Bool
 }
 
-/// The sink of a chunk whose items all have output type `Output`.
-struct ChunkSink<Output: Codable & Sendable>: JobSink {
-  let futures: [ProcessFuture<Output>]
+/// The sink of a submitted task: one input, one future (a `map` chunk has `MapChunkSink`).
+struct TaskSink<Output: Codable & Sendable>: JobSink {
+  let future: ProcessFuture<Output>
 
-  func start() -> Bool {
-    var anyRunning = false
-    for future in futures where future.setRunningOrNotifyCancel() { anyRunning = true }
-    return anyRunning
-  }
+  func start() -> Bool { future.setRunningOrNotifyCancel() }
 
   func deliver(_ payload: UnsafeRawBufferPointer, workerPID: Int32) {
     do {
-      let outcomes = try decodeOutcomes(Output.self, payload, expected: futures.count, workerPID: workerPID)
-      for (future, outcome) in zip(futures, outcomes) { future.complete(outcome) }
+      future.complete(try decodeOutcomes(Output.self, payload, expected: 1, workerPID: workerPID)[0])
     } catch {
       fail(ProcessPoolError(.protocolViolation, "malformed results from the worker: \(error)", workerPID: workerPID))
     }
   }
 
-  func fail(_ error: ProcessPoolError) {
-    for future in futures { future.complete(.failure(error)) }
-  }
+  func fail(_ error: ProcessPoolError) { future.complete(.failure(error)) }
 
-  func cancelAll() {
-    for future in futures { future.cancel() }
-  }
+  func cancelAll() { future.cancel() }
 
-  func contains(_ future: ObjectIdentifier) -> Bool {
-    futures.contains { ObjectIdentifier($0) == future }
-  }
+  func contains(_ future: ObjectIdentifier) -> Bool { ObjectIdentifier(self.future) == future }
 }
 
 /// Decodes a `results` payload, `[u32 count]([u8 status][u32 length][bytes])*`, into one outcome
-/// per input (one reader for all of them). Throws only when the payload itself is malformed; an output or error that does not
-/// decode becomes that item's `decodingFailed` outcome.
+/// per input, with one reader for all of them. Throws only when the payload itself is malformed;
+/// an output or error that does not decode becomes that item's `decodingFailed` outcome.
 func decodeOutcomes<Output: Decodable>(
   _: Output.Type, _ payload: UnsafeRawBufferPointer, expected: Int, workerPID: Int32
 ) throws -> [Result<Output, any Error>] {

@@ -1,16 +1,8 @@
 /// Handing queued work to workers, retiring workers, and finishing a shutdown.
 extension PoolState {
-  /// Puts a job in the queue; nil when accepted, else the error to throw at the caller.
-  mutating func submit(_ job: Job, _ effects: inout PoolEffects) -> ProcessPoolError? {
-    if let rejection { return rejection }
-    queue.append(job)
-    statistics.tasksSubmitted += 1
-    advance(&effects)
-    return nil
-  }
-
-  /// Puts several jobs in the queue at once (all or none), with one dispatch pass.
-  mutating func submit(_ jobs: [Job], _ effects: inout PoolEffects) -> ProcessPoolError? {
+  /// Puts jobs in the queue, all or none, with one dispatch pass; nil when accepted, else the
+  /// error to throw at the caller.
+  mutating func submit(_ jobs: some Collection<Job>, _ effects: inout PoolEffects) -> ProcessPoolError? {
     if let rejection { return rejection }
     for job in jobs { queue.append(job) }
     statistics.tasksSubmitted += jobs.count
