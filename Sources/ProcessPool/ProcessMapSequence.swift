@@ -149,9 +149,8 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
   }
 
   /// Releases the chunk just yielded, waits for the next one's outputs and yields its first
-  /// (the iterator steps through the rest).
+  /// (the iterator steps through the rest, and calls this only once `ready` is used up).
   func next(isolation: isolated (any Actor)?) async throws -> Output? {
-    if let outcome = ready.next() { return try outcome.get() }
     guard !finished else { return nil }
     ready.clear()
     if headOpened {
