@@ -181,28 +181,32 @@ final class ByteReader {
 
   /// Decodes one value at `offset` and moves past it.
   func decodeValue<T: Decodable>(_ type: T.Type, at offset: inout Int, path: [any CodingKey]) throws -> T {
-    if let value = try decodePrimitive(T.self, at: &offset, path) { return value }
+    if let kind = PrimitiveKind(T.self) { return try decodePrimitive(kind, as: T.self, at: &offset, path) }
     let start = offset
     let value = try T(from: ValueDecoder(reader: self, offset: start, codingPath: path))
     try skip(at: &offset, path)
     return value
   }
 
-  private func decodePrimitive<T: Decodable>(_: T.Type, at offset: inout Int, _ path: [any CodingKey]) throws -> T? {
-    if T.self == Int.self { return unsafeBitCast(try integer(Int.self, at: &offset, path), to: T.self) }
-    if T.self == String.self { return unsafeBitCast(try string(at: &offset, path), to: T.self) }
-    if T.self == Double.self { return unsafeBitCast(try float64(at: &offset, path), to: T.self) }
-    if T.self == Bool.self { return unsafeBitCast(try bool(at: &offset, path), to: T.self) }
-    if T.self == [UInt8].self {
+  /// Returns `T` itself, not `T?`: an optional of an unspecialised `T` costs a runtime metadata
+  /// lookup per value.
+  private func decodePrimitive<T: Decodable>(
+    _ kind: PrimitiveKind, as _: T.Type, at offset: inout Int, _ path: [any CodingKey]
+  ) throws -> T {
+    switch kind {
+    case .int: return unsafeBitCast(try integer(Int.self, at: &offset, path), to: T.self)
+    case .string: return unsafeBitCast(try string(at: &offset, path), to: T.self)
+    case .double: return unsafeBitCast(try float64(at: &offset, path), to: T.self)
+    case .bool: return unsafeBitCast(try bool(at: &offset, path), to: T.self)
+    case .bytes:
       let found = try tag(at: &offset, path)
       guard found == .bytes else { throw fail("expected [UInt8], found \(found)", path) }
       let count = try length(at: &offset, unit: 1, path)
       let value = [UInt8](copying: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + count]))
       offset += count
       return unsafeBitCast(value, to: T.self)
-    }
-    if T.self == [Int].self || T.self == [Double].self {
-      let expected: CodecTag = T.self == [Int].self ? .ints : .doubles
+    case .ints, .doubles:
+      let expected: CodecTag = kind == .ints ? .ints : .doubles
       let found = try tag(at: &offset, path)
       guard found == expected else { throw fail("expected \(T.self), found \(found)", path) }
       let count = try length(at: &offset, unit: 8, path)
@@ -226,18 +230,17 @@ final class ByteReader {
         initialized = count
       }
       return unsafeBitCast(value, to: T.self)
+    case .float: return unsafeBitCast(try float32(at: &offset, path), to: T.self)
+    case .int64: return unsafeBitCast(try integer(Int64.self, at: &offset, path), to: T.self)
+    case .int32: return unsafeBitCast(try integer(Int32.self, at: &offset, path), to: T.self)
+    case .int16: return unsafeBitCast(try integer(Int16.self, at: &offset, path), to: T.self)
+    case .int8: return unsafeBitCast(try integer(Int8.self, at: &offset, path), to: T.self)
+    case .uint: return unsafeBitCast(try integer(UInt.self, at: &offset, path), to: T.self)
+    case .uint64: return unsafeBitCast(try integer(UInt64.self, at: &offset, path), to: T.self)
+    case .uint32: return unsafeBitCast(try integer(UInt32.self, at: &offset, path), to: T.self)
+    case .uint16: return unsafeBitCast(try integer(UInt16.self, at: &offset, path), to: T.self)
+    case .uint8: return unsafeBitCast(try integer(UInt8.self, at: &offset, path), to: T.self)
     }
-    if T.self == Float.self { return unsafeBitCast(try float32(at: &offset, path), to: T.self) }
-    if T.self == Int64.self { return unsafeBitCast(try integer(Int64.self, at: &offset, path), to: T.self) }
-    if T.self == Int32.self { return unsafeBitCast(try integer(Int32.self, at: &offset, path), to: T.self) }
-    if T.self == Int16.self { return unsafeBitCast(try integer(Int16.self, at: &offset, path), to: T.self) }
-    if T.self == Int8.self { return unsafeBitCast(try integer(Int8.self, at: &offset, path), to: T.self) }
-    if T.self == UInt.self { return unsafeBitCast(try integer(UInt.self, at: &offset, path), to: T.self) }
-    if T.self == UInt64.self { return unsafeBitCast(try integer(UInt64.self, at: &offset, path), to: T.self) }
-    if T.self == UInt32.self { return unsafeBitCast(try integer(UInt32.self, at: &offset, path), to: T.self) }
-    if T.self == UInt16.self { return unsafeBitCast(try integer(UInt16.self, at: &offset, path), to: T.self) }
-    if T.self == UInt8.self { return unsafeBitCast(try integer(UInt8.self, at: &offset, path), to: T.self) }
-    return nil
   }
 
   /// Opens the container at `offset`: checks its tag and bounds; returns (count, first entry,

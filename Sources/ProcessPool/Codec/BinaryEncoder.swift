@@ -109,53 +109,39 @@ final class ByteWriter {
   /// Metatype checks, not dynamic casts: this runs for every value, including every field of
   /// every struct that is not a primitive.
   private func encodePrimitive<T: Encodable>(_ value: T) throws -> Bool {
-    if T.self == Int.self {
-      signed(Int64(unsafeBitCast(value, to: Int.self)))
-    } else if T.self == String.self {
-      string(unsafeBitCast(value, to: String.self))
-    } else if T.self == Double.self {
-      double(unsafeBitCast(value, to: Double.self))
-    } else if T.self == Bool.self {
-      bool(unsafeBitCast(value, to: Bool.self))
-    } else if T.self == [UInt8].self {
+    guard let kind = PrimitiveKind(T.self) else { return false }
+    switch kind {
+    case .int: signed(Int64(unsafeBitCast(value, to: Int.self)))
+    case .string: string(unsafeBitCast(value, to: String.self))
+    case .double: double(unsafeBitCast(value, to: Double.self))
+    case .bool: bool(unsafeBitCast(value, to: Bool.self))
+    case .bytes:
       let value = unsafeBitCast(value, to: [UInt8].self)
       tag(.bytes)
       varint(UInt64(value.count))
       bytes.append(contentsOf: value)
-    } else if T.self == [Int].self {
+    case .ints:
       let value = unsafeBitCast(value, to: [Int].self)
       tag(.ints)
       varint(UInt64(value.count))
       bytes.reserveCapacity(bytes.count + value.count * 8)
       for element in value { bytes.appendLittleEndian(Int64(element)) }
-    } else if T.self == [Double].self {
+    case .doubles:
       let value = unsafeBitCast(value, to: [Double].self)
       tag(.doubles)
       varint(UInt64(value.count))
       bytes.reserveCapacity(bytes.count + value.count * 8)
       for element in value { bytes.appendLittleEndian(element.bitPattern) }
-    } else if T.self == Float.self {
-      float(unsafeBitCast(value, to: Float.self))
-    } else if T.self == Int64.self {
-      signed(unsafeBitCast(value, to: Int64.self))
-    } else if T.self == Int32.self {
-      signed(Int64(unsafeBitCast(value, to: Int32.self)))
-    } else if T.self == Int16.self {
-      signed(Int64(unsafeBitCast(value, to: Int16.self)))
-    } else if T.self == Int8.self {
-      signed(Int64(unsafeBitCast(value, to: Int8.self)))
-    } else if T.self == UInt.self {
-      unsigned(UInt64(unsafeBitCast(value, to: UInt.self)))
-    } else if T.self == UInt64.self {
-      unsigned(unsafeBitCast(value, to: UInt64.self))
-    } else if T.self == UInt32.self {
-      unsigned(UInt64(unsafeBitCast(value, to: UInt32.self)))
-    } else if T.self == UInt16.self {
-      unsigned(UInt64(unsafeBitCast(value, to: UInt16.self)))
-    } else if T.self == UInt8.self {
-      unsigned(UInt64(unsafeBitCast(value, to: UInt8.self)))
-    } else {
-      return false
+    case .float: float(unsafeBitCast(value, to: Float.self))
+    case .int64: signed(unsafeBitCast(value, to: Int64.self))
+    case .int32: signed(Int64(unsafeBitCast(value, to: Int32.self)))
+    case .int16: signed(Int64(unsafeBitCast(value, to: Int16.self)))
+    case .int8: signed(Int64(unsafeBitCast(value, to: Int8.self)))
+    case .uint: unsigned(UInt64(unsafeBitCast(value, to: UInt.self)))
+    case .uint64: unsigned(unsafeBitCast(value, to: UInt64.self))
+    case .uint32: unsigned(UInt64(unsafeBitCast(value, to: UInt32.self)))
+    case .uint16: unsigned(UInt64(unsafeBitCast(value, to: UInt16.self)))
+    case .uint8: unsigned(UInt64(unsafeBitCast(value, to: UInt8.self)))
     }
     return true
   }
