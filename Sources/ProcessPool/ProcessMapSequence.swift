@@ -104,9 +104,8 @@ final class MapReadyBuffer<Output: Sendable> {
 /// deadline. Cancels what is left when the iteration ends early (this object is released).
 /// Only the one iterating task touches it (iterate a map once), so its properties skip the
 /// runtime's exclusivity checks, which cost more per item than the work they guard.
-final class MapState<T: ProcessTask>: MapStateProtocol {
-  typealias Output = T.Output
-  private let source: ChunkSource<T>
+final class MapState<Output: Codable & Sendable>: MapStateProtocol {
+  private let source: ChunkSource<Output>
   private let buffersize: Int?
   private let deadline: ContinuousClock.Instant?
   /// Submitted chunks, oldest first; those before `head` are fully yielded (released, and
@@ -121,7 +120,7 @@ final class MapState<T: ProcessTask>: MapStateProtocol {
   /// Inputs submitted per lock acquisition while filling.
   private static var submitBatch: Int { 128 }
 
-  init(source: ChunkSource<T>, buffersize: Int?, timeout: Duration?) {
+  init(source: ChunkSource<Output>, buffersize: Int?, timeout: Duration?) {
     self.source = source
     self.buffersize = buffersize
     self.deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }

@@ -27,10 +27,25 @@ extension ProcessPoolExecutor {
   /// A failing item throws at its own position; calling `next()` again goes on with the next
   /// item. Ending the iteration early (`break`, or the consuming task being cancelled) cancels
   /// what has not started.
+  ///
+  /// Inlinable so that the per-item work (pulling, encoding and decoding) is compiled for the
+  /// concrete types.
+  @inlinable
   public func map<T: ProcessTask, Inputs: Sequence>(
     _ task: T, _ inputs: Inputs, chunksize: Int? = nil, buffersize: Int? = nil, timeout: Duration? = nil,
     progress: (@Sendable (ProcessPoolProgress) -> Void)? = nil
   ) throws -> ProcessMapSequence<T.Output> where Inputs.Element == T.Input {
+    try map(
+      task, MapCodec(T.self, inputs.makeIterator()), underestimatedCount: inputs.underestimatedCount,
+      count: (inputs as? any Collection)?.count, chunksize: chunksize, buffersize: buffersize, timeout: timeout,
+      progress: progress)
+  }
+
+  @usableFromInline
+  func map<T: ProcessTask>(
+    _ task: T, _ codec: MapCodec<T.Output>, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
+    timeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?
+  ) throws -> ProcessMapSequence<T.Output> {
     if let chunksize, chunksize < 1 {
       throw ProcessPoolError(.invalidArgument, "chunksize must be at least 1 (got \(chunksize))")
     }
@@ -38,11 +53,9 @@ extension ProcessPoolExecutor {
       throw ProcessPoolError(.invalidArgument, "buffersize must be None or > 0 (got \(buffersize))")
     }
     let header = try Self.typedValueHeader(task)
-    let size =
-      chunksize ?? Self.automaticChunksize(count: inputs.underestimatedCount, workers: configuration.capacity)
-    let counter = ProgressCounter(total: (inputs as? any Collection)?.count, handler: progress)
-    let source = ChunkSource<T>(
-      pool: self, header: header, inputs: inputs.makeIterator(), chunksize: size, progress: counter)
+    let size = chunksize ?? Self.automaticChunksize(count: underestimatedCount, workers: configuration.capacity)
+    let counter = ProgressCounter(total: count, handler: progress)
+    let source = ChunkSource(pool: self, header: header, codec: codec, chunksize: size, progress: counter)
     let state = MapState(source: source, buffersize: buffersize, timeout: timeout)
     try state.fill()
     return ProcessMapSequence(state: state, progress: counter)
@@ -55,85 +68,68 @@ extension ProcessPoolExecutor {
     return max(1, (count + chunks - 1) / chunks)
   }
 
-  /// Builds one chunk: one job and one future for the inputs that encode (an input that cannot
-  /// be encoded stays out of the job and fails at its position; no job when none is left).
-  func makeChunk<T: ProcessTask>(
-    _ header: [UInt8], _ inputs: [T.Input], as _: T.Type, progress: ProgressCounter
-  ) -> (MapChunk<T.Output>, Job?) {
-    var payload = header
-    let countOffset = payload.count
-    payload.appendLittleEndian(UInt32(0))
-    var failures: [Int: ProcessPoolError] = [:]
-    payload.withByteWriter { writer in
-      for position in inputs.indices {
-        do {
-          try writer.appendBlock(inputs[position])
-        } catch {
-          failures[position] = ProcessPoolError(.encodingFailed, "cannot encode an input of \(T.self): \(error)")
-        }
-      }
-    }
-    if !failures.isEmpty { progress.record(completed: 0, failed: failures.count) }
-    let sent = inputs.count - failures.count
-    guard sent > 0 else {
-      return (MapChunk<T.Output>(future: nil, count: inputs.count, encodingFailures: failures), nil)
-    }
-    payload.withUnsafeMutableBytes {
-      $0.storeBytes(of: UInt32(sent).littleEndian, toByteOffset: countOffset, as: UInt32.self)
-    }
-    let future = ProcessFuture<RawOutcomes>(
-      acknowledgesCancel: true, stopWorker: core.stopWorkerHook, onFinish: { progress.record($0, count: sent) })
-    let chunk = MapChunk<T.Output>(future: future, count: inputs.count, encodingFailures: failures)
-    return (
-      chunk, Job(payload: payload, sink: MapChunkSink(future: future, count: sent), timeout: configuration.taskTimeout)
-    )
-  }
-
 }
 
 /// Pulls inputs and submits them a chunk at a time.
-final class ChunkSource<T: ProcessTask> {
+final class ChunkSource<Output: Codable & Sendable> {
   let pool: ProcessPoolExecutor
   let header: [UInt8]
-  // Touched by the map's caller, then by the one iterating task: no exclusivity checks.
-  @exclusivity(unchecked) var inputs: any IteratorProtocol<T.Input>
+  let codec: MapCodec<Output>
   let chunksize: Int
   let progress: ProgressCounter
+  // Touched by the map's caller, then by the one iterating task: no exclusivity checks.
   @exclusivity(unchecked) var exhausted = false
   @exclusivity(unchecked) var pulled = 0
 
-  init(
-    pool: ProcessPoolExecutor, header: [UInt8], inputs: some IteratorProtocol<T.Input>, chunksize: Int,
-    progress: ProgressCounter
-  ) {
+  init(pool: ProcessPoolExecutor, header: [UInt8], codec: MapCodec<Output>, chunksize: Int, progress: ProgressCounter) {
     self.pool = pool
     self.header = header
-    self.inputs = inputs
+    self.codec = codec
     self.chunksize = chunksize
     self.progress = progress
   }
 
   /// Submits up to `limit` chunks at once and returns them (none when the input is exhausted).
-  func submitNext(upTo limit: Int) throws -> [MapChunk<T.Output>] {
-    var chunks: [MapChunk<T.Output>] = []
+  func submitNext(upTo limit: Int) throws -> [MapChunk<Output>] {
+    var chunks: [MapChunk<Output>] = []
     var jobs: [Job] = []
-    var chunk: [T.Input] = []
-    chunk.reserveCapacity(chunksize)
     while chunks.count < limit, !exhausted {
-      chunk.removeAll(keepingCapacity: true)
-      while chunk.count < chunksize, let input = inputs.next() { chunk.append(input) }
-      pulled += chunk.count
-      if chunk.count < chunksize {
-        exhausted = true
-        // A lazy input's size is known now; a collection's was known from the start.
-        if progress.snapshot.total == nil { progress.setTotal(pulled) }
-      }
-      if chunk.isEmpty { break }
-      let (made, job) = pool.makeChunk(header, chunk, as: T.self, progress: progress)
-      chunks.append(made)
+      let (chunk, job) = makeChunk()
+      if let chunk { chunks.append(chunk) }
       if let job { jobs.append(job) }
     }
     try pool.enqueue(jobs)
     return chunks
+  }
+
+  /// Pulls and encodes one chunk: one job and one future for the inputs that encode (an input
+  /// that cannot be encoded stays out of the job and fails at its position; no job when none is
+  /// left, no chunk when the input is exhausted).
+  private func makeChunk() -> (MapChunk<Output>?, Job?) {
+    var payload = header
+    let countOffset = payload.count
+    payload.appendLittleEndian(UInt32(0))
+    let (count, failures) = payload.withByteWriter { codec.pull(chunksize, $0) }
+    pulled += count
+    if count < chunksize {
+      exhausted = true
+      // A lazy input's size is known now; a collection's was known from the start.
+      if progress.snapshot.total == nil { progress.setTotal(pulled) }
+    }
+    guard count > 0 else { return (nil, nil) }
+    if !failures.isEmpty { progress.record(completed: 0, failed: failures.count) }
+    let sent = count - failures.count
+    guard sent > 0 else {
+      return (MapChunk(future: nil, count: count, encodingFailures: failures, decode: codec.decode), nil)
+    }
+    payload.withUnsafeMutableBytes {
+      $0.storeBytes(of: UInt32(sent).littleEndian, toByteOffset: countOffset, as: UInt32.self)
+    }
+    let progress = self.progress
+    let future = ProcessFuture<RawOutcomes>(
+      acknowledgesCancel: true, stopWorker: pool.core.stopWorkerHook, onFinish: { progress.record($0, count: sent) })
+    let chunk = MapChunk(future: future, count: count, encodingFailures: failures, decode: codec.decode)
+    let sink = MapChunkSink(future: future, count: sent)
+    return (chunk, Job(payload: payload, sink: sink, timeout: pool.configuration.taskTimeout))
   }
 }

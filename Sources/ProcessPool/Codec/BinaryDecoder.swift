@@ -5,6 +5,7 @@
 /// Decodes `Decodable` values from the package's binary format (see BinaryEncoder.swift).
 /// Every length is checked against the bytes that are left before anything is allocated, so
 /// malformed input throws `CodecError.decoding` and never crashes.
+@usableFromInline
 struct BinaryDecoder {
   static func decode<T: Decodable>(_ type: T.Type, from bytes: UnsafeRawBufferPointer) throws -> T {
     try decode(type, from: bytes, reusing: ByteReader(bytes))
@@ -12,6 +13,7 @@ struct BinaryDecoder {
 
   /// `decode` with a reader kept across the blocks of one payload (one allocation, not one per
   /// item of a chunk).
+  @usableFromInline
   static func decode<T: Decodable>(
     _ type: T.Type, from bytes: UnsafeRawBufferPointer, reusing reader: ByteReader
   ) throws -> T {
@@ -32,10 +34,12 @@ struct BinaryDecoder {
 /// A bounds-checked view of the input shared by every container of one decoding.
 ///
 /// One decoding at a time on one thread: no runtime exclusivity checks (see `ByteWriter`).
+@usableFromInline
 final class ByteReader {
   /// The bytes of the value being decoded (moved on to the next block when reused).
   @exclusivity(unchecked) var bytes: UnsafeRawBufferPointer
 
+  @usableFromInline
   init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
 
   func fail(_ message: String, _ path: [any CodingKey]) -> CodecError {

@@ -31,6 +31,7 @@ struct BinaryEncoder {
 ///
 /// One encoding at a time on one thread: its properties skip the runtime's exclusivity checks,
 /// which cost more than the appends they guard (several per encoded integer).
+@usableFromInline
 final class ByteWriter {
   @exclusivity(unchecked) var bytes: [UInt8]
   /// Start offsets of open containers (their byte length is patched when they close).
@@ -193,6 +194,7 @@ final class ByteWriter {
 
   /// Appends `[u32 length][encoding of value]`. When encoding throws, nothing of the value is
   /// left and the writer can go on with the next one (the items of a chunk share one writer).
+  @usableFromInline
   func appendBlock<T: Encodable>(_ value: T) throws {
     let start = bytes.count
     bytes.appendLittleEndian(UInt32(0))

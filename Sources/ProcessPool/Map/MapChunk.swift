@@ -42,6 +42,8 @@ struct MapChunk<Output: Codable & Sendable> {
   let count: Int
   /// The inputs that could not be encoded, by position in the chunk (rare: usually empty).
   let encodingFailures: [Int: ProcessPoolError]
+  /// The map's decoder, compiled for `Output` (see `MapCodec`).
+  let decode: (UnsafeRawBufferPointer, Int, Int32) throws -> [Result<Output, any Error>]
 
   /// Every item's outcome in input order, given the outcomes of those that were sent (or the
   /// error that failed them all).
@@ -53,9 +55,7 @@ struct MapChunk<Output: Codable & Sendable> {
       decoded = []
     case .success(let raw):
       do {
-        decoded = try raw.payload.withUnsafeBytes {
-          try decodeOutcomes(Output.self, $0, expected: sentCount, workerPID: raw.workerPID)
-        }
+        decoded = try raw.payload.withUnsafeBytes { try decode($0, sentCount, raw.workerPID) }
       } catch {
         // Checked when it arrived, so not expected; failed as a whole if it happens.
         let failure = ProcessPoolError(

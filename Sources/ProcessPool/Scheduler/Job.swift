@@ -54,38 +54,55 @@ struct TaskSink<Output: Codable & Sendable>: JobSink {
 /// Decodes a `results` payload, `[u32 count]([u8 status][u32 length][bytes])*`, into one outcome
 /// per input, with one reader for all of them. Throws only when the payload itself is malformed;
 /// an output or error that does not decode becomes that item's `decodingFailed` outcome.
+///
+/// Inlinable so that a `map` decodes with code compiled for its output type (see `MapCodec`).
+@inlinable
 func decodeOutcomes<Output: Decodable>(
   _: Output.Type, _ payload: UnsafeRawBufferPointer, expected: Int, workerPID: Int32
 ) throws -> [Result<Output, any Error>] {
-  var reader = PayloadReader(payload)
-  let count = Int(try reader.integer(UInt32.self))
-  guard count == expected else { throw WireError("\(count) results for \(expected) inputs") }
   var outcomes: [Result<Output, any Error>] = []
-  outcomes.reserveCapacity(count)
+  outcomes.reserveCapacity(expected)
   let decoder = ByteReader(payload)
-  for _ in 0..<count {
-    let status = try reader.integer(UInt8.self)
-    let block = try reader.block()
-    outcomes.append(decodeOutcome(Output.self, status: status, block, decoder, workerPID: workerPID))
+  try forEachOutcome(in: payload, expected: expected) { succeeded, block in
+    guard succeeded else {
+      outcomes.append(.failure(remoteFailure(block, workerPID: workerPID)))
+      return
+    }
+    do {
+      outcomes.append(.success(try BinaryDecoder.decode(Output.self, from: block, reusing: decoder)))
+    } catch {
+      outcomes.append(.failure(outputDecodingFailure(Output.self, error, workerPID: workerPID)))
+    }
   }
   return outcomes
 }
 
-private func decodeOutcome<Output: Decodable>(
-  _: Output.Type, status: UInt8, _ block: UnsafeRawBufferPointer, _ decoder: ByteReader, workerPID: Int32
-) -> Result<Output, any Error> {
-  if status == Frame.Status.success.rawValue {
-    do {
-      return .success(try BinaryDecoder.decode(Output.self, from: block, reusing: decoder))
-    } catch {
-      return .failure(
-        ProcessPoolError(.decodingFailed, "cannot decode the output as \(Output.self): \(error)", workerPID: workerPID))
-    }
+/// Walks the framing of a `results` payload: whether each outcome succeeded, and its block.
+@usableFromInline
+func forEachOutcome(
+  in payload: UnsafeRawBufferPointer, expected: Int,
+  _ body: (_ succeeded: Bool, _ block: UnsafeRawBufferPointer) -> Void
+) throws {
+  var reader = PayloadReader(payload)
+  let count = Int(try reader.integer(UInt32.self))
+  guard count == expected else { throw WireError("\(count) results for \(expected) inputs") }
+  for _ in 0..<count {
+    let status = try reader.integer(UInt8.self)
+    body(status == Frame.Status.success.rawValue, try reader.block())
   }
+}
+
+/// The error a task threw in the worker, rebuilt from its record.
+@usableFromInline
+func remoteFailure(_ block: UnsafeRawBufferPointer, workerPID: Int32) -> any Error {
   do {
-    let record = try BinaryDecoder.decode(RemoteErrorRecord.self, from: block)
-    return .failure(record.rebuild(workerPID: workerPID))
+    return try BinaryDecoder.decode(RemoteErrorRecord.self, from: block).rebuild(workerPID: workerPID)
   } catch {
-    return .failure(ProcessPoolError(.decodingFailed, "cannot decode the task's error: \(error)", workerPID: workerPID))
+    return ProcessPoolError(.decodingFailed, "cannot decode the task's error: \(error)", workerPID: workerPID)
   }
+}
+
+@usableFromInline
+func outputDecodingFailure(_ type: Any.Type, _ error: any Error, workerPID: Int32) -> ProcessPoolError {
+  ProcessPoolError(.decodingFailed, "cannot decode the output as \(type): \(error)", workerPID: workerPID)
 }
