@@ -21,7 +21,7 @@ import Testing
 
   /// Finishes one job that took `duration`.
   static func finish(_ slot: inout WorkerSlot, after duration: Duration) {
-    let start = ContinuousClock.now
+    let start = MonotonicInstant.now
     slot.headStartedAt = start
     slot.headFinished(at: start.advanced(by: duration))
   }

@@ -37,7 +37,7 @@ extension PoolCore {
     var buffers: [ReadBuffer] = []
     var pollSet: [pollfd] = []
     var watched: [Watched] = []
-    var nextDeadline: ContinuousClock.Instant?
+    var nextDeadline: MonotonicInstant?
     guard let wake = state.withLock({ $0.wakeChannel?.read }) else { return }
     while true {
       watched.removeAll(keepingCapacity: true)
@@ -187,9 +187,9 @@ extension PoolCore {
     while Glibc.read(fd, &scratch, scratch.count) > 0 {}
   }
 
-  private static func milliseconds(until deadline: ContinuousClock.Instant?) -> Int32 {
+  private static func milliseconds(until deadline: MonotonicInstant?) -> Int32 {
     guard let deadline else { return -1 }
-    let remaining = ContinuousClock.now.duration(to: deadline)
+    let remaining = MonotonicInstant.now.duration(to: deadline)
     if remaining <= .zero { return 0 }
     let (seconds, attoseconds) = remaining.components
     let total = seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1

@@ -61,7 +61,7 @@ final class PoolCore: Sendable {
 
   private func spawnWorker(launcher: Int) {
     if !ensureIOThread(launcher: launcher) { return }
-    let spawnedAt = ContinuousClock.now
+    let spawnedAt = MonotonicInstant.now
     do {
       let (pid, socket) = try WorkerSpawner.spawn(state.withLock { $0.launchers[launcher] })
       transition { state, effects in

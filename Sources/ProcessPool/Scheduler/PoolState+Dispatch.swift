@@ -96,7 +96,7 @@ extension PoolState {
         workers[index].headStartedAt = .now
       }
       if workers[index].inflight.count == 1 && workers[index].phase == .ready {
-        workers[index].headDeadline = job.timeout.map { ContinuousClock.now.advanced(by: $0) }
+        workers[index].headDeadline = job.timeout.map { MonotonicInstant.now.advanced(by: $0) }
         if job.timeout != nil { effects.wakeIO = true }
       }
       if workers[index].enqueue(.run, id: job.id, payload: job.payload) {

@@ -4,7 +4,7 @@ extension PoolState {
   static let startFailureLimit = 3
 
   mutating func workerSpawned(
-    launcher: Int, pid: Int32, socket: Socket, spawnedAt: ContinuousClock.Instant, initializer: [UInt8]?,
+    launcher: Int, pid: Int32, socket: Socket, spawnedAt: MonotonicInstant, initializer: [UInt8]?,
     _ effects: inout PoolEffects
   ) -> Int {
     spawning -= 1
@@ -86,7 +86,7 @@ extension PoolState {
     if case .awaitingBootstrap = workers[index].phase { workers[index].phase = .ready }
     launcherStartFailures[workers[index].launcher] = 0
     if let head = workers[index].inflight.first, let timeout = head.timeout {
-      workers[index].headDeadline = ContinuousClock.now.advanced(by: timeout)
+      workers[index].headDeadline = MonotonicInstant.now.advanced(by: timeout)
       effects.wakeIO = true
     }
     // A launched worker takes work from now on.
@@ -96,7 +96,7 @@ extension PoolState {
   mutating func awaitingBootstrap(worker id: Int, _ effects: inout PoolEffects) {
     guard let index = index(ofWorker: id) else { return }
     workers[index].phase = .awaitingBootstrap
-    workers[index].startDeadline = ContinuousClock.now.advanced(by: configuration.bootstrapTimeout)
+    workers[index].startDeadline = MonotonicInstant.now.advanced(by: configuration.bootstrapTimeout)
     effects.wakeIO = true
   }
 
@@ -123,7 +123,7 @@ extension PoolState {
     if configuration.adaptivePipelining { workers[index].headFinished(at: .now) }
     statistics.tasksCompleted += 1
     if let next = workers[index].inflight.first, let timeout = next.timeout {
-      workers[index].headDeadline = ContinuousClock.now.advanced(by: timeout)
+      workers[index].headDeadline = MonotonicInstant.now.advanced(by: timeout)
       effects.wakeIO = true
     } else {
       workers[index].headDeadline = nil
@@ -170,7 +170,7 @@ extension PoolState {
     workers[index].inflight = []
     workers[index].headDeadline = nil
     workers[index].stopReason = reason
-    let grace = signal == 9 ? nil : ContinuousClock.now.advanced(by: configuration.terminationGracePeriod)
+    let grace = signal == 9 ? nil : MonotonicInstant.now.advanced(by: configuration.terminationGracePeriod)
     workers[index].phase = .terminating(killAt: grace)
     effects.signals.append((workers[index].signalTarget, signal))
     effects.wakeIO = true
@@ -179,9 +179,9 @@ extension PoolState {
 
   /// Deadlines: per-task timeouts, SIGKILL after the grace period, a bootstrap that never came.
   /// Returns the next deadline.
-  mutating func checkDeadlines(now: ContinuousClock.Instant, _ effects: inout PoolEffects) -> ContinuousClock.Instant? {
-    var next: ContinuousClock.Instant?
-    func consider(_ instant: ContinuousClock.Instant?) {
+  mutating func checkDeadlines(now: MonotonicInstant, _ effects: inout PoolEffects) -> MonotonicInstant? {
+    var next: MonotonicInstant?
+    func consider(_ instant: MonotonicInstant?) {
       guard let instant else { return }
       if next == nil || instant < next! { next = instant }
     }

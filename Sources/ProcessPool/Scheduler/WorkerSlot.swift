@@ -10,7 +10,7 @@ struct WorkerSlot {
     /// Sent `stop` (retired, or the pool shuts down); will exit when it has read it.
     case retiring
     /// Being stopped by signal (timeout, forced shutdown, protocol violation); SIGKILL at `killAt`.
-    case terminating(killAt: ContinuousClock.Instant?)
+    case terminating(killAt: MonotonicInstant?)
     /// Its socket reached end of stream; waiting to be reaped and removed.
     case exited
   }
@@ -23,7 +23,7 @@ struct WorkerSlot {
   /// Whether a launcher command started it (then it runs in its own process group).
   let launched: Bool
   /// When it was spawned (for `Statistics.timeStartingWorkers`).
-  let spawnedAt: ContinuousClock.Instant
+  let spawnedAt: MonotonicInstant
   /// The pid the worker reported in its hello (on its own host, for a launched worker).
   var remotePID: Int32?
   let socket: Socket
@@ -39,13 +39,13 @@ struct WorkerSlot {
   var flushing = false
   var wantsWrite = false
   /// When the running job's per-task timeout ends (set once the worker has said hello).
-  var headDeadline: ContinuousClock.Instant?
+  var headDeadline: MonotonicInstant?
   /// When a worker awaiting bootstrap is given up.
-  var startDeadline: ContinuousClock.Instant?
+  var startDeadline: MonotonicInstant?
   /// Why the pool is stopping this worker, reported to the job it was running, if any.
   var stopReason: ProcessPoolError?
   /// When the head job started (was sent to an idle worker, or the result before it arrived).
-  var headStartedAt: ContinuousClock.Instant?
+  var headStartedAt: MonotonicInstant?
   /// Jobs in a row that finished within `fastJob`: the pool pipelines deeper onto such a worker.
   var fastStreak = 0
 
@@ -65,7 +65,7 @@ struct WorkerSlot {
 
   /// The head job is done at `now`: learn whether it was fast; the next one (already on the
   /// worker's socket) starts now.
-  mutating func headFinished(at now: ContinuousClock.Instant) {
+  mutating func headFinished(at now: MonotonicInstant) {
     if let started = headStartedAt, started.duration(to: now) <= Self.fastJob {
       fastStreak = min(fastStreak + 1, Self.fastStreakNeeded)
     } else {
@@ -75,7 +75,7 @@ struct WorkerSlot {
   }
 
   init(
-    id: Int, launcher: Int, launched: Bool, pid: Int32, socket: Socket, spawnedAt: ContinuousClock.Instant = .now
+    id: Int, launcher: Int, launched: Bool, pid: Int32, socket: Socket, spawnedAt: MonotonicInstant = .now
   ) {
     self.id = id
     self.spawnedAt = spawnedAt
