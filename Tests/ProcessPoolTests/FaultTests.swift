@@ -53,6 +53,27 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test func aCrashAfterQuickJobsOnTheSameWorkerFailsOnlyItsOwnItem() async throws {
+      // Quick jobs reach the worker together and run one after the other there; each reply must
+      // leave before the next job starts, or a crash would lose the replies held back and blame
+      // the crash on the first of them.
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        var failed: [Int] = []
+        var iterator = try pool.map(CrashAt(at: 40), Array(0..<64), chunksize: 1).makeAsyncIterator()
+        for position in 0..<64 {
+          do {
+            #expect(try await iterator.next() == position)
+          } catch let error as ProcessPoolError {
+            #expect(error.code == .workerCrashed)
+            failed.append(position)
+          }
+        }
+        #expect(try await iterator.next() == nil)
+        #expect(failed == [40])
+        #expect(pool.statistics.workersCrashed == 1)
+      }
+    }
+
     @Test func crashesAndProtocolErrorsGoToTheLogHandler() async throws {
       let reports = Mutex<[(ProcessPoolLog.Level, String)]>([])
       ProcessPoolLog.setHandler { level, message in reports.withLock { $0.append((level, message)) } }

@@ -24,6 +24,13 @@ enum Frame {
     case initialize = 6
   }
 
+  /// A complete frame found in a read buffer: its payload is `bytes[payload]`.
+  struct Header {
+    let kind: Kind
+    let id: UInt64
+    let payload: Range<Int>
+  }
+
   /// Outcome tags inside a `results` frame.
   enum Status: UInt8 {
     case success = 0

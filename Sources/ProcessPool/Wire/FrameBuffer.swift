@@ -49,27 +49,45 @@ struct FrameBuffer {
     return got > 0
   }
 
-  /// Calls `body(kind, id, payload)` for each complete frame. Throws on a bad length or kind.
+  /// Frames cut by `drainBatch`, kept to reuse the array's storage.
+  private var cut: [Frame.Header] = []
+
+  /// Calls `body(kind, id, payload)` for each complete frame. Throws on a bad length or kind,
+  /// after the frames before it were handled.
   mutating func drainFrames(_ body: (Frame.Kind, UInt64, UnsafeRawBufferPointer) throws -> Void) throws {
-    while end - start >= Frame.headerSize {
-      let (length, rawKind, id) = storage.withUnsafeBytes { bytes in
-        (
-          Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: start, as: UInt32.self))),
-          bytes[start + 4],
-          UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: start + 5, as: UInt64.self))
-        )
-      }
-      guard length >= Frame.headerSize - 4, length <= Frame.maximumSize else {
-        throw WireError("frame length \(length) out of bounds")
-      }
-      guard let kind = Frame.Kind(rawValue: rawKind) else { throw WireError("unknown frame kind \(rawKind)") }
-      guard end - start >= 4 + length else { return }
-      let payloadStart = start + Frame.headerSize
-      let payloadEnd = start + 4 + length
-      start = payloadEnd
-      try storage.withUnsafeBytes { bytes in
-        try body(kind, id, UnsafeRawBufferPointer(rebasing: bytes[payloadStart..<payloadEnd]))
+    try drainBatch { frames, bytes in
+      for frame in frames { try body(frame.kind, frame.id, UnsafeRawBufferPointer(rebasing: bytes[frame.payload])) }
+    }
+  }
+
+  /// Cuts every complete frame and calls `body` once with all of them and the bytes their
+  /// payload ranges point into (the worker runs a batch of jobs in one task). Throws on a bad
+  /// length or kind, after the frames before it were handled.
+  mutating func drainBatch(_ body: ([Frame.Header], UnsafeRawBufferPointer) throws -> Void) throws {
+    cut.removeAll(keepingCapacity: true)
+    var failure: WireError?
+    storage.withUnsafeBytes { bytes in
+      while end - start >= Frame.headerSize {
+        let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: start, as: UInt32.self)))
+        let rawKind = bytes[start + 4]
+        let id = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: start + 5, as: UInt64.self))
+        guard length >= Frame.headerSize - 4, length <= Frame.maximumSize else {
+          failure = WireError("frame length \(length) out of bounds")
+          return
+        }
+        guard let kind = Frame.Kind(rawValue: rawKind) else {
+          failure = WireError("unknown frame kind \(rawKind)")
+          return
+        }
+        guard end - start >= 4 + length else { return }
+        cut.append(Frame.Header(kind: kind, id: id, payload: start + Frame.headerSize..<start + 4 + length))
+        start += 4 + length
       }
     }
+    if !cut.isEmpty {
+      // The storage is not touched until the next `fill`, so the ranges stay valid in `body`.
+      try storage.withUnsafeBytes { try body(cut, $0) }
+    }
+    if let failure { throw failure }
   }
 }

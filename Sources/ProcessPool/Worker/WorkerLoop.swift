@@ -53,18 +53,27 @@ final class WorkerLoop: @unchecked Sendable {
     var buffer = FrameBuffer()
     while true {
       do {
-        try buffer.drainFrames { kind, id, payload in
-          switch kind {
-          case .run: handleRun(id: id, payload)
-          case .initialize: handleInitialize(id: id, payload)
-          case .stop:
-            flush()
-            exit(0)
-          default: _exit(71)  // a parent speaking another protocol
+        try buffer.drainBatch { frames, bytes in
+          var index = 0
+          while index < frames.count {
+            switch frames[index].kind {
+            case .run:
+              // The jobs that arrived together run in one task (a task per job cost more than a
+              // tiny job); each reply still goes out as soon as its job ends.
+              var end = index + 1
+              while end < frames.count && frames[end].kind == .run { end += 1 }
+              runJobs(frames[index..<end], in: bytes)
+              index = end
+            case .initialize:
+              handleInitialize(id: frames[index].id, UnsafeRawBufferPointer(rebasing: bytes[frames[index].payload]))
+              flush()
+              index += 1
+            case .stop:
+              flush()
+              exit(0)
+            default: _exit(71)  // a parent speaking another protocol
+            }
           }
-          // Each reply goes out at once: holding it for the next job's would delay it by that
-          // job's whole run, which may be long (batching replies measured no faster).
-          flush()
         }
       } catch {
         _exit(72)
@@ -103,7 +112,19 @@ final class WorkerLoop: @unchecked Sendable {
 
   // MARK: Running
 
-  private func handleRun(id: UInt64, _ payload: UnsafeRawBufferPointer) {
+  /// Runs `run` frames one after the other in one task. Each reply is written before the next
+  /// job starts: a reply held back would be lost, and its job blamed, if the next one crashed.
+  private func runJobs(_ frames: ArraySlice<Frame.Header>, in bytes: UnsafeRawBufferPointer) {
+    let batch = RunBatch(frames: frames, bytes: bytes)
+    runToCompletion { [self] in
+      for frame in batch.frames {
+        await runJob(id: frame.id, UnsafeRawBufferPointer(rebasing: batch.bytes[frame.payload]))
+        flush()
+      }
+    }
+  }
+
+  private func runJob(id: UInt64, _ payload: UnsafeRawBufferPointer) async {
     let start = Frame.begin(.results, id: id, into: &out)
     do {
       var reader = PayloadReader(payload)
@@ -116,8 +137,7 @@ final class WorkerLoop: @unchecked Sendable {
       for _ in 0..<count { _ = try check.block() }
       switch resolveTask(name: name, bytes: taskBytes) {
       case .success(let task):
-        let chunk = InputBlocks(bytes: inputs, count: count)
-        runToCompletion { [self] in await task.runChunk(chunk, into: &out) }
+        await task.runChunk(InputBlocks(bytes: inputs, count: count), into: &out)
       case .failure(let error):
         out.appendLittleEndian(UInt32(count))
         for _ in 0..<count { appendFailureOutcome(error, to: &out) }
@@ -247,6 +267,13 @@ private final class JobGate: @unchecked Sendable {
   func wait(for ticket: UInt64) {
     lock.withLock { _ = lock.wait(until: nil) { finished >= ticket } }
   }
+}
+
+/// `run` frames that arrived together, as views into the read buffer (which stays put until
+/// they are done).
+private struct RunBatch: @unchecked Sendable {
+  let frames: ArraySlice<Frame.Header>
+  let bytes: UnsafeRawBufferPointer
 }
 
 /// The inputs of a `run` frame: `count` blocks `[u32 length][bytes]`, already checked to be

@@ -117,6 +117,15 @@ struct Crash: ProcessTask {
   }
 }
 
+/// Returns its input, except that it crashes the worker on `at`.
+struct CrashAt: ProcessTask {
+  let at: Int
+  func run(_ x: Int) async throws -> Int {
+    if x == at { exit(99) }
+    return x
+  }
+}
+
 /// An output that cannot be encoded.
 struct Unencodable: Codable, Sendable {
   init() {}
