@@ -5,10 +5,10 @@
 public struct ProcessMapSequence<Output: Codable & Sendable>: AsyncSequence {
   /// One output per input, in input order.
   public typealias Element = Output
-  let state: any MapStateProtocol<Output>
+  let state: MapState
   let counter: ProgressCounter
 
-  init(state: any MapStateProtocol<Output>, progress: ProgressCounter) {
+  init(state: MapState, progress: ProgressCounter) {
     self.state = state
     self.counter = progress
   }
@@ -28,26 +28,24 @@ public struct ProcessMapSequence<Output: Codable & Sendable>: AsyncSequence {
   public var currentProgress: ProcessPoolProgress { counter.snapshot }
 
   /// The iterator; make only one (the outputs are yielded once).
-  public func makeAsyncIterator() -> Iterator { Iterator(state: state, ready: state.ready) }
+  public func makeAsyncIterator() -> Iterator { Iterator(state: state) }
 
   /// Yields the outputs in input order.
   public struct Iterator: AsyncIteratorProtocol {
-    @usableFromInline let state: any MapStateProtocol<Output>
-    /// The outputs of the chunk being yielded. The per-item step is inlinable, so it is compiled
-    /// for the caller's output type: no runtime generic lookups for an item that is already in.
-    @usableFromInline let ready: MapReadyBuffer<Output>
+    @usableFromInline let state: MapState
+    /// The outcomes of the chunk being yielded. The iterator's steps are inlinable, so they are
+    /// compiled for the caller's output type: no runtime generic lookups per item, and a chunk
+    /// is decoded by code specialised for `Output`.
+    @usableFromInline let ready = MapReadyBuffer<Output>()
 
-    init(state: any MapStateProtocol<Output>, ready: MapReadyBuffer<Output>) {
-      self.state = state
-      self.ready = ready
-    }
+    init(state: MapState) { self.state = state }
 
     /// The next output in input order, or nil after the last. Throws the item's own error at
     /// its position (call again for the next item), or ``ProcessPoolError/Code/timedOut``.
     @inlinable
     public mutating func next() async throws -> Output? {
       if let outcome = ready.next() { return try outcome.get() }
-      return try await state.next(isolation: nil)
+      return try open(await state.nextChunk(isolation: nil))
     }
 
     /// What `for try await` calls: runs on the caller's executor, so a result that is already
@@ -55,19 +53,21 @@ public struct ProcessMapSequence<Output: Codable & Sendable>: AsyncSequence {
     @inlinable
     public mutating func next(isolation actor: isolated (any Actor)?) async throws(any Error) -> Output? {
       if let outcome = ready.next() { return try outcome.get() }
-      return try await state.next(isolation: actor)
+      return try open(await state.nextChunk(isolation: actor))
+    }
+
+    /// Decodes the next chunk into `ready` and yields its first output (nil at the end).
+    @inlinable
+    func open(_ chunk: FinishedChunk?) throws -> Output? {
+      guard let chunk else {
+        ready.clear()
+        return nil
+      }
+      let outcomes = chunk.outcomes(Output.self)
+      ready.open(outcomes)
+      return try outcomes[0].get()
     }
   }
-}
-
-/// The map's state with the task type erased.
-@usableFromInline
-protocol MapStateProtocol<Output>: AnyObject {
-  associatedtype Output: Sendable
-  /// Where the state puts the outputs of the chunk it opens.
-  var ready: MapReadyBuffer<Output> { get }
-  /// Opens the next chunk (waiting for its outputs) and returns its first output.
-  func next(isolation: isolated (any Actor)?) async throws -> Output?
 }
 
 /// The outcomes of the chunk being yielded and the next one to yield, shared by a map's state
@@ -78,6 +78,7 @@ final class MapReadyBuffer<Output: Sendable> {
   @usableFromInline @exclusivity(unchecked) var items: [Result<Output, any Error>] = []
   @usableFromInline @exclusivity(unchecked) var index = 0
 
+  @usableFromInline
   init() {}
 
   /// The next outcome of the open chunk, or nil when it is used up.
@@ -89,11 +90,13 @@ final class MapReadyBuffer<Output: Sendable> {
   }
 
   /// Holds a new chunk's outcomes; the first is handed out by the caller.
+  @inlinable
   func open(_ outcomes: [Result<Output, any Error>]) {
     items = outcomes
     index = 1
   }
 
+  @inlinable
   func clear() {
     items = []
     index = 0
@@ -104,23 +107,23 @@ final class MapReadyBuffer<Output: Sendable> {
 /// deadline. Cancels what is left when the iteration ends early (this object is released).
 /// Only the one iterating task touches it (iterate a map once), so its properties skip the
 /// runtime's exclusivity checks, which cost more per item than the work they guard.
-final class MapState<Output: Codable & Sendable>: MapStateProtocol {
-  private let source: ChunkSource<Output>
+@usableFromInline
+final class MapState {
+  private let source: ChunkSource
   private let buffersize: Int?
   private let deadline: ContinuousClock.Instant?
   /// Submitted chunks, oldest first; those before `head` are fully yielded (released, and
   /// popped by moving `head`, so a map of many small chunks does not shift the array each time).
-  @exclusivity(unchecked) private var chunks: [MapChunk<Output>?] = []
+  @exclusivity(unchecked) private var chunks: [MapChunk?] = []
   @exclusivity(unchecked) private var head = 0
-  /// Whether the head chunk's outputs are in `ready` (it still counts against `buffersize`).
+  /// Whether the head chunk was handed to the iterator (it still counts against `buffersize`
+  /// while the iterator steps through it).
   @exclusivity(unchecked) private var headOpened = false
-  /// The head chunk's outcomes in input order, stepped through by the iterator.
-  let ready = MapReadyBuffer<Output>()
   @exclusivity(unchecked) private var finished = false
   /// Inputs submitted per lock acquisition while filling.
   private static var submitBatch: Int { 128 }
 
-  init(source: ChunkSource<Output>, buffersize: Int?, timeout: Duration?) {
+  init(source: ChunkSource, buffersize: Int?, timeout: Duration?) {
     self.source = source
     self.buffersize = buffersize
     self.deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
@@ -147,11 +150,11 @@ final class MapState<Output: Codable & Sendable>: MapStateProtocol {
     }
   }
 
-  /// Releases the chunk just yielded, waits for the next one's outputs and yields its first
-  /// (the iterator steps through the rest, and calls this only once `ready` is used up).
-  func next(isolation: isolated (any Actor)?) async throws -> Output? {
+  /// Releases the chunk just yielded and waits for the next one (nil after the last). The
+  /// iterator decodes it and steps through its outputs, and calls this once they are used up.
+  @usableFromInline
+  func nextChunk(isolation: isolated (any Actor)?) async throws -> FinishedChunk? {
     guard !finished else { return nil }
-    ready.clear()
     if headOpened {
       headOpened = false
       chunks[head] = nil
@@ -186,16 +189,16 @@ final class MapState<Output: Codable & Sendable>: MapStateProtocol {
       }
     }
     headOpened = true
-    let outcomes = chunk.outcomes(sent)
-    ready.open(outcomes)
-    return try outcomes[0].get()
+    return FinishedChunk(sent: sent, count: chunk.count, encodingFailures: chunk.encodingFailures)
   }
 
   private struct MapTimeout: Error { let error: ProcessPoolError }
 
   /// The future's value, or `MapTimeout` at the map's deadline (kept apart from a timeout the
   /// task itself threw).
-  private func value<Value>(of future: ProcessFuture<Value>, isolation: isolated (any Actor)?) async throws -> Value {
+  private func value(
+    of future: ProcessFuture<RawOutcomes>, isolation: isolated (any Actor)?
+  ) async throws -> RawOutcomes {
     guard let deadline else { return try await future.value(isolation: isolation) }
     if future.outcome == nil {
       let signal = CompletionSignal()

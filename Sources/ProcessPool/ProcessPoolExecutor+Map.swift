@@ -43,7 +43,7 @@ extension ProcessPoolExecutor {
 
   @usableFromInline
   func map<T: ProcessTask>(
-    _ task: T, _ codec: MapCodec<T.Output>, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
+    _ task: T, _ codec: MapCodec, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
     timeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?
   ) throws -> ProcessMapSequence<T.Output> {
     if let chunksize, chunksize < 1 {
@@ -71,17 +71,17 @@ extension ProcessPoolExecutor {
 }
 
 /// Pulls inputs and submits them a chunk at a time.
-final class ChunkSource<Output: Codable & Sendable> {
+final class ChunkSource {
   let pool: ProcessPoolExecutor
   let header: [UInt8]
-  let codec: MapCodec<Output>
+  let codec: MapCodec
   let chunksize: Int
   let progress: ProgressCounter
   // Touched by the map's caller, then by the one iterating task: no exclusivity checks.
   @exclusivity(unchecked) var exhausted = false
   @exclusivity(unchecked) var pulled = 0
 
-  init(pool: ProcessPoolExecutor, header: [UInt8], codec: MapCodec<Output>, chunksize: Int, progress: ProgressCounter) {
+  init(pool: ProcessPoolExecutor, header: [UInt8], codec: MapCodec, chunksize: Int, progress: ProgressCounter) {
     self.pool = pool
     self.header = header
     self.codec = codec
@@ -90,8 +90,8 @@ final class ChunkSource<Output: Codable & Sendable> {
   }
 
   /// Submits up to `limit` chunks at once and returns them (none when the input is exhausted).
-  func submitNext(upTo limit: Int) throws -> [MapChunk<Output>] {
-    var chunks: [MapChunk<Output>] = []
+  func submitNext(upTo limit: Int) throws -> [MapChunk] {
+    var chunks: [MapChunk] = []
     var jobs: [Job] = []
     while chunks.count < limit, !exhausted {
       let (chunk, job) = makeChunk()
@@ -105,7 +105,7 @@ final class ChunkSource<Output: Codable & Sendable> {
   /// Pulls and encodes one chunk: one job and one future for the inputs that encode (an input
   /// that cannot be encoded stays out of the job and fails at its position; no job when none is
   /// left, no chunk when the input is exhausted).
-  private func makeChunk() -> (MapChunk<Output>?, Job?) {
+  private func makeChunk() -> (MapChunk?, Job?) {
     var payload = header
     let countOffset = payload.count
     payload.appendLittleEndian(UInt32(0))
@@ -120,7 +120,7 @@ final class ChunkSource<Output: Codable & Sendable> {
     if !failures.isEmpty { progress.record(completed: 0, failed: failures.count) }
     let sent = count - failures.count
     guard sent > 0 else {
-      return (MapChunk(future: nil, count: count, encodingFailures: failures, decode: codec.decode), nil)
+      return (MapChunk(future: nil, count: count, encodingFailures: failures), nil)
     }
     payload.withUnsafeMutableBytes {
       $0.storeBytes(of: UInt32(sent).littleEndian, toByteOffset: countOffset, as: UInt32.self)
@@ -128,7 +128,7 @@ final class ChunkSource<Output: Codable & Sendable> {
     let progress = self.progress
     let future = ProcessFuture<RawOutcomes>(
       acknowledgesCancel: true, stopWorker: pool.core.stopWorkerHook, onFinish: { progress.record($0, count: sent) })
-    let chunk = MapChunk(future: future, count: count, encodingFailures: failures, decode: codec.decode)
+    let chunk = MapChunk(future: future, count: count, encodingFailures: failures)
     let sink = MapChunkSink(future: future, count: sent)
     return (chunk, Job(payload: payload, sink: sink, timeout: pool.configuration.taskTimeout))
   }

@@ -1,12 +1,13 @@
 /// A chunk's `results` payload as it came from the worker, checked but not decoded: the pool's
 /// I/O thread only copies it, and the consumer decodes it when it reaches the chunk. Not generic,
 /// so finishing a chunk's future costs no runtime generic lookups on the I/O thread.
+@usableFromInline
 struct RawOutcomes: Sendable {
   /// `[u32 count]([u8 status][u32 length][bytes])*`.
-  let payload: [UInt8]
+  @usableFromInline let payload: [UInt8]
   /// How many outcomes are failures (for the progress, counted from the status bytes).
   let failed: Int
-  let workerPID: Int32
+  @usableFromInline let workerPID: Int32
 
   /// Checks the framing of `count` outcomes and copies them.
   init(_ payload: UnsafeRawBufferPointer, expected count: Int, workerPID: Int32) throws {
@@ -34,20 +35,35 @@ struct RawOutcomes: Sendable {
 
 /// One chunk of a `map`: a single future for the whole chunk (one lock, one wake-up and one
 /// progress update per chunk instead of per item), and the inputs that could not be encoded,
-/// which never reach a worker and fail at their own position.
-struct MapChunk<Output: Codable & Sendable> {
-  /// The outputs of the inputs that were sent; nil when none could be encoded.
+/// which never reach a worker and fail at their own position. Not generic: the map's state
+/// handles chunks without runtime generic lookups, and the iterator decodes them.
+struct MapChunk {
+  /// The outcomes of the inputs that were sent; nil when none could be encoded.
   let future: ProcessFuture<RawOutcomes>?
   /// How many inputs the chunk holds, sent or not.
   let count: Int
   /// The inputs that could not be encoded, by position in the chunk (rare: usually empty).
   let encodingFailures: [Int: ProcessPoolError]
-  /// The map's decoder, compiled for `Output` (see `MapCodec`).
-  let decode: (UnsafeRawBufferPointer, Int, Int32) throws -> [Result<Output, any Error>]
+}
 
-  /// Every item's outcome in input order, given the outcomes of those that were sent (or the
-  /// error that failed them all).
-  func outcomes(_ sent: Result<RawOutcomes, any Error>) -> [Result<Output, any Error>] {
+/// A finished chunk as the map's iterator gets it: the outcomes of the inputs that were sent (or
+/// the error that failed them all), still encoded, and the inputs that could not be encoded.
+@usableFromInline
+struct FinishedChunk {
+  @usableFromInline let sent: Result<RawOutcomes, any Error>
+  @usableFromInline let count: Int
+  @usableFromInline let encodingFailures: [Int: ProcessPoolError]
+
+  init(sent: Result<RawOutcomes, any Error>, count: Int, encodingFailures: [Int: ProcessPoolError]) {
+    self.sent = sent
+    self.count = count
+    self.encodingFailures = encodingFailures
+  }
+
+  /// Every item's outcome in input order. Inlinable: it runs compiled for the caller's output
+  /// type.
+  @inlinable
+  func outcomes<Output: Decodable>(_: Output.Type) -> [Result<Output, any Error>] {
     let sentCount = count - encodingFailures.count
     var decoded: [Result<Output, any Error>]
     switch sent {
@@ -55,12 +71,12 @@ struct MapChunk<Output: Codable & Sendable> {
       decoded = []
     case .success(let raw):
       do {
-        decoded = try raw.payload.withUnsafeBytes { try decode($0, sentCount, raw.workerPID) }
+        decoded = try raw.payload.withUnsafeBytes {
+          try decodeOutcomes(Output.self, $0, expected: sentCount, workerPID: raw.workerPID)
+        }
       } catch {
         // Checked when it arrived, so not expected; failed as a whole if it happens.
-        let failure = ProcessPoolError(
-          .protocolViolation, "malformed results from the worker: \(error)", workerPID: raw.workerPID)
-        decoded = Array(repeating: .failure(failure), count: sentCount)
+        decoded = Array(repeating: .failure(malformedResults(error, workerPID: raw.workerPID)), count: sentCount)
       }
     case .failure(let error):
       decoded = Array(repeating: .failure(error), count: sentCount)
@@ -81,6 +97,12 @@ struct MapChunk<Output: Codable & Sendable> {
   }
 }
 
+/// The error of a `results` payload whose framing is broken.
+@usableFromInline
+func malformedResults(_ error: any Error, workerPID: Int32) -> ProcessPoolError {
+  ProcessPoolError(.protocolViolation, "malformed results from the worker: \(error)", workerPID: workerPID)
+}
+
 /// The sink of a map chunk: checks and keeps the chunk's results and finishes its future once.
 struct MapChunkSink: JobSink {
   let future: ProcessFuture<RawOutcomes>
@@ -92,7 +114,7 @@ struct MapChunkSink: JobSink {
     do {
       future.complete(.success(try RawOutcomes(payload, expected: count, workerPID: workerPID)))
     } catch {
-      fail(ProcessPoolError(.protocolViolation, "malformed results from the worker: \(error)", workerPID: workerPID))
+      fail(malformedResults(error, workerPID: workerPID))
     }
   }
 

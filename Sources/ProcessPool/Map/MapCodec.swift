@@ -1,21 +1,16 @@
-/// The per-item code of a `map`: pulling and encoding the inputs, decoding the outcomes. Built by
-/// the inlinable `map` in the caller's module, so it is compiled for the concrete input, output
-/// and sequence types. The library's own generic code runs unspecialised, which costs runtime
-/// metadata lookups and value-witness calls for every item; here it costs one closure call per
-/// chunk.
+/// The per-item code of a `map` on the way out: pulling and encoding the inputs. Built by the
+/// inlinable `map` in the caller's module, so it is compiled for the concrete input and sequence
+/// types (the iterator decodes the outputs the same way). The library's own generic code runs
+/// unspecialised, which costs runtime metadata lookups and value-witness calls for every item;
+/// here it costs one closure call per chunk.
 @usableFromInline
-struct MapCodec<Output: Codable & Sendable> {
+struct MapCodec {
   /// Pulls up to `count` inputs and appends each as a block; returns how many were pulled and,
   /// by position, the error of each that could not be encoded (its block is left out).
   @usableFromInline let pull: (_ count: Int, _ writer: ByteWriter) -> (pulled: Int, failures: [Int: ProcessPoolError])
-  /// Decodes a `results` payload of `expected` outcomes.
-  @usableFromInline let decode:
-    (_ payload: UnsafeRawBufferPointer, _ expected: Int, _ workerPID: Int32) throws -> [Result<Output, any Error>]
 
   @inlinable
-  init<T: ProcessTask, Inputs: IteratorProtocol>(
-    _: T.Type, _ inputs: Inputs
-  ) where T.Output == Output, Inputs.Element == T.Input {
+  init<T: ProcessTask, Inputs: IteratorProtocol>(_: T.Type, _ inputs: Inputs) where Inputs.Element == T.Input {
     var inputs = inputs
     pull = { count, writer in
       var pulled = 0
@@ -29,9 +24,6 @@ struct MapCodec<Output: Codable & Sendable> {
         pulled += 1
       }
       return (pulled, failures)
-    }
-    decode = { payload, expected, workerPID in
-      try decodeOutcomes(Output.self, payload, expected: expected, workerPID: workerPID)
     }
   }
 }

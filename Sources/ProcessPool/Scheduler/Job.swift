@@ -40,7 +40,7 @@ struct TaskSink<Output: Codable & Sendable>: JobSink {
     do {
       future.complete(try decodeOutcomes(Output.self, payload, expected: 1, workerPID: workerPID)[0])
     } catch {
-      fail(ProcessPoolError(.protocolViolation, "malformed results from the worker: \(error)", workerPID: workerPID))
+      fail(malformedResults(error, workerPID: workerPID))
     }
   }
 
