@@ -52,7 +52,7 @@ extension ProcessPoolExecutor {
     if let buffersize, buffersize < 1 {
       throw ProcessPoolError(.invalidArgument, "buffersize must be None or > 0 (got \(buffersize))")
     }
-    let header = try Self.typedValueHeader(task)
+    let header = try Frame.emptyHeader + Self.typedValueHeader(task)
     let size = chunksize ?? Self.automaticChunksize(count: underestimatedCount, workers: configuration.capacity)
     let counter = ProgressCounter(total: count, handler: progress)
     let source = ChunkSource(pool: self, header: header, codec: codec, chunksize: size, progress: counter)
@@ -130,6 +130,6 @@ final class ChunkSource {
       acknowledgesCancel: true, stopWorker: pool.core.stopWorkerHook, onFinish: { progress.record($0, count: sent) })
     let chunk = MapChunk(future: future, count: count, encodingFailures: failures)
     let sink = MapChunkSink(future: future, count: sent)
-    return (chunk, Job(payload: payload, sink: sink, timeout: pool.configuration.taskTimeout))
+    return (chunk, Job(frame: payload, sink: sink, timeout: pool.configuration.taskTimeout))
   }
 }

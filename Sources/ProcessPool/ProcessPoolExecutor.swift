@@ -76,7 +76,7 @@ public final class ProcessPoolExecutor: Sendable {
   public func submit<T: ProcessTask>(_ task: T, _ input: T.Input, timeout: Duration? = nil) throws -> ProcessFuture<
     T.Output
   > {
-    var payload = try Self.typedValueHeader(task)
+    var payload = try Frame.emptyHeader + Self.typedValueHeader(task)
     payload.appendLittleEndian(UInt32(1))
     do {
       try payload.appendEncodedBlock(input)
@@ -84,7 +84,7 @@ public final class ProcessPoolExecutor: Sendable {
       throw ProcessPoolError(.encodingFailed, "cannot encode the input of \(T.self): \(error)")
     }
     let future = ProcessFuture<T.Output>(acknowledgesCancel: true, stopWorker: core.stopWorkerHook)
-    let job = Job(payload: payload, sink: TaskSink(future: future), timeout: timeout ?? configuration.taskTimeout)
+    let job = Job(frame: payload, sink: TaskSink(future: future), timeout: timeout ?? configuration.taskTimeout)
     try enqueue(CollectionOfOne(job))
     return future
   }

@@ -3,14 +3,17 @@
 final class Job: @unchecked Sendable {
   /// Set once by the pool when queued; read under the pool's lock afterwards.
   var id: UInt64 = 0
-  /// The frame's payload: task name, task value and the inputs (the header is added at dispatch).
-  let payload: [UInt8]
+  /// The whole `run` frame: room for the header, filled in at dispatch, then the payload (task
+  /// name, task value and the inputs). Handed to the socket's buffer without a copy (a large
+  /// input is not copied once more), and kept for a requeue. Changed under the pool's lock only.
+  var frame: [UInt8]
   let sink: any JobSink
   /// The per-task timeout for this job (each item of a chunk gets it).
   let timeout: Duration?
 
-  init(payload: [UInt8], sink: any JobSink, timeout: Duration?) {
-    self.payload = payload
+  /// `frame` starts with `Frame.headerSize` bytes of room (`Frame.emptyHeader`).
+  init(frame: [UInt8], sink: any JobSink, timeout: Duration?) {
+    self.frame = frame
     self.sink = sink
     self.timeout = timeout
   }

@@ -99,7 +99,7 @@ extension PoolState {
         workers[index].headDeadline = job.timeout.map { MonotonicInstant.now.advanced(by: $0) }
         if job.timeout != nil { effects.wakeIO = true }
       }
-      if workers[index].enqueue(.run, id: job.id, payload: job.payload) {
+      if workers[index].enqueue(job) {
         effects.flushes.append(workers[index].id)
       }
       return true

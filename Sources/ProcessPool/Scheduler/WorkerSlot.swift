@@ -110,6 +110,21 @@ struct WorkerSlot {
     let start = Frame.begin(kind, id: id, into: &out)
     out.append(contentsOf: payload)
     Frame.finish(at: start, in: &out)
+    return takeWriterRole()
+  }
+
+  /// Appends a job's `run` frame. Into an empty buffer the frame is shared, not copied.
+  mutating func enqueue(_ job: Job) -> Bool {
+    Frame.fillHeader(.run, id: job.id, in: &job.frame)
+    if out.isEmpty {
+      out = job.frame
+    } else {
+      out.append(contentsOf: job.frame)
+    }
+    return takeWriterRole()
+  }
+
+  private mutating func takeWriterRole() -> Bool {
     if flushing || wantsWrite { return false }
     flushing = true
     return true

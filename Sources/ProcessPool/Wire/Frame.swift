@@ -37,6 +37,19 @@ enum Frame {
     case failure = 1
   }
 
+  /// Room for a header at the start of a frame built before its id is known (a job's).
+  static var emptyHeader: [UInt8] { [UInt8](repeating: 0, count: headerSize) }
+
+  /// Fills in the header of a frame that started with `emptyHeader`.
+  static func fillHeader(_ kind: Kind, id: UInt64, in frame: inout [UInt8]) {
+    let length = UInt32(frame.count - 4)
+    frame.withUnsafeMutableBytes { bytes in
+      bytes.storeBytes(of: length.littleEndian, toByteOffset: 0, as: UInt32.self)
+      bytes[4] = kind.rawValue
+      bytes.storeBytes(of: id.littleEndian, toByteOffset: 5, as: UInt64.self)
+    }
+  }
+
   /// Appends a frame header; the payload follows and `finish` patches the length.
   @inline(__always)
   static func begin(_ kind: Kind, id: UInt64, into buffer: inout [UInt8]) -> Int {
