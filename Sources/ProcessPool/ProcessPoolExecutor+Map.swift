@@ -73,6 +73,7 @@ extension ProcessPoolExecutor {
 /// Pulls inputs and submits them a chunk at a time.
 final class ChunkSource {
   let pool: ProcessPoolExecutor
+  /// The start of every chunk's frame: room for the frame header, the task's name and value.
   let header: [UInt8]
   let codec: MapCodec
   let chunksize: Int
