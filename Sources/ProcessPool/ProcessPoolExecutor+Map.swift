@@ -131,6 +131,6 @@ final class ChunkSource {
       acknowledgesCancel: true, stopWorker: pool.core.stopWorkerHook, onFinish: { progress.record($0, count: sent) })
     let chunk = MapChunk(future: future, count: count, encodingFailures: failures)
     let sink = MapChunkSink(future: future, count: sent)
-    return (chunk, Job(frame: payload, sink: sink, timeout: pool.configuration.taskTimeout))
+    return (chunk, Job(frame: consume payload, sink: sink, timeout: pool.configuration.taskTimeout))
   }
 }

@@ -84,7 +84,7 @@ public final class ProcessPoolExecutor: Sendable {
       throw ProcessPoolError(.encodingFailed, "cannot encode the input of \(T.self): \(error)")
     }
     let future = ProcessFuture<T.Output>(acknowledgesCancel: true, stopWorker: core.stopWorkerHook)
-    let job = Job(frame: payload, sink: TaskSink(future: future), timeout: timeout ?? configuration.taskTimeout)
+    let job = Job(frame: consume payload, sink: TaskSink(future: future), timeout: timeout ?? configuration.taskTimeout)
     try enqueue(CollectionOfOne(job))
     return future
   }
