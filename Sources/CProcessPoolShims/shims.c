@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 
 extern char **environ;
@@ -24,7 +25,16 @@ extern void processpool_worker_entry(int input, int output) __attribute__((weak)
 
 static int deferred_input = -1;
 static int deferred_output = -1;
+static int ring_fd = -1;
 static int started_as_worker = 0;
+
+int pp_take_ring_fd(void) {
+    int fd = ring_fd;
+    ring_fd = -1;
+    return fd;
+}
+
+int pp_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
 int pp_take_deferred_worker_fds(int *input, int *output) {
     *input = deferred_input;
@@ -85,6 +95,8 @@ __attribute__((constructor)) static void processpool_worker_hook(void) {
         if (take_stdio(&input, &output) != 0) _exit(74);
     } else {
         input = output = atoi(marker);
+        const char *ring = strchr(marker, ',');
+        if (ring != NULL) ring_fd = atoi(ring + 1);
     }
     // Consumed before any user code runs: a child that goes on to `main` must not pass the
     // marker to processes it starts (that recursion is a fork bomb).
@@ -106,7 +118,7 @@ __attribute__((constructor)) static void processpool_worker_hook(void) {
 }
 
 int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[],
-                    int child_fd, int stdio) {
+                    int child_fd, int ring, int stdio) {
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
     int rc = posix_spawn_file_actions_init(&actions);
@@ -127,12 +139,16 @@ int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *cons
         if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, spare, 0);
         if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, spare, 1);
         first_closed = 3;
-    } else if (child_fd == 3) {
-        // dup2 to itself keeps close-on-exec, so move it away first.
-        rc = posix_spawn_file_actions_adddup2(&actions, child_fd, 4);
-        if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, 4, 3);
     } else {
-        rc = posix_spawn_file_actions_adddup2(&actions, child_fd, 3);
+        // Through spare descriptors above both sources: dup2 of a descriptor onto itself would
+        // keep close-on-exec, and a source may sit where the other one goes.
+        int spare = (child_fd > ring ? child_fd : ring) + 1;
+        if (spare < 5) spare = 5;
+        rc = posix_spawn_file_actions_adddup2(&actions, child_fd, spare);
+        if (rc == 0 && ring >= 0) rc = posix_spawn_file_actions_adddup2(&actions, ring, spare + 1);
+        if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, spare, 3);
+        if (rc == 0 && ring >= 0) rc = posix_spawn_file_actions_adddup2(&actions, spare + 1, 4);
+        if (ring >= 0) first_closed = 5;
     }
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
     if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, first_closed);

@@ -128,6 +128,24 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test func resultsOfEverySizeArriveInOrder() async throws {
+      // A local worker's results go through memory shared with the parent, and those too big
+      // for it through the socket; the parent must take them in the order the jobs ran. Many
+      // medium results go round the shared ring several times.
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let mixed = (0..<12).flatMap { round in Array(repeating: round, count: 16) + [300_000 + round] }
+        let sizes = [0, 1 << 20, 1 << 20] + mixed + Array(repeating: 1000, count: 2500)
+        var position = 0
+        var wrong: [Int] = []
+        for try await bytes in try pool.map(MakeBytes(), sizes, chunksize: 1) {
+          if bytes != MakeBytes.expected(sizes[position]) { wrong.append(position) }
+          position += 1
+        }
+        #expect(position == sizes.count)
+        #expect(wrong.isEmpty)
+      }
+    }
+
     @Test func blockingResultAndError() async throws {
       try await withPool { (pool: ProcessPoolExecutor) async throws in
         let future = try pool.submit(Square(), 12)

@@ -94,6 +94,42 @@ enum Syscall {
     _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
   }
 
+  /// Anonymous shared memory of `size` bytes, as a close-on-exec descriptor (memfd).
+  static func sharedMemory(size: Int) throws(Errno) -> Int32 {
+    let fd = try retrying("memfd_create") { pp_memfd_create("processpool-ring") }
+    do {
+      _ = try retrying("ftruncate") { ftruncate(fd, off_t(size)) }
+    } catch {
+      close(fd)
+      throw error
+    }
+    return fd
+  }
+
+  /// Maps `size` bytes of `fd` shared, readable and writable.
+  static func mapShared(_ fd: Int32, size: Int) throws(Errno) -> UnsafeMutableRawPointer {
+    let address = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+    guard let address, address != MAP_FAILED else { throw Errno(code: errno, call: "mmap") }
+    return address
+  }
+
+  static func unmap(_ address: UnsafeMutableRawPointer, size: Int) {
+    _ = munmap(address, size)
+  }
+
+  /// The size of the file behind `fd`.
+  static func fileSize(_ fd: Int32) throws(Errno) -> Int {
+    var info = stat()
+    _ = try retrying("fstat") { fstat(fd, &info) }
+    return Int(info.st_size)
+  }
+
+  /// Sleeps for about `nanoseconds` (a signal may end it early).
+  static func sleep(nanoseconds: Int) {
+    var request = timespec(tv_sec: nanoseconds / 1_000_000_000, tv_nsec: nanoseconds % 1_000_000_000)
+    _ = nanosleep(&request, nil)
+  }
+
   /// Waits for `pid`; returns its raw wait status, or nil with `WNOHANG` when it still runs.
   static func waitPID(_ pid: pid_t, noHang: Bool) throws(Errno) -> Int32? {
     var status: Int32 = 0

@@ -1,3 +1,5 @@
+import CProcessPoolShims
+
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -12,6 +14,7 @@ extension PoolCore {
     let pid: Int32
     let signalTarget: Int32
     let wantsWrite: Bool
+    let ring: ReplyRing?
   }
 
   func runIOLoop() {
@@ -24,12 +27,18 @@ extension PoolCore {
     ioThreadExited()
   }
 
-  /// A worker's read buffer, boxed so it is read into in place (no copy-on-write, no dictionary
-  /// round trip per read).
+  /// A worker's read buffer and reply ring, boxed so they are read in place (no copy-on-write,
+  /// no dictionary round trip per read).
   private final class ReadBuffer {
     let worker: Int
     var frames = FrameBuffer()
-    init(worker: Int) { self.worker = worker }
+    var ring: ReplyRing.Reader?
+    /// It broke the protocol: it is being killed, and nothing more it sent is read.
+    var broken = false
+    init(worker: Int, ring: ReplyRing?) {
+      self.worker = worker
+      self.ring = ring.map { ReplyRing.Reader($0) }
+    }
   }
 
   /// The loop proper; its locals (sockets among them) are released when it returns.
@@ -46,7 +55,7 @@ extension PoolCore {
           watched.append(
             Watched(
               worker: worker.id, socket: worker.socket, pid: worker.pid, signalTarget: worker.signalTarget,
-              wantsWrite: worker.wantsWrite))
+              wantsWrite: worker.wantsWrite, ring: worker.ring))
         }
         return state.lifecycle == .stopped && state.workers.isEmpty
       }
@@ -57,54 +66,100 @@ extension PoolCore {
         let events = Int16(POLLIN) | (entry.wantsWrite ? Int16(POLLOUT) : 0)
         pollSet.append(pollfd(fd: entry.socket.fd, events: events, revents: 0))
       }
-      let timeout = Self.milliseconds(until: nextDeadline)
+      // Replies a worker published while this thread was busy are taken without sleeping; one
+      // published after the flag is up makes the worker send a `wake` frame.
+      var timeout = Self.milliseconds(until: nextDeadline)
+      for entry in watched { entry.ring?.setParentSleeping(true) }
+      pp_fence()
+      if buffers.contains(where: { $0.ring?.hasFrames == true }) { timeout = 0 }
       _ = try? pollSet.withUnsafeMutableBufferPointer { fds in
         try Syscall.poll(fds.baseAddress!, fds.count, timeoutMilliseconds: timeout)
       }
+      for entry in watched { entry.ring?.setParentSleeping(false) }
       if pollSet[0].revents != 0 { drainWakeChannel(wake.fd) }
       for (offset, entry) in watched.enumerated() {
         let revents = pollSet[offset + 1].revents
-        if revents == 0 { continue }
         if revents & Int16(POLLOUT) != 0 { resumeWriting(worker: entry.worker) }
-        if revents & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0 {
-          let buffer: ReadBuffer
-          if let known = buffers.first(where: { $0.worker == entry.worker }) {
-            buffer = known
-          } else {
-            buffer = ReadBuffer(worker: entry.worker)
-            buffers.append(buffer)
-          }
-          if !read(entry, into: &buffer.frames) {
-            buffers.removeAll { $0 === buffer }
-            reap(entry)
-          }
+        let readable = revents & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0
+        guard readable || entry.ring != nil else { continue }
+        let buffer: ReadBuffer
+        if let known = buffers.first(where: { $0.worker == entry.worker }) {
+          buffer = known
+        } else {
+          buffer = ReadBuffer(worker: entry.worker, ring: entry.ring)
+          buffers.append(buffer)
+        }
+        if !read(entry, into: buffer, readable: readable) {
+          buffers.removeAll { $0 === buffer }
+          reap(entry)
         }
       }
       nextDeadline = transition { state, effects in state.checkDeadlines(now: .now, &effects) }
     }
   }
 
-  /// Reads and handles what the socket has; false at end of stream (or a protocol violation).
-  private func read(_ entry: Watched, into buffer: inout FrameBuffer) -> Bool {
-    do {
-      guard try buffer.fill(from: entry.socket.fd) else { return false }
-    } catch  where error.code == EAGAIN || error.code == EWOULDBLOCK {
-      return true
-    } catch {
-      return false
+  /// Reads what the socket has (when `readable`) and handles it together with what the reply
+  /// ring holds; false at end of stream. The ring is read to its end first, so the replies of a
+  /// worker that died are all taken before its death is.
+  private func read(_ entry: Watched, into buffer: ReadBuffer, readable: Bool) -> Bool {
+    var open = true
+    if readable {
+      do {
+        open = try buffer.frames.fill(from: entry.socket.fd)
+      } catch  where error.code == EAGAIN || error.code == EWOULDBLOCK {
+      } catch {
+        open = false
+      }
     }
     // The jobs the results make room for are written once, after every frame of this read:
     // one write for the lot instead of one per job.
+    guard !buffer.broken else { return open }
     var flushes: [Int] = []
     do {
-      try buffer.drainFrames { kind, id, payload in
-        try handle(kind, id: id, payload, from: entry, flushes: &flushes)
-      }
+      try drain(buffer, from: entry, flushes: &flushes)
     } catch {
+      buffer.broken = true
       transition { state, effects in state.protocolViolation(worker: entry.worker, "\(error)", &effects) }
     }
     for worker in flushes { flush(worker: worker) }
-    return true
+    return open
+  }
+
+  /// Handles the socket's frames and the ring's in the order the worker wrote them: a results
+  /// frame on the socket (too big for the ring) waits until the ring's `resultsOnSocket` frame
+  /// that announces it has been read.
+  private func drain(_ buffer: ReadBuffer, from entry: Watched, flushes: inout [Int]) throws {
+    let ringed = buffer.ring != nil
+    while true {
+      var progressed = false
+      // Results on the socket are taken only as far as the ring announced them.
+      var announced = buffer.ring?.expectedOnSocket ?? 0
+      try buffer.frames.drainFrames(stoppingBefore: { kind, id in
+        guard ringed && kind == .results && id != 0 else { return false }
+        if announced == 0 { return true }
+        announced -= 1
+        return false
+      }) { kind, id, payload in
+        if ringed && kind == .results && id != 0 { buffer.ring!.expectedOnSocket -= 1 }
+        try handle(kind, id: id, payload, from: entry, flushes: &flushes)
+        progressed = true
+      }
+      while let ring = buffer.ring, ring.expectedOnSocket == 0, let (header, bytes) = try buffer.ring!.next() {
+        switch header.kind {
+        case .results:
+          try handle(
+            .results, id: header.id, UnsafeRawBufferPointer(rebasing: bytes[header.payload]), from: entry,
+            flushes: &flushes)
+        case .resultsOnSocket:
+          buffer.ring!.expectedOnSocket += 1
+        default:
+          throw WireError("a frame of kind \(header.kind.rawValue) in the reply ring")
+        }
+        buffer.ring!.consume(header)
+        progressed = true
+      }
+      if !progressed { return }
+    }
   }
 
   private func handle(
@@ -136,8 +191,10 @@ extension PoolCore {
       transition { state, effects in state.hello(worker: entry.worker, version: version, pid: pid, &effects) }
     case .awaitingBootstrap:
       transition { state, effects in state.awaitingBootstrap(worker: entry.worker, &effects) }
-    case .run, .stop, .initialize:
-      throw WireError("the worker sent a parent's frame (kind \(kind.rawValue))")
+    case .wake:
+      break  // The ring is read on every pass.
+    case .run, .stop, .initialize, .resultsOnSocket:
+      throw WireError("the worker sent a \(kind == .resultsOnSocket ? "ring" : "parent's") frame on its socket")
     }
   }
 

@@ -63,11 +63,11 @@ final class PoolCore: Sendable {
     if !ensureIOThread(launcher: launcher) { return }
     let spawnedAt = MonotonicInstant.now
     do {
-      let (pid, socket) = try WorkerSpawner.spawn(state.withLock { $0.launchers[launcher] })
+      let (pid, socket, ring) = try WorkerSpawner.spawn(state.withLock { $0.launchers[launcher] })
       transition { state, effects in
         _ = state.workerSpawned(
-          launcher: launcher, pid: pid, socket: socket, spawnedAt: spawnedAt, initializer: initializerPayload,
-          &effects)
+          launcher: launcher, pid: pid, socket: socket, ring: ring, spawnedAt: spawnedAt,
+          initializer: initializerPayload, &effects)
       }
     } catch {
       transition { state, effects in state.spawnFailed(launcher: launcher, error, &effects) }

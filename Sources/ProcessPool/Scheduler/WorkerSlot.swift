@@ -27,6 +27,8 @@ struct WorkerSlot {
   /// The pid the worker reported in its hello (on its own host, for a launched worker).
   var remotePID: Int32?
   let socket: Socket
+  /// Where a local worker's replies come (nil for a launched worker: all on the socket).
+  let ring: ReplyRing?
   var phase: Phase = .starting
   /// Jobs sent and not answered, oldest first; the first one is running.
   var inflight: [Job] = []
@@ -75,7 +77,8 @@ struct WorkerSlot {
   }
 
   init(
-    id: Int, launcher: Int, launched: Bool, pid: Int32, socket: Socket, spawnedAt: MonotonicInstant = .now
+    id: Int, launcher: Int, launched: Bool, pid: Int32, socket: Socket, ring: ReplyRing? = nil,
+    spawnedAt: MonotonicInstant = .now
   ) {
     self.id = id
     self.spawnedAt = spawnedAt
@@ -83,6 +86,7 @@ struct WorkerSlot {
     self.launched = launched
     self.pid = pid
     self.socket = socket
+    self.ring = ring
   }
 
   var isIdle: Bool { inflight.isEmpty }

@@ -3,7 +3,7 @@
 /// multiplexing beyond the request id.
 enum Frame {
   /// Bumped whenever the frames or the codec change shape; the handshake refuses a mismatch.
-  static let protocolVersion: UInt32 = 1
+  static let protocolVersion: UInt32 = 2
   static let headerSize = 13
   /// The largest frame either side accepts; a bigger length is a protocol violation.
   static let maximumSize = 1 << 30
@@ -22,6 +22,12 @@ enum Frame {
     case awaitingBootstrap = 5
     /// Parent to worker: run the pool's initializer task once, before any work.
     case initialize = 6
+    /// Worker to parent, on the socket: replies are waiting in the reply ring (sent only when
+    /// the parent sleeps).
+    case wake = 7
+    /// Worker to parent, in the reply ring: the next `results` frame comes on the socket (it is
+    /// too big for the ring).
+    case resultsOnSocket = 8
   }
 
   /// A complete frame found in a read buffer: its payload is `bytes[payload]`.

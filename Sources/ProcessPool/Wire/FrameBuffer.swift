@@ -52,10 +52,14 @@ struct FrameBuffer {
   /// Frames cut by `drainBatch`, kept to reuse the array's storage.
   private var cut: [Frame.Header] = []
 
-  /// Calls `body(kind, id, payload)` for each complete frame. Throws on a bad length or kind,
-  /// after the frames before it were handled.
-  mutating func drainFrames(_ body: (Frame.Kind, UInt64, UnsafeRawBufferPointer) throws -> Void) throws {
-    try drainBatch { frames, bytes in
+  /// Calls `body(kind, id, payload)` for each complete frame, up to one that `stoppingBefore`
+  /// holds back (it stays for a later call). Throws on a bad length or kind, after the frames
+  /// before it were handled.
+  mutating func drainFrames(
+    stoppingBefore: ((Frame.Kind, UInt64) -> Bool)? = nil,
+    _ body: (Frame.Kind, UInt64, UnsafeRawBufferPointer) throws -> Void
+  ) throws {
+    try drainBatch(stoppingBefore: stoppingBefore) { frames, bytes in
       for frame in frames { try body(frame.kind, frame.id, UnsafeRawBufferPointer(rebasing: bytes[frame.payload])) }
     }
   }
@@ -63,7 +67,10 @@ struct FrameBuffer {
   /// Cuts every complete frame and calls `body` once with all of them and the bytes their
   /// payload ranges point into (the worker runs a batch of jobs in one task). Throws on a bad
   /// length or kind, after the frames before it were handled.
-  mutating func drainBatch(_ body: ([Frame.Header], UnsafeRawBufferPointer) throws -> Void) throws {
+  mutating func drainBatch(
+    stoppingBefore: ((Frame.Kind, UInt64) -> Bool)? = nil,
+    _ body: ([Frame.Header], UnsafeRawBufferPointer) throws -> Void
+  ) throws {
     cut.removeAll(keepingCapacity: true)
     var failure: WireError?
     storage.withUnsafeBytes { bytes in
@@ -79,7 +86,7 @@ struct FrameBuffer {
           failure = WireError("unknown frame kind \(rawKind)")
           return
         }
-        guard end - start >= 4 + length else { return }
+        guard end - start >= 4 + length, stoppingBefore?(kind, id) != true else { return }
         cut.append(Frame.Header(kind: kind, id: id, payload: start + Frame.headerSize..<start + 4 + length))
         start += 4 + length
       }

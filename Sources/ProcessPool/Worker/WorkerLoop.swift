@@ -1,3 +1,4 @@
+import CProcessPoolShims
 import Synchronization
 
 #if canImport(Glibc)
@@ -25,10 +26,21 @@ final class WorkerLoop: @unchecked Sendable {
   @exclusivity(unchecked) private var cachedTask: (name: [UInt8], bytes: [UInt8], task: any ProcessTask)?
   /// Where the loop waits for a job that suspended and goes on elsewhere.
   private let gate = JobGate()
+  /// Where results go for a local worker: memory shared with the parent (see `ReplyRing`).
+  /// Only the loop's thread touches it, or the job it waits for.
+  @exclusivity(unchecked) private var ring: ReplyRing.Writer?
 
   init(input: Int32, output: Int32) {
     self.input = input
     self.output = output
+    let ringFD = pp_take_ring_fd()
+    if ringFD >= 0 {
+      // The parent reads results from the ring only: without it this worker cannot work (it
+      // ends before its hello, which the pool reports as a worker that failed to start).
+      guard let mapped = try? ReplyRing.map(ringFD) else { _exit(75) }
+      ring = ReplyRing.Writer(mapped)
+      Syscall.close(ringFD)
+    }
   }
 
   /// Runs until the parent says stop (exit 0) or goes away (immediate exit). Never returns.
@@ -112,15 +124,47 @@ final class WorkerLoop: @unchecked Sendable {
 
   // MARK: Running
 
-  /// Runs `run` frames one after the other in one task. Each reply is written before the next
-  /// job starts: a reply held back would be lost, and its job blamed, if the next one crashed.
+  /// Runs `run` frames one after the other in one task. Each reply is handed over before the
+  /// next job starts: a reply held back would be lost, and its job blamed, if the next one
+  /// crashed.
   private func runJobs(_ frames: ArraySlice<Frame.Header>, in bytes: UnsafeRawBufferPointer) {
     let batch = RunBatch(frames: frames, bytes: bytes)
     runToCompletion { [self] in
       for frame in batch.frames {
         await runJob(id: frame.id, UnsafeRawBufferPointer(rebasing: batch.bytes[frame.payload]))
-        flush()
+        handOverReply()
       }
+    }
+  }
+
+  /// Puts the results frame in `out` into the reply ring (no system call; the parent is woken
+  /// only if it sleeps), or on the socket when there is no ring or it is too big for it.
+  private func handOverReply() {
+    guard var writer = ring else { return flush() }
+    let shared = writer.ring
+    let wake = { [self] in if shared.parentNeedsWaking() { sendWake() } }
+    let published = out.withUnsafeBytes { writer.publish($0, wake: wake) }
+    if published {
+      out.removeAll(keepingCapacity: true)
+    } else {
+      var marker: [UInt8] = []
+      Frame.finish(at: Frame.begin(.resultsOnSocket, id: 0, into: &marker), in: &marker)
+      marker.withUnsafeBytes { writer.publishMarker($0, wake: wake) }
+      flush()
+    }
+    ring = writer
+    wake()
+  }
+
+  /// Tells a sleeping parent that replies wait in the ring.
+  private func sendWake() {
+    var frame: [UInt8] = []
+    Frame.finish(at: Frame.begin(.wake, id: 0, into: &frame), in: &frame)
+    do {
+      try frame.withUnsafeBytes { try Syscall.sendAll(output, $0) }
+    } catch {
+      fflush(nil)
+      _exit(0)
     }
   }
 

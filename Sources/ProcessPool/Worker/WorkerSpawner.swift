@@ -11,8 +11,11 @@ enum WorkerSpawner {
   static let bootstrapAdvice =
     "add `ProcessPoolWorker.bootstrap()` as the first line of `main` (needed in a build linked with --static-swift-stdlib)"
 
-  /// Returns the child's pid and the parent's end of its socket (non-blocking, close-on-exec).
-  static func spawn(_ launcher: WorkerLauncher) throws(ProcessPoolError) -> (pid: Int32, socket: Socket) {
+  /// Returns the child's pid, the parent's end of its socket (non-blocking, close-on-exec) and,
+  /// for a local worker, the ring its replies come through.
+  static func spawn(_ launcher: WorkerLauncher) throws(ProcessPoolError) -> (
+    pid: Int32, socket: Socket, ring: ReplyRing?
+  ) {
     if pp_started_as_worker() != 0 && !WorkerLoop.isActive.load(ordering: .acquiring) {
       throw ProcessPoolError(
         .workerStartFailed,
@@ -33,6 +36,17 @@ enum WorkerSpawner {
       throw ProcessPoolError(.workerStartFailed, "cannot configure the worker's socket: \(error)")
     }
     Syscall.setSocketBuffers(parentEnd.fd, bytes: 1 << 20)
+    let command = launcher.arguments
+    // A launched worker may run on another host: only a local one shares memory with us.
+    var ring: (ring: ReplyRing, fd: Int32)?
+    if command == nil {
+      do {
+        ring = try ReplyRing.create()
+      } catch {
+        throw ProcessPoolError(.workerStartFailed, "cannot create the worker's reply ring: \(error)")
+      }
+    }
+    defer { if let ring { Syscall.close(ring.fd) } }
 
     var environment: [UnsafeMutablePointer<CChar>?] = []
     if let base = pp_environ() {
@@ -42,8 +56,7 @@ enum WorkerSpawner {
         index += 1
       }
     }
-    let command = launcher.arguments
-    let marker = strdup(command == nil ? PP_WORKER_ENV + "=3" : WorkerLauncher.environmentMarker)
+    let marker = strdup(command == nil ? PP_WORKER_ENV + "=3,4" : WorkerLauncher.environmentMarker)
     let arguments = (command ?? [CommandLine.arguments.first ?? "processpool-worker"]).map { strdup($0) } + [nil]
     defer {
       free(marker)
@@ -56,14 +69,15 @@ enum WorkerSpawner {
     var pid: pid_t = 0
     let rc = arguments.withUnsafeBufferPointer { argv in
       environment.withUnsafeBufferPointer { envp in
-        pp_spawn_worker(&pid, program, argv.baseAddress, envp.baseAddress, ends.1, command == nil ? 0 : 1)
+        pp_spawn_worker(
+          &pid, program, argv.baseAddress, envp.baseAddress, ends.1, ring?.fd ?? -1, command == nil ? 0 : 1)
       }
     }
     guard rc == 0 else {
       throw ProcessPoolError(
         .workerStartFailed, "cannot start \(program): \(Errno(code: rc, call: "posix_spawn"))")
     }
-    return (pid, parentEnd)
+    return (pid, parentEnd, ring?.ring)
   }
 
   /// `/proc/self/exe` resolves in the spawning process, so a rebuilt or moved binary still

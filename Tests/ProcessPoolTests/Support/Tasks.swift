@@ -126,6 +126,15 @@ struct CrashAt: ProcessTask {
   }
 }
 
+/// `size` bytes that tell where they came from: `size` and each byte's index mixed.
+struct MakeBytes: ProcessTask {
+  func run(_ size: Int) async throws -> [UInt8] { Self.expected(size) }
+
+  static func expected(_ size: Int) -> [UInt8] {
+    (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ size) }
+  }
+}
+
 /// An output that cannot be encoded.
 struct Unencodable: Codable, Sendable {
   init() {}

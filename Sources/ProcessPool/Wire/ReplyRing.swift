@@ -1,0 +1,158 @@
+import CProcessPoolShims
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Replies from a local worker to its parent through memory they share, instead of a socket
+/// write per reply.
+///
+/// A worker must hand over each reply before it starts its next job: a reply held back would be
+/// lost if that job crashed, and the crash blamed on a job that had finished. Written into shared
+/// memory, a reply is handed over without a system call and outlives the worker. The parent reads
+/// the ring whenever it is awake, and before it handles a worker's end; the worker wakes it (a
+/// `wake` frame on the socket) only when it sleeps (`parentSleeping`, checked after a full fence
+/// on both sides, so no reply waits unseen).
+///
+/// Layout: a header page (`tail`, written by the worker; `head`, by the parent;
+/// `parentSleeping`), then `capacity` bytes of frames as on the socket. A frame never wraps:
+/// one that does not fit before the end starts again at offset 0, and where it would have
+/// started the worker writes `UInt32.max` if a frame header fits there. A results frame too big
+/// for the ring goes on the socket, announced in the ring by a `resultsOnSocket` frame, so the
+/// parent takes the results of both in the order the jobs ran.
+final class ReplyRing: @unchecked Sendable {
+  static let headerPage = 4096
+  static let capacity = 1 << 20
+  private static let tailOffset = 0
+  private static let headOffset = 64
+  private static let sleepingOffset = 128
+  /// A frame in the ring is at most this big; a bigger results frame goes on the socket.
+  static var largestFrame: Int { capacity / 4 }
+  /// Room a `resultsOnSocket` frame needs, wrap included.
+  private static let markerRoom = 2 * Frame.headerSize
+
+  private let base: UnsafeMutableRawPointer
+  private var data: UnsafeMutableRawPointer { base + Self.headerPage }
+  private static var mappedSize: Int { headerPage + capacity }
+
+  private init(base: UnsafeMutableRawPointer) { self.base = base }
+
+  deinit { Syscall.unmap(base, size: Self.mappedSize) }
+
+  /// The parent's side: a new ring and the descriptor to hand to the worker (close it after).
+  static func create() throws(Errno) -> (ring: ReplyRing, fd: Int32) {
+    let fd = try Syscall.sharedMemory(size: mappedSize)
+    do {
+      return (ReplyRing(base: try Syscall.mapShared(fd, size: mappedSize)), fd)
+    } catch {
+      Syscall.close(fd)
+      throw error
+    }
+  }
+
+  /// The worker's side: maps the ring the parent made (the descriptor can be closed after).
+  static func map(_ fd: Int32) throws(Errno) -> ReplyRing {
+    guard try Syscall.fileSize(fd) == mappedSize else { throw Errno(code: EINVAL, call: "mmap") }
+    return ReplyRing(base: try Syscall.mapShared(fd, size: mappedSize))
+  }
+
+  fileprivate var publishedTail: UInt64 { pp_load_acquire_u64(base + Self.tailOffset) }
+  fileprivate var consumedHead: UInt64 { pp_load_acquire_u64(base + Self.headOffset) }
+  fileprivate func publish(tail: UInt64) { pp_store_release_u64(base + Self.tailOffset, tail) }
+  fileprivate func consume(head: UInt64) { pp_store_release_u64(base + Self.headOffset, head) }
+
+  // MARK: Parent
+
+  /// Set before the parent sleeps (then it looks at the ring once more), cleared when it wakes.
+  func setParentSleeping(_ sleeping: Bool) { pp_store_u32(base + Self.sleepingOffset, sleeping ? 1 : 0) }
+
+  /// The parent's reading position; `head` is this process's copy of it.
+  struct Reader {
+    let ring: ReplyRing
+    private(set) var head: UInt64 = 0
+    /// `resultsOnSocket` frames read whose results have not come off the socket yet.
+    var expectedOnSocket = 0
+
+    init(_ ring: ReplyRing) { self.ring = ring }
+
+    var hasFrames: Bool { ring.publishedTail != head }
+
+    /// The next whole frame, or nil when the worker has published nothing more. Throws when the
+    /// published bytes do not hold a well-formed frame.
+    mutating func next() throws(WireError) -> (header: Frame.Header, bytes: UnsafeRawBufferPointer)? {
+      let tail = ring.publishedTail
+      while head != tail {
+        guard tail &- head <= UInt64(ReplyRing.capacity) else { throw WireError("reply ring tail out of bounds") }
+        let offset = Int(head % UInt64(ReplyRing.capacity))
+        let left = ReplyRing.capacity - offset
+        if left < Frame.headerSize || ring.data.loadUnaligned(fromByteOffset: offset, as: UInt32.self) == .max {
+          head += UInt64(left)
+          continue
+        }
+        let bytes = UnsafeRawBufferPointer(start: ring.data + offset, count: min(left, Int(tail - head)))
+        let length = Int(UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self)))
+        guard length >= Frame.headerSize - 4, length + 4 <= bytes.count else {
+          throw WireError("malformed frame in the reply ring")
+        }
+        guard let kind = Frame.Kind(rawValue: bytes[4]) else { throw WireError("unknown frame kind \(bytes[4])") }
+        let id = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 5, as: UInt64.self))
+        return (Frame.Header(kind: kind, id: id, payload: Frame.headerSize..<length + 4), bytes)
+      }
+      return nil
+    }
+
+    /// Gives the frame `next` returned back to the worker.
+    mutating func consume(_ header: Frame.Header) {
+      head += UInt64(header.payload.upperBound)
+      ring.consume(head: head)
+    }
+  }
+
+  // MARK: Worker
+
+  /// Whether the parent sleeps, after the worker published; clears the flag (one `wake` per
+  /// sleep).
+  func parentNeedsWaking() -> Bool {
+    pp_fence()
+    return pp_exchange_u32(base + Self.sleepingOffset, 0) == 1
+  }
+
+  /// The worker's writing position; `tail` is this process's copy of it.
+  struct Writer {
+    let ring: ReplyRing
+    private var tail: UInt64 = 0
+
+    init(_ ring: ReplyRing) { self.ring = ring }
+
+    /// Copies `frame` in and publishes it, waiting for room while the parent catches up (`wake`
+    /// rings the parent if it sleeps). False for a frame too big for the ring.
+    mutating func publish(_ frame: UnsafeRawBufferPointer, wake: () -> Void) -> Bool {
+      guard frame.count <= ReplyRing.largestFrame else { return false }
+      while !tryPublish(frame, keepingRoom: ReplyRing.markerRoom) {
+        wake()
+        Syscall.sleep(nanoseconds: 20_000)
+      }
+      return true
+    }
+
+    /// Publishes a small frame in the room every publish keeps free for it.
+    mutating func publishMarker(_ frame: UnsafeRawBufferPointer, wake: () -> Void) {
+      while !tryPublish(frame, keepingRoom: 0) {
+        wake()
+        Syscall.sleep(nanoseconds: 20_000)
+      }
+    }
+
+    private mutating func tryPublish(_ frame: UnsafeRawBufferPointer, keepingRoom room: Int) -> Bool {
+      let offset = Int(tail % UInt64(ReplyRing.capacity))
+      let skip = ReplyRing.capacity - offset < frame.count ? ReplyRing.capacity - offset : 0
+      let free = ReplyRing.capacity - Int(tail &- ring.consumedHead)
+      guard skip + frame.count + room <= free else { return false }
+      if skip >= Frame.headerSize { ring.data.storeBytes(of: UInt32.max, toByteOffset: offset, as: UInt32.self) }
+      (ring.data + (skip > 0 ? 0 : offset)).copyMemory(from: frame.baseAddress!, byteCount: frame.count)
+      tail += UInt64(skip + frame.count)
+      ring.publish(tail: tail)
+      return true
+    }
+  }
+}
