@@ -1,0 +1,84 @@
+import Testing
+
+@testable import ProcessPool
+
+/// The reply ring on its own, both ends in this process: frames come out whole and in order
+/// across many wraps, a frame too big is refused, and a malformed one throws.
+@Suite struct ReplyRingTests {
+  /// A frame of `kind` and `id` whose payload is `size` bytes derived from `id`.
+  static func frame(_ kind: Frame.Kind = .results, id: UInt64, size: Int) -> [UInt8] {
+    var bytes: [UInt8] = []
+    let start = Frame.begin(kind, id: id, into: &bytes)
+    bytes += (0..<size).map { UInt8(truncatingIfNeeded: $0 &+ Int(id)) }
+    Frame.finish(at: start, in: &bytes)
+    return bytes
+  }
+
+  static func makeRing() throws -> ReplyRing {
+    let (ring, fd) = try ReplyRing.create()
+    Syscall.close(fd)
+    return ring
+  }
+
+  @Test func framesComeOutWholeAndInOrderAcrossWraps() throws {
+    let ring = try Self.makeRing()
+    var writer = ReplyRing.Writer(ring)
+    var reader = ReplyRing.Reader(ring)
+    // Sizes that leave every kind of remainder before the end: none, less than a header, more.
+    let sizes = [0, 1, 12, 13, 100, 4093, 65_536, 200_000, ReplyRing.largestFrame - Frame.headerSize]
+    var published = 0
+    var next: UInt64 = 1
+    var expected: [UInt64] = []
+    while published < 5 * ReplyRing.capacity {
+      // At most two frames wait, so the ring never fills (this thread is also the reader).
+      let frame = Self.frame(id: next, size: sizes[Int(next) % sizes.count])
+      #expect(frame.withUnsafeBytes { writer.publish($0, wake: {}) })
+      expected.append(next)
+      published += frame.count
+      next += 1
+      if expected.count == 2 { try takeOne(&reader, &expected) }
+    }
+    while !expected.isEmpty { try takeOne(&reader, &expected) }
+    #expect(try reader.next() == nil)
+    #expect(!reader.hasFrames)
+  }
+
+  /// Reads one frame and checks it is the next expected one, byte for byte.
+  private func takeOne(_ reader: inout ReplyRing.Reader, _ expected: inout [UInt64]) throws {
+    guard let id = expected.first else { return }
+    let found = try #require(try reader.next())
+    #expect(found.header.kind == .results)
+    #expect(found.header.id == id)
+    let payload = Array(UnsafeRawBufferPointer(rebasing: found.bytes[found.header.payload]))
+    let size = Self.frame(id: id, size: 0).count
+    #expect(payload == Array(Self.frame(id: id, size: payload.count)[size...]))
+    reader.consume(found.header)
+    expected.removeFirst()
+  }
+
+  @Test func aFrameTooBigForTheRingIsRefused() throws {
+    let ring = try Self.makeRing()
+    var writer = ReplyRing.Writer(ring)
+    let big = Self.frame(id: 1, size: ReplyRing.largestFrame)
+    #expect(!big.withUnsafeBytes { writer.publish($0, wake: {}) })
+    #expect(!ReplyRing.Reader(ring).hasFrames)
+  }
+
+  @Test func aMalformedFrameThrows() throws {
+    let ring = try Self.makeRing()
+    var writer = ReplyRing.Writer(ring)
+    var frame = Self.frame(id: 1, size: 8)
+    frame[0] = 3  // a length shorter than a frame header
+    #expect(frame.withUnsafeBytes { writer.publish($0, wake: {}) })
+    var reader = ReplyRing.Reader(ring)
+    #expect(throws: WireError.self) { try reader.next() }
+  }
+
+  @Test func aSleepingParentIsWokenOnce() throws {
+    let ring = try Self.makeRing()
+    #expect(!ring.parentNeedsWaking())
+    ring.setParentSleeping(true)
+    #expect(ring.parentNeedsWaking())
+    #expect(!ring.parentNeedsWaking())
+  }
+}
