@@ -56,6 +56,34 @@ import Testing
     expected.removeFirst()
   }
 
+  /// With `left` bytes before the end of the ring, a frame that does not fit there starts again
+  /// at the front (marked when a header fits in what is skipped); one that fits stays.
+  @Test(arguments: [0, 1, 5, 12, 13, 14, 32, 33, 100])
+  func aFrameThatDoesNotFitBeforeTheEndStartsAtTheFront(_ left: Int) throws {
+    let ring = try Self.makeRing()
+    var writer = ReplyRing.Writer(ring)
+    var reader = ReplyRing.Reader(ring)
+    var expected: [UInt64] = []
+    var id: UInt64 = 1
+    var remaining = ReplyRing.capacity - left
+    while remaining > 0 {
+      var size = min(remaining, ReplyRing.largestFrame)
+      if (1..<Frame.headerSize).contains(remaining - size) { size -= Frame.headerSize }
+      let frame = Self.frame(id: id, size: size - Frame.headerSize)
+      #expect(frame.withUnsafeBytes { writer.publish($0, wake: {}) })
+      expected.append(id)
+      try takeOne(&reader, &expected)
+      remaining -= size
+      id += 1
+    }
+    // 33 bytes: wraps for every `left` but 33 and 100.
+    let last = Self.frame(id: id, size: 20)
+    #expect(last.withUnsafeBytes { writer.publish($0, wake: {}) })
+    expected.append(id)
+    try takeOne(&reader, &expected)
+    #expect(try reader.next() == nil)
+  }
+
   @Test func aFrameTooBigForTheRingIsRefused() throws {
     let ring = try Self.makeRing()
     var writer = ReplyRing.Writer(ring)
