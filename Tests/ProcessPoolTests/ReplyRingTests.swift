@@ -84,6 +84,35 @@ import Testing
     #expect(try reader.next() == nil)
   }
 
+  @Test func aWriterWaitsForRoomUntilTheReaderTakesFrames() async throws {
+    let ring = try Self.makeRing()
+    var writer = ReplyRing.Writer(ring)
+    var reader = ReplyRing.Reader(ring)
+    let size = ReplyRing.largestFrame - Frame.headerSize
+    // Three of the largest frames fit; a fourth does not until the reader takes one.
+    for id in UInt64(1)...3 {
+      #expect(Self.frame(id: id, size: size).withUnsafeBytes { writer.publish($0, wake: {}) })
+    }
+    let (waiting, signal) = AsyncStream<Void>.makeStream()
+    let publisher = Task.detached { [writer] in
+      var writer = writer
+      let frame = Self.frame(id: 4, size: size)
+      // `wake` runs each time there is no room: the writer is waiting.
+      defer { signal.finish() }
+      return frame.withUnsafeBytes { writer.publish($0, wake: { signal.yield() }) }
+    }
+    var waited = false
+    for await _ in waiting {
+      waited = true
+      break
+    }
+    #expect(waited)
+    var expected: [UInt64] = [1, 2, 3, 4]
+    try takeOne(&reader, &expected)
+    #expect(await publisher.value)
+    while !expected.isEmpty { try takeOne(&reader, &expected) }
+  }
+
   @Test func aFrameTooBigForTheRingIsRefused() throws {
     let ring = try Self.makeRing()
     var writer = ReplyRing.Writer(ring)

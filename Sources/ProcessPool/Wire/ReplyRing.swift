@@ -128,19 +128,28 @@ final class ReplyRing: @unchecked Sendable {
     /// rings the parent if it sleeps). False for a frame too big for the ring.
     mutating func publish(_ frame: UnsafeRawBufferPointer, wake: () -> Void) -> Bool {
       guard frame.count <= ReplyRing.largestFrame else { return false }
+      var pause = 20_000
       while !tryPublish(frame, keepingRoom: ReplyRing.markerRoom) {
         wake()
-        Syscall.sleep(nanoseconds: 20_000)
+        Self.wait(&pause)
       }
       return true
     }
 
     /// Publishes a small frame in the room every publish keeps free for it.
     mutating func publishMarker(_ frame: UnsafeRawBufferPointer, wake: () -> Void) {
+      var pause = 20_000
       while !tryPublish(frame, keepingRoom: 0) {
         wake()
-        Syscall.sleep(nanoseconds: 20_000)
+        Self.wait(&pause)
       }
+    }
+
+    /// Waits for the parent to make room: 20 µs at first, doubling up to 1 ms while it is busy
+    /// elsewhere (rare: the parent reads the ring whenever it is awake).
+    private static func wait(_ pause: inout Int) {
+      Syscall.sleep(nanoseconds: pause)
+      pause = min(pause * 2, 1_000_000)
     }
 
     private mutating func tryPublish(_ frame: UnsafeRawBufferPointer, keepingRoom room: Int) -> Bool {

@@ -140,7 +140,7 @@ final class WorkerLoop: @unchecked Sendable {
   /// Puts the results frame in `out` into the reply ring (no system call; the parent is woken
   /// only if it sleeps), or on the socket when there is no ring or it is too big for it.
   private func handOverReply() {
-    guard var writer = ring else { return flush() }
+    guard var writer = ring, !out.isEmpty else { return flush() }
     let shared = writer.ring
     let wake = { [self] in if shared.parentNeedsWaking() { sendWake() } }
     let published = out.withUnsafeBytes { writer.publish($0, wake: wake) }
