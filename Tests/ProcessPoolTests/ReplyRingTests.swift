@@ -52,7 +52,7 @@ import Testing
     let payload = Array(UnsafeRawBufferPointer(rebasing: found.bytes[found.header.payload]))
     let size = Self.frame(id: id, size: 0).count
     #expect(payload == Array(Self.frame(id: id, size: payload.count)[size...]))
-    reader.consume(found.header)
+    reader.release()
     expected.removeFirst()
   }
 

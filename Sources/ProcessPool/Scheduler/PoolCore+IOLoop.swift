@@ -144,22 +144,52 @@ extension PoolCore {
         try handle(kind, id: id, payload, from: entry, flushes: &flushes)
         progressed = true
       }
-      while let ring = buffer.ring, ring.expectedOnSocket == 0, let (header, bytes) = try buffer.ring!.next() {
-        switch header.kind {
-        case .results:
-          try handle(
-            .results, id: header.id, UnsafeRawBufferPointer(rebasing: bytes[header.payload]), from: entry,
-            flushes: &flushes)
-        case .resultsOnSocket:
-          buffer.ring!.expectedOnSocket += 1
-        default:
-          throw WireError("a frame of kind \(header.kind.rawValue) in the reply ring")
+      while let ring = buffer.ring, ring.expectedOnSocket == 0 {
+        // Every result the ring holds, up to an announcement of one on the socket, is taken
+        // under one lock with one dispatch pass.
+        var results: [(id: UInt64, payload: UnsafeRawBufferPointer)] = []
+        var announced = false
+        while let (header, bytes) = try buffer.ring!.next() {
+          if header.kind == .resultsOnSocket {
+            announced = true
+            break
+          }
+          guard header.kind == .results else {
+            throw WireError("a frame of kind \(header.kind.rawValue) in the reply ring")
+          }
+          results.append((header.id, UnsafeRawBufferPointer(rebasing: bytes[header.payload])))
         }
-        buffer.ring!.consume(header)
+        if results.isEmpty && !announced { break }
+        deliver(results, from: entry, flushes: &flushes)
+        buffer.ring!.release()
+        if announced { buffer.ring!.expectedOnSocket += 1 }
         progressed = true
       }
       if !progressed { return }
     }
+  }
+
+  /// Hands a batch of results to the state under one lock and one dispatch pass, then to
+  /// their futures. A result the worker was not running stops the batch (the worker is being
+  /// killed for it).
+  private func deliver(
+    _ results: [(id: UInt64, payload: UnsafeRawBufferPointer)], from entry: Watched, flushes: inout [Int]
+  ) {
+    guard !results.isEmpty else { return }
+    let deliveries = transition(deferringFlushesTo: &flushes) { state, effects in
+      var deliveries: [(Job, Int32)] = []
+      deliveries.reserveCapacity(results.count)
+      for result in results {
+        guard
+          let delivery = state.resultArrived(
+            worker: entry.worker, requestID: result.id, dispatching: false, &effects)
+        else { break }
+        deliveries.append(delivery)
+      }
+      state.advance(&effects)
+      return deliveries
+    }
+    for (index, (job, pid)) in deliveries.enumerated() { job.sink.deliver(results[index].payload, workerPID: pid) }
   }
 
   private func handle(

@@ -66,44 +66,50 @@ final class ReplyRing: @unchecked Sendable {
   /// Set before the parent sleeps (then it looks at the ring once more), cleared when it wakes.
   func setParentSleeping(_ sleeping: Bool) { pp_store_u32(base + Self.sleepingOffset, sleeping ? 1 : 0) }
 
-  /// The parent's reading position; `head` is this process's copy of it.
+  /// The parent's reading position. Frames handed out stay valid until `release`, which gives
+  /// their room back to the worker (a batch of results is handled under one lock).
   struct Reader {
     let ring: ReplyRing
-    private(set) var head: UInt64 = 0
+    /// Where the worker may write again (published to it by `release`).
+    private var head: UInt64 = 0
+    /// Where the next frame is read.
+    private var cursor: UInt64 = 0
     /// `resultsOnSocket` frames read whose results have not come off the socket yet.
     var expectedOnSocket = 0
 
     init(_ ring: ReplyRing) { self.ring = ring }
 
-    var hasFrames: Bool { ring.publishedTail != head }
+    var hasFrames: Bool { ring.publishedTail != cursor }
 
     /// The next whole frame, or nil when the worker has published nothing more. Throws when the
     /// published bytes do not hold a well-formed frame.
     mutating func next() throws(WireError) -> (header: Frame.Header, bytes: UnsafeRawBufferPointer)? {
       let tail = ring.publishedTail
-      while head != tail {
+      while cursor != tail {
         guard tail &- head <= UInt64(ReplyRing.capacity) else { throw WireError("reply ring tail out of bounds") }
-        let offset = Int(head % UInt64(ReplyRing.capacity))
+        let offset = Int(cursor % UInt64(ReplyRing.capacity))
         let left = ReplyRing.capacity - offset
         if left < Frame.headerSize || ring.data.loadUnaligned(fromByteOffset: offset, as: UInt32.self) == .max {
-          head += UInt64(left)
+          cursor += UInt64(left)
           continue
         }
-        let bytes = UnsafeRawBufferPointer(start: ring.data + offset, count: min(left, Int(tail - head)))
+        let bytes = UnsafeRawBufferPointer(start: ring.data + offset, count: min(left, Int(tail - cursor)))
         let length = Int(UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self)))
         guard length >= Frame.headerSize - 4, length + 4 <= bytes.count else {
           throw WireError("malformed frame in the reply ring")
         }
         guard let kind = Frame.Kind(rawValue: bytes[4]) else { throw WireError("unknown frame kind \(bytes[4])") }
         let id = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 5, as: UInt64.self))
+        cursor += UInt64(length + 4)
         return (Frame.Header(kind: kind, id: id, payload: Frame.headerSize..<length + 4), bytes)
       }
       return nil
     }
 
-    /// Gives the frame `next` returned back to the worker.
-    mutating func consume(_ header: Frame.Header) {
-      head += UInt64(header.payload.upperBound)
+    /// Gives the room of every frame `next` returned back to the worker; their bytes are not
+    /// to be read after this.
+    mutating func release() {
+      head = cursor
       ring.consume(head: head)
     }
   }
