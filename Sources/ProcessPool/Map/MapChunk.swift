@@ -54,12 +54,6 @@ struct FinishedChunk {
   @usableFromInline let count: Int
   @usableFromInline let encodingFailures: [Int: ProcessPoolError]
 
-  init(sent: Result<RawOutcomes, any Error>, count: Int, encodingFailures: [Int: ProcessPoolError]) {
-    self.sent = sent
-    self.count = count
-    self.encodingFailures = encodingFailures
-  }
-
   /// Every item's outcome in input order. Inlinable: it runs compiled for the caller's output
   /// type.
   @inlinable

@@ -134,12 +134,13 @@ extension PoolCore {
       var progressed = false
       // Results on the socket are taken only as far as the ring announced them.
       var announced = buffer.ring?.expectedOnSocket ?? 0
-      try buffer.frames.drainFrames(stoppingBefore: { kind, id in
+      let holdBack = { (kind: Frame.Kind, id: UInt64) -> Bool in
         guard ringed && kind == .results && id != 0 else { return false }
         if announced == 0 { return true }
         announced -= 1
         return false
-      }) { kind, id, payload in
+      }
+      try buffer.frames.drainFrames(stoppingBefore: holdBack) { kind, id, payload in
         if ringed && kind == .results && id != 0 { buffer.ring!.expectedOnSocket -= 1 }
         try handle(kind, id: id, payload, from: entry, flushes: &flushes)
         progressed = true
