@@ -6,7 +6,8 @@ import Synchronization
 #endif
 
 /// The worker side of the socket. The calling thread reads frames, runs each job on itself and
-/// writes the results: no hand-off between threads on the way. A watchdog thread sleeps until the
+/// hands over its results (into the reply ring a local worker shares with its parent, else on
+/// the socket): no hand-off between threads on the way. A watchdog thread sleeps until the
 /// parent's end of the socket closes and then ends the process, so a parent that dies while a
 /// task runs leaves no orphan.
 final class WorkerLoop: @unchecked Sendable {
