@@ -35,7 +35,9 @@ enum WorkerSpawner {
     } catch {
       throw ProcessPoolError(.workerStartFailed, "cannot configure the worker's socket: \(error)")
     }
+    // Both ends: a large payload crosses in fewer rounds of wake-ups in either direction.
     Syscall.setSocketBuffers(parentEnd.fd, bytes: 1 << 20)
+    Syscall.setSocketBuffers(ends.1, bytes: 1 << 20)
     let command = launcher.arguments
     // A launched worker may run on another host: only a local one shares memory with us.
     var ring: (ring: ReplyRing, fd: Int32)?
