@@ -181,10 +181,7 @@ extension PoolCore {
       var deliveries: [(Job, Int32)] = []
       deliveries.reserveCapacity(results.count)
       for result in results {
-        guard
-          let delivery = state.resultArrived(
-            worker: entry.worker, requestID: result.id, dispatching: false, &effects)
-        else { break }
+        guard let delivery = state.resultArrived(worker: entry.worker, requestID: result.id, &effects) else { break }
         deliveries.append(delivery)
       }
       state.advance(&effects)
@@ -211,10 +208,7 @@ extension PoolCore {
       }
       transition { state, effects in state.initialized(worker: entry.worker, failure: failure, &effects) }
     case .results:
-      let delivery = transition(deferringFlushesTo: &flushes) { state, effects in
-        state.resultArrived(worker: entry.worker, requestID: id, &effects)
-      }
-      if let (job, pid) = delivery { job.sink.deliver(payload, workerPID: pid) }
+      deliver([(id, payload)], from: entry, flushes: &flushes)
     case .hello:
       var reader = PayloadReader(payload)
       let version = try reader.integer(UInt32.self)

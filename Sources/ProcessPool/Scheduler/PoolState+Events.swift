@@ -112,11 +112,9 @@ extension PoolState {
   }
 
   /// A `results` frame: the head job is done. Returns it for delivery, or nil on a mismatch
-  /// (then the worker is stopped as a protocol violation). Without `dispatching`, the caller
-  /// runs `advance` once after a batch of results.
-  mutating func resultArrived(
-    worker id: Int, requestID: UInt64, dispatching: Bool = true, _ effects: inout PoolEffects
-  ) -> (Job, Int32)? {
+  /// (then the worker is stopped as a protocol violation). The caller runs `advance` once after
+  /// a batch of results.
+  mutating func resultArrived(worker id: Int, requestID: UInt64, _ effects: inout PoolEffects) -> (Job, Int32)? {
     guard let index = index(ofWorker: id) else { return nil }
     guard let head = workers[index].inflight.first, head.id == requestID else {
       protocolViolation(worker: id, "a result for request \(requestID), which it was not running", &effects)
@@ -131,7 +129,6 @@ extension PoolState {
     } else {
       workers[index].headDeadline = nil
     }
-    if dispatching { advance(&effects) }
     return (head, workers[index].pid)
   }
 
