@@ -43,17 +43,39 @@ enum Frame {
     case failure = 1
   }
 
+  /// The header at `offset` in `bytes`, which holds at least `headerSize` bytes from there:
+  /// the frame's kind, id and whole size. Throws on a length out of bounds or an unknown kind.
+  static func header(in bytes: UnsafeRawBufferPointer, at offset: Int) throws(WireError) -> (
+    kind: Kind, id: UInt64, size: Int
+  ) {
+    let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+    guard length >= headerSize - 4, length <= maximumSize else {
+      throw WireError("frame length \(length) out of bounds")
+    }
+    guard let kind = Kind(rawValue: bytes[offset + 4]) else {
+      throw WireError("unknown frame kind \(bytes[offset + 4])")
+    }
+    let id = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 5, as: UInt64.self))
+    return (kind, id, length + 4)
+  }
+
+  /// A frame with no payload and id 0 (a signal such as `wake`).
+  static func bare(_ kind: Kind) -> [UInt8] {
+    var frame = emptyHeader
+    fillHeader(kind, id: 0, in: &frame)
+    return frame
+  }
+
   /// Room for a header at the start of a frame built before its id is known (a job's).
   static var emptyHeader: [UInt8] { [UInt8](repeating: 0, count: headerSize) }
 
   /// Fills in the header of a frame that started with `emptyHeader`.
   static func fillHeader(_ kind: Kind, id: UInt64, in frame: inout [UInt8]) {
-    let length = UInt32(frame.count - 4)
     frame.withUnsafeMutableBytes { bytes in
-      bytes.storeBytes(of: length.littleEndian, toByteOffset: 0, as: UInt32.self)
       bytes[4] = kind.rawValue
       bytes.storeBytes(of: id.littleEndian, toByteOffset: 5, as: UInt64.self)
     }
+    finish(at: 0, in: &frame)
   }
 
   /// Appends a frame header; the payload follows and `finish` patches the length.

@@ -72,23 +72,20 @@ struct FrameBuffer {
     _ body: ([Frame.Header], UnsafeRawBufferPointer) throws -> Void
   ) throws {
     cut.removeAll(keepingCapacity: true)
-    var failure: WireError?
+    var failure: (any Error)?
     storage.withUnsafeBytes { bytes in
       while end - start >= Frame.headerSize {
-        let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: start, as: UInt32.self)))
-        let rawKind = bytes[start + 4]
-        let id = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: start + 5, as: UInt64.self))
-        guard length >= Frame.headerSize - 4, length <= Frame.maximumSize else {
-          failure = WireError("frame length \(length) out of bounds")
+        let header: (kind: Frame.Kind, id: UInt64, size: Int)
+        do {
+          header = try Frame.header(in: bytes, at: start)
+        } catch {
+          failure = error
           return
         }
-        guard let kind = Frame.Kind(rawValue: rawKind) else {
-          failure = WireError("unknown frame kind \(rawKind)")
-          return
-        }
-        guard end - start >= 4 + length, stoppingBefore?(kind, id) != true else { return }
-        cut.append(Frame.Header(kind: kind, id: id, payload: start + Frame.headerSize..<start + 4 + length))
-        start += 4 + length
+        guard end - start >= header.size, stoppingBefore?(header.kind, header.id) != true else { return }
+        cut.append(
+          Frame.Header(kind: header.kind, id: header.id, payload: start + Frame.headerSize..<start + header.size))
+        start += header.size
       }
     }
     if !cut.isEmpty {

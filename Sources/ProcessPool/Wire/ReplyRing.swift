@@ -94,14 +94,11 @@ final class ReplyRing: @unchecked Sendable {
           continue
         }
         let bytes = UnsafeRawBufferPointer(start: ring.data + offset, count: min(left, Int(tail - cursor)))
-        let length = Int(UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self)))
-        guard length >= Frame.headerSize - 4, length + 4 <= bytes.count else {
-          throw WireError("malformed frame in the reply ring")
-        }
-        guard let kind = Frame.Kind(rawValue: bytes[4]) else { throw WireError("unknown frame kind \(bytes[4])") }
-        let id = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 5, as: UInt64.self))
-        cursor += UInt64(length + 4)
-        return (Frame.Header(kind: kind, id: id, payload: Frame.headerSize..<length + 4), bytes)
+        guard bytes.count >= Frame.headerSize else { throw WireError("a partial frame in the reply ring") }
+        let (kind, id, size) = try Frame.header(in: bytes, at: 0)
+        guard size <= bytes.count else { throw WireError("a partial frame in the reply ring") }
+        cursor += UInt64(size)
+        return (Frame.Header(kind: kind, id: id, payload: Frame.headerSize..<size), bytes)
       }
       return nil
     }
@@ -134,28 +131,24 @@ final class ReplyRing: @unchecked Sendable {
     /// rings the parent if it sleeps). False for a frame too big for the ring.
     mutating func publish(_ frame: UnsafeRawBufferPointer, wake: () -> Void) -> Bool {
       guard frame.count <= ReplyRing.largestFrame else { return false }
-      var pause = 20_000
-      while !tryPublish(frame, keepingRoom: ReplyRing.markerRoom) {
-        wake()
-        Self.wait(&pause)
-      }
+      publish(frame, keepingRoom: ReplyRing.markerRoom, wake: wake)
       return true
     }
 
     /// Publishes a small frame in the room every publish keeps free for it.
     mutating func publishMarker(_ frame: UnsafeRawBufferPointer, wake: () -> Void) {
-      var pause = 20_000
-      while !tryPublish(frame, keepingRoom: 0) {
-        wake()
-        Self.wait(&pause)
-      }
+      publish(frame, keepingRoom: 0, wake: wake)
     }
 
     /// Waits for the parent to make room: 20 µs at first, doubling up to 1 ms while it is busy
     /// elsewhere (rare: the parent reads the ring whenever it is awake).
-    private static func wait(_ pause: inout Int) {
-      Syscall.sleep(nanoseconds: pause)
-      pause = min(pause * 2, 1_000_000)
+    private mutating func publish(_ frame: UnsafeRawBufferPointer, keepingRoom room: Int, wake: () -> Void) {
+      var pause = 20_000
+      while !tryPublish(frame, keepingRoom: room) {
+        wake()
+        Syscall.sleep(nanoseconds: pause)
+        pause = min(pause * 2, 1_000_000)
+      }
     }
 
     private mutating func tryPublish(_ frame: UnsafeRawBufferPointer, keepingRoom room: Int) -> Bool {

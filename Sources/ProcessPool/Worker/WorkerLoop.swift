@@ -148,25 +148,19 @@ final class WorkerLoop: @unchecked Sendable {
     if published {
       out.removeAll(keepingCapacity: true)
     } else {
-      var marker: [UInt8] = []
-      Frame.finish(at: Frame.begin(.resultsOnSocket, id: 0, into: &marker), in: &marker)
-      marker.withUnsafeBytes { writer.publishMarker($0, wake: wake) }
+      Self.resultsOnSocketFrame.withUnsafeBytes { writer.publishMarker($0, wake: wake) }
       flush()
     }
     ring = writer
     wake()
   }
 
+  private static let wakeFrame = Frame.bare(.wake)
+  private static let resultsOnSocketFrame = Frame.bare(.resultsOnSocket)
+
   /// Tells a sleeping parent that replies wait in the ring.
   private func sendWake() {
-    var frame: [UInt8] = []
-    Frame.finish(at: Frame.begin(.wake, id: 0, into: &frame), in: &frame)
-    do {
-      try frame.withUnsafeBytes { try Syscall.sendAll(output, $0) }
-    } catch {
-      fflush(nil)
-      _exit(0)
-    }
+    Self.wakeFrame.withUnsafeBytes { send($0) }
   }
 
   private func runJob(id: UInt64, _ payload: UnsafeRawBufferPointer) async {
@@ -256,16 +250,21 @@ final class WorkerLoop: @unchecked Sendable {
   /// Writes the pending replies in one go.
   private func flush() {
     guard !out.isEmpty else { return }
+    out.withUnsafeBytes { send($0) }
+    // Keeps up to 4 MiB (as the read buffer does), so echoing large payloads does not map and
+    // fault in a fresh buffer per job.
+    out.removeAll(keepingCapacity: out.capacity <= 1 << 22)
+  }
+
+  /// Writes `bytes` to the parent, blocking as needed.
+  private func send(_ bytes: UnsafeRawBufferPointer) {
     do {
-      try out.withUnsafeBytes { raw in try Syscall.sendAll(output, raw) }
+      try Syscall.sendAll(output, bytes)
     } catch {
       // The parent is gone: nobody wants the result.
       fflush(nil)
       _exit(0)
     }
-    // Keeps up to 4 MiB (as the read buffer does), so echoing large payloads does not map and
-    // fault in a fresh buffer per job.
-    out.removeAll(keepingCapacity: out.capacity <= 1 << 22)
   }
 
   /// Runs async work to its end. It starts on this thread and, as long as it does not suspend,
