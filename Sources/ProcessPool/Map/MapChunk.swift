@@ -11,15 +11,8 @@ struct RawOutcomes: Sendable {
 
   /// Checks the framing of `count` outcomes and copies them.
   init(_ payload: UnsafeRawBufferPointer, expected count: Int, workerPID: Int32) throws {
-    var reader = PayloadReader(payload)
-    let found = Int(try reader.integer(UInt32.self))
-    guard found == count else { throw WireError("\(found) results for \(count) inputs") }
     var failed = 0
-    for _ in 0..<count {
-      if try reader.integer(UInt8.self) != Frame.Status.success.rawValue { failed += 1 }
-      _ = try reader.block()
-    }
-    guard reader.isAtEnd else { throw WireError("trailing bytes after \(count) results") }
+    try forEachOutcome(in: payload, expected: count) { succeeded, _ in if !succeeded { failed += 1 } }
     self.payload = Array(payload)
     self.failed = failed
     self.workerPID = workerPID

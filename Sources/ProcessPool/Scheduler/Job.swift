@@ -81,6 +81,7 @@ func decodeOutcomes<Output: Decodable>(
 }
 
 /// Walks the framing of a `results` payload: whether each outcome succeeded, and its block.
+/// Throws when the count is not `expected`, a block is cut short or bytes follow the last one.
 @usableFromInline
 func forEachOutcome(
   in payload: UnsafeRawBufferPointer, expected: Int,
@@ -93,6 +94,7 @@ func forEachOutcome(
     let status = try reader.integer(UInt8.self)
     body(status == Frame.Status.success.rawValue, try reader.block())
   }
+  guard reader.isAtEnd else { throw WireError("trailing bytes after \(count) results") }
 }
 
 /// The error a task threw in the worker, rebuilt from its record.
