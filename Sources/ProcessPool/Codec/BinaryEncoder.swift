@@ -9,19 +9,13 @@
 
 /// Encodes `Encodable` values into the package's binary format.
 struct BinaryEncoder {
-  /// Appends the encoding of `value` to `buffer`.
-  static func encode<T: Encodable>(_ value: T, into buffer: inout [UInt8]) throws {
-    let writer = ByteWriter(buffer)
-    buffer = []
-    defer { buffer = writer.bytes }
-    try writer.encodeValue(value, path: [])
-    writer.closeAll()
-  }
-
   /// The encoding of `value`.
   static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
     var bytes: [UInt8] = []
-    try encode(value, into: &bytes)
+    try bytes.withByteWriter { writer in
+      try writer.encodeValue(value, path: [])
+      writer.closeAll()
+    }
     return bytes
   }
 }
