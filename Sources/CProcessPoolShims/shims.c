@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 
 extern char **environ;
 
@@ -47,6 +48,26 @@ int pp_take_deferred_worker_fds(int *input, int *output) {
 int pp_started_as_worker(void) { return started_as_worker; }
 
 char *const *pp_environ(void) { return environ; }
+
+static __thread int is_io_thread = 0;
+void pp_mark_io_thread(void) { is_io_thread = 1; }
+int pp_is_io_thread(void) { return is_io_thread; }
+
+static volatile unsigned int fork_generation = 0;
+static void count_fork(void) { fork_generation += 1; }
+__attribute__((constructor)) static void processpool_watch_forks(void) {
+    pthread_atfork(NULL, NULL, count_fork);
+}
+unsigned int pp_fork_generation(void) { return fork_generation; }
+
+int pp_pidfd_open(pid_t pid) {
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
 
 void pp_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
 

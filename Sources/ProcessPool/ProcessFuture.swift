@@ -14,14 +14,15 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
   /// A pool's future is acknowledged as cancelled at once (the pool skips it when its turn
   /// comes), so `wait` and `asCompleted` count it as done without waiting for a free worker.
   let acknowledgesCancel: Bool
-  /// Stops the worker running this future (set by the pool that owns it).
-  let stopWorker: (@Sendable (ObjectIdentifier) -> Void)?
+  /// Stops the worker running this future (set by the pool that owns it); nil when the future
+  /// is not what its worker runs now, else what finishes the job's other futures.
+  let stopWorker: (@Sendable (ObjectIdentifier) -> (@Sendable () -> Void)?)?
   /// Told the outcome once, when the future finishes or is cancelled (a `map` counts its
   /// progress with it), before anyone awaiting the future resumes.
   let onFinish: (@Sendable (Result<Output, any Error>) -> Void)?
 
   init(
-    acknowledgesCancel: Bool = false, stopWorker: (@Sendable (ObjectIdentifier) -> Void)? = nil,
+    acknowledgesCancel: Bool = false, stopWorker: (@Sendable (ObjectIdentifier) -> (@Sendable () -> Void)?)? = nil,
     onFinish: (@Sendable (Result<Output, any Error>) -> Void)? = nil
   ) {
     self.state = Mutex(FutureState())
@@ -112,12 +113,18 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
   /// Cancels the task; with `terminatingWorker`, a task that is already running is stopped too:
   /// its worker gets SIGTERM (SIGKILL after the grace period) and is replaced, as pebble does.
   /// Returns true when the future is (now) cancelled.
+  ///
+  /// A future that returns true never produces a value. A task that a worker holds queued
+  /// behind the one it runs (see `jobsPerWorker`) cannot be stopped without stopping that other
+  /// task: then this returns false and the task runs (set `jobsPerWorker` to 1 to avoid it).
   @discardableResult
   public func cancel(terminatingWorker: Bool) -> Bool {
     if !terminatingWorker || cancel() { return isCancelled }
-    guard let effects = state.withLock({ $0.cancelRunning() }) else { return isCancelled }
-    effects.run(self)
-    stopWorker?(ObjectIdentifier(self))
+    guard state.withLock({ $0.phase == .running }), let finishJob = stopWorker?(ObjectIdentifier(self)) else {
+      return isCancelled
+    }
+    if let effects = state.withLock({ $0.cancelRunning() }) { effects.run(self) }
+    finishJob()
     return true
   }
 

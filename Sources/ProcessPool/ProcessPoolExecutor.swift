@@ -1,5 +1,9 @@
 import CProcessPoolShims
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Runs ``ProcessTask`` values in worker processes (this executable, started again) and hands
 /// back ``ProcessFuture`` values: Python's `concurrent.futures.ProcessPoolExecutor` for Swift.
 ///
@@ -49,6 +53,8 @@ public final class ProcessPoolExecutor: Sendable {
   }
 
   deinit {
+    // A forked child's copy of the pool is its parent's: leave it alone.
+    guard core.belongsToThisProcess else { return }
     // Not a kill: queued work finishes, then the workers stop (the I/O thread keeps the core).
     core.transition { state, effects in state.shutdown(cancelFutures: false, &effects) }
   }
@@ -92,6 +98,10 @@ public final class ProcessPoolExecutor: Sendable {
   /// Queues jobs under one lock (one dispatch pass for the lot); all or none.
   func enqueue(_ jobs: some Collection<Job>) throws(ProcessPoolError) {
     guard !jobs.isEmpty else { return }
+    guard core.belongsToThisProcess else {
+      throw ProcessPoolError(
+        .shutDown, "this pool belongs to the process this one was forked from; create a new pool in the child")
+    }
     let rejection = core.transition { state, effects in state.submit(jobs, &effects) }
     if let rejection { throw rejection }
   }
@@ -116,6 +126,7 @@ public final class ProcessPoolExecutor: Sendable {
   ///     With `false` the pool finishes in the background.
   ///   - cancelFutures: Cancel the work that has not started.
   public func shutdown(wait: Bool = true, cancelFutures: Bool = false) async {
+    guard core.belongsToThisProcess else { return }
     core.transition { state, effects in state.shutdown(cancelFutures: cancelFutures, &effects) }
     if wait { await core.waitUntilStopped() }
   }
@@ -123,6 +134,7 @@ public final class ProcessPoolExecutor: Sendable {
   /// Blocking form of ``shutdown(wait:cancelFutures:)`` for synchronous code.
   @available(*, noasync, message: "use `await pool.shutdown()` in async code")
   public func shutdownAndWait(cancelFutures: Bool = false) {
+    guard core.belongsToThisProcess else { return }
     core.transition { state, effects in state.shutdown(cancelFutures: cancelFutures, &effects) }
     core.blockUntilStopped()
   }
@@ -131,12 +143,14 @@ public final class ProcessPoolExecutor: Sendable {
   /// with ``ProcessPoolError/Code/brokenPool``. The pool takes no more work. A no-op on workers
   /// that never started or already died.
   public func terminateWorkers() {
-    core.transition { state, effects in state.forceShutdown(signal: 15, &effects) }
+    guard core.belongsToThisProcess else { return }
+    core.transition { state, effects in state.forceShutdown(signal: SIGTERM, now: .now, &effects) }
   }
 
   /// Like ``terminateWorkers()`` with SIGKILL.
   public func killWorkers() {
-    core.transition { state, effects in state.forceShutdown(signal: 9, &effects) }
+    guard core.belongsToThisProcess else { return }
+    core.transition { state, effects in state.forceShutdown(signal: SIGKILL, now: .now, &effects) }
   }
 
   /// Counters describing the pool now.

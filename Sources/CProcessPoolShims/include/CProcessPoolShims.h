@@ -57,6 +57,20 @@ void pp_set_thread_name(const char *name);
 /// tests to wait for a worker whose parent was killed). Returns 0 or -1 with errno.
 int pp_set_child_subreaper(int on);
 
+/// Marks the calling thread as a pool's I/O thread (a thread-local flag), and reads the mark: code
+/// that would block that thread (a done-callback waiting on a future) checks it.
+void pp_mark_io_thread(void);
+int pp_is_io_thread(void);
+
+/// How many times this process image has been forked into a child: 0 in the process that
+/// started, one more in each child (counted by a `pthread_atfork` handler). A pool created with
+/// another count belongs to an ancestor and must not be used.
+unsigned int pp_fork_generation(void);
+
+/// pidfd_open(2): a descriptor (close-on-exec) that becomes readable when `pid` exits, or -1
+/// with errno (ENOSYS on kernels before 5.3).
+int pp_pidfd_open(pid_t pid);
+
 /// The process environment (`environ`), which Swift cannot name portably.
 char *const *pp_environ(void);
 

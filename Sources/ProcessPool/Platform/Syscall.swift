@@ -137,6 +137,11 @@ enum Syscall {
     return result == 0 ? nil : status
   }
 
+  /// A pidfd of `pid` (close-on-exec): it becomes readable when the process exits.
+  static func pidfdOpen(_ pid: pid_t) throws(Errno) -> Int32 {
+    try retrying("pidfd_open") { pp_pidfd_open(pid) }
+  }
+
   /// Sends `signal` to `pid`; a process that is already gone is not an error.
   static func kill(_ pid: pid_t, _ signal: Int32) {
     _ = Glibc.kill(pid, signal)

@@ -1,3 +1,4 @@
+import CProcessPoolShims
 import Synchronization
 
 #if canImport(Glibc)
@@ -7,12 +8,15 @@ import Synchronization
 /// The pools whose I/O thread runs. At process exit each is shut down gracefully and waited for,
 /// as CPython does at interpreter exit: work submitted before `main` returns still completes,
 /// and no worker outlives its parent.
+///
+/// A pool is registered by the thread that starts its I/O thread, before `submit` returns, so
+/// `main` can never return between a submit and the registration.
 enum ActivePools {
-  private static let pools = Mutex<(cores: [ObjectIdentifier: (PoolCore, pthread_t)], hooked: Bool)>(([:], false))
+  private static let pools = Mutex<(cores: [ObjectIdentifier: PoolCore], hooked: Bool)>(([:], false))
 
   static func register(_ core: PoolCore) {
     let hook = pools.withLock { pools -> Bool in
-      pools.cores[ObjectIdentifier(core)] = (core, pthread_self())
+      pools.cores[ObjectIdentifier(core)] = core
       defer { pools.hooked = true }
       return !pools.hooked
     }
@@ -23,11 +27,16 @@ enum ActivePools {
     _ = pools.withLock { $0.cores.removeValue(forKey: ObjectIdentifier(core)) }
   }
 
+  static func isRegistered(_ core: PoolCore) -> Bool {
+    pools.withLock { $0.cores[ObjectIdentifier(core)] != nil }
+  }
+
   private static func finishAll() {
-    let cores = pools.withLock { Array($0.cores.values) }
     // exit() called from an I/O thread (a done-callback, say) cannot wait for itself.
-    if cores.contains(where: { pthread_equal($0.1, pthread_self()) != 0 }) { return }
-    for (core, _) in cores {
+    if pp_is_io_thread() != 0 { return }
+    // A forked child inherits the list but not the I/O threads: its parent's pools are not its own.
+    let cores = pools.withLock { Array($0.cores.values) }.filter(\.belongsToThisProcess)
+    for core in cores {
       core.transition { state, effects in state.shutdown(cancelFutures: false, &effects) }
       core.blockUntilStopped()
     }

@@ -15,6 +15,8 @@ extension PoolCore {
     let signalTarget: Int32
     let wantsWrite: Bool
     let ring: ReplyRing?
+    /// Readable once the process has exited (nil where pidfds are not available).
+    let pidfd: Socket?
   }
 
   func runIOLoop() {
@@ -35,6 +37,8 @@ extension PoolCore {
     var ring: ReplyRing.Reader?
     /// It broke the protocol: it is being killed, and nothing more it sent is read.
     var broken = false
+    /// The last read found the socket empty (`EAGAIN`).
+    var empty = false
     init(worker: Int, ring: ReplyRing?) {
       self.worker = worker
       self.ring = ring.map { ReplyRing.Reader($0) }
@@ -55,7 +59,7 @@ extension PoolCore {
           watched.append(
             Watched(
               worker: worker.id, socket: worker.socket, pid: worker.pid, signalTarget: worker.signalTarget,
-              wantsWrite: worker.wantsWrite, ring: worker.ring))
+              wantsWrite: worker.wantsWrite, ring: worker.ring, pidfd: worker.pidfd))
         }
         return state.lifecycle == .stopped && state.workers.isEmpty
       }
@@ -65,6 +69,11 @@ extension PoolCore {
       for entry in watched {
         let events = Int16(POLLIN) | (entry.wantsWrite ? Int16(POLLOUT) : 0)
         pollSet.append(pollfd(fd: entry.socket.fd, events: events, revents: 0))
+      }
+      // The processes themselves, after the sockets: a worker's exit, not the end of its
+      // socket (which a task's forked child may hold open), says that it is gone.
+      for entry in watched {
+        pollSet.append(pollfd(fd: entry.pidfd?.fd ?? -1, events: Int16(POLLIN), revents: 0))
       }
       // Replies a worker published while this thread was busy are taken without sleeping; one
       // published after the flag is up makes the worker send a `wake` frame.
@@ -79,9 +88,10 @@ extension PoolCore {
       if pollSet[0].revents != 0 { drainWakeChannel(wake.fd) }
       for (offset, entry) in watched.enumerated() {
         let revents = pollSet[offset + 1].revents
-        if revents & Int16(POLLOUT) != 0 { resumeWriting(worker: entry.worker) }
+        let exited = pollSet[offset + 1 + watched.count].revents != 0
+        if revents & Int16(POLLOUT) != 0 && !exited { resumeWriting(worker: entry.worker) }
         let readable = revents & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0
-        guard readable || entry.ring != nil else { continue }
+        guard readable || exited || entry.ring != nil else { continue }
         let buffer: ReadBuffer
         if let known = buffers.first(where: { $0.worker == entry.worker }) {
           buffer = known
@@ -89,9 +99,20 @@ extension PoolCore {
           buffer = ReadBuffer(worker: entry.worker, ring: entry.ring)
           buffers.append(buffer)
         }
-        if !read(entry, into: buffer, readable: readable) {
+        var open = read(entry, into: buffer, readable: readable || exited)
+        if exited {
+          // Everything the worker wrote before it died is in the socket now: take it all (a
+          // bounded number of reads: a forked descendant may still be writing), then reap.
+          var reads = 0
+          while open && !buffer.empty && reads < 1024 {
+            open = read(entry, into: buffer, readable: true)
+            reads += 1
+          }
+          open = false
+        }
+        if !open {
           buffers.removeAll { $0 === buffer }
-          reap(entry)
+          reap(entry, exited: exited)
         }
       }
       nextDeadline = transition { state, effects in state.checkDeadlines(now: .now, &effects) }
@@ -103,10 +124,12 @@ extension PoolCore {
   /// worker that died are all taken before its death is.
   private func read(_ entry: Watched, into buffer: ReadBuffer, readable: Bool) -> Bool {
     var open = true
+    buffer.empty = false
     if readable {
       do {
         open = try buffer.frames.fill(from: entry.socket.fd)
       } catch  where error.code == EAGAIN || error.code == EWOULDBLOCK {
+        buffer.empty = true
       } catch {
         open = false
       }
@@ -234,8 +257,9 @@ extension PoolCore {
     if claimed { flush(worker: id) }
   }
 
-  /// The socket ended: make sure the process is gone, collect its status, hand it to the state.
-  private func reap(_ entry: Watched) {
+  /// The worker exited, or its socket ended: make sure the process is gone, collect its
+  /// status, hand it to the state.
+  private func reap(_ entry: Watched, exited: Bool) {
     let phase = state.withLock { state -> WorkerSlot.Phase? in
       guard let index = state.index(ofWorker: entry.worker) else { return nil }
       defer { state.workers[index].phase = .exited }
@@ -243,15 +267,17 @@ extension PoolCore {
     }
     let graceful = phase == .retiring
     // A worker closes its socket only by exiting, unless it misbehaves: make sure it is dead
-    // before blocking in waitpid.
-    if !graceful { Syscall.kill(entry.signalTarget, SIGKILL) }
-    var termination = ProcessPoolError.Termination.exited(0)
+    // before blocking in waitpid. (Not reaped yet, so the pid cannot have been reused; for a
+    // launcher, the rest of its process group goes too.)
+    if !graceful || (exited && entry.signalTarget < 0) { Syscall.kill(entry.signalTarget, SIGKILL) }
+    var termination: ProcessPoolError.Termination?
     do {
       if let status = try Syscall.waitPID(entry.pid, noHang: false) {
         termination = Self.termination(fromWaitStatus: status)
       }
     } catch {
-      termination = .exited(-1)
+      // ECHILD: SIGCHLD is ignored here, so the system reaped the worker and kept no status.
+      termination = nil
     }
     transition { state, effects in
       state.workerExited(worker: entry.worker, phase: phase ?? .exited, termination: termination, &effects)

@@ -1,3 +1,4 @@
+import CProcessPoolShims
 import Synchronization
 
 #if canImport(Glibc)
@@ -13,6 +14,8 @@ final class PoolCore: Sendable {
   let configuration: ProcessPoolExecutor.Configuration
   /// The initializer's `initialize` payload (type name and value), sent first to every worker.
   let initializerPayload: [UInt8]?
+  /// `pp_fork_generation()` when the pool was made: a forked child sees another count.
+  private let forkGeneration = pp_fork_generation()
   private let stopWaiters = Mutex<[CheckedContinuation<Void, Never>]>([])
   private let stopGate = ConditionLock()
   /// Guarded by `stopGate`: the I/O thread has returned (every socket it held is closed).
@@ -23,6 +26,10 @@ final class PoolCore: Sendable {
     self.initializerPayload = initializerPayload
     self.state = Mutex(PoolState(configuration: configuration))
   }
+
+  /// False in a child forked from the process that made the pool: the sockets and the I/O
+  /// thread are the parent's, so the child must not write to, signal or wait for its workers.
+  var belongsToThisProcess: Bool { pp_fork_generation() == forkGeneration }
 
   /// Runs a transition under the lock, then its effects without it.
   @discardableResult
@@ -63,14 +70,15 @@ final class PoolCore: Sendable {
     if !ensureIOThread(launcher: launcher) { return }
     let spawnedAt = MonotonicInstant.now
     do {
-      let (pid, socket, ring) = try WorkerSpawner.spawn(state.withLock { $0.launchers[launcher] })
+      let worker = try WorkerSpawner.spawn(state.withLock { $0.launchers[launcher] })
       transition { state, effects in
         _ = state.workerSpawned(
-          launcher: launcher, pid: pid, socket: socket, ring: ring, spawnedAt: spawnedAt,
-          initializer: initializerPayload, &effects)
+          launcher: launcher, worker, spawnedAt: spawnedAt, initializer: initializerPayload, &effects)
       }
     } catch {
-      transition { state, effects in state.spawnFailed(launcher: launcher, error, &effects) }
+      transition { state, effects in
+        state.spawnFailed(launcher: launcher, error.error, exhausted: error.exhausted, now: .now, &effects)
+      }
     }
   }
 
@@ -82,15 +90,18 @@ final class PoolCore: Sendable {
       return true
     }
     guard start else { return true }
+    // Registered here, on the submitting thread: `main` may return as soon as submit does.
+    ActivePools.register(self)
     do {
       let pipe = try Syscall.wakeChannel()
       state.withLock { $0.wakeChannel = (Socket(pipe.read), Socket(pipe.write)) }
       try OSThread.start(name: "processpool-io") {
-        ActivePools.register(self)
+        pp_mark_io_thread()
         self.runIOLoop()
       }
       return true
     } catch {
+      ActivePools.unregister(self)
       transition { state, effects in
         state.ioThreadRunning = false
         state.spawning -= 1
@@ -160,9 +171,16 @@ final class PoolCore: Sendable {
   }
 
   /// What a future calls to stop the worker running it; weak, so futures do not keep the pool.
-  var stopWorkerHook: @Sendable (ObjectIdentifier) -> Void {
+  /// Returns nil when the future's job is not the one its worker runs (it is left alone), else
+  /// what fails the job's other futures (a `map` chunk) once the caller has cancelled its own.
+  var stopWorkerHook: @Sendable (ObjectIdentifier) -> (@Sendable () -> Void)? {
     { [weak self] future in
-      self?.transition { state, effects in state.stopWorker(running: future, &effects) }
+      guard let self, self.belongsToThisProcess else { return nil }
+      let job = self.transition { state, effects in state.stopWorker(running: future, now: .now, &effects) }
+      guard let job else { return nil }
+      return {
+        job.sink.fail(ProcessPoolError(.cancelled, "the task was cancelled while running; its worker was stopped"))
+      }
     }
   }
 

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Handing queued work to workers, retiring workers, and finishing a shutdown.
 extension PoolState {
   /// Puts jobs in the queue, all or none, with one dispatch pass; nil when accepted, else the
@@ -38,7 +42,7 @@ extension PoolState {
 
   private var canSpawn: Bool {
     switch lifecycle {
-    case .running, .shuttingDown: return !forced
+    case .running, .shuttingDown: return !forced && spawnRetryAt == nil
     default: return false
     }
   }
@@ -133,17 +137,30 @@ extension PoolState {
     advance(&effects)
   }
 
-  /// `terminateWorkers`/`killWorkers`: signal every worker, cancel queued work, replace nobody.
-  mutating func forceShutdown(signal: Int32, _ effects: inout PoolEffects) {
+  /// `terminateWorkers`/`killWorkers`: cancel queued work, signal every worker (SIGTERM
+  /// escalates to SIGKILL after the grace period), fail its work when it exits, replace nobody.
+  mutating func forceShutdown(signal: Int32, now: MonotonicInstant, _ effects: inout PoolEffects) {
     if lifecycle == .running { lifecycle = .shuttingDown }
     forced = true
     effects.cancellations += queue.removeAll().map(\.sink)
-    let reason = ProcessPoolError(.brokenPool, "the pool was forcefully shut down")
+    let killAt = signal == SIGKILL ? nil : now.advanced(by: configuration.terminationGracePeriod)
     for index in workers.indices where workers[index].phase != .exited {
-      workers[index].phase = .terminating(killAt: nil)
-      workers[index].stopReason = reason
+      // Its running work fails when it has exited (with how it ended); a result it sends
+      // meanwhile (a task that ignores SIGTERM) is dropped, not delivered.
+      workers[index].headDeadline = nil
+      if case .terminating(let earlier) = workers[index].phase {
+        // Already being stopped: only a SIGKILL now can make that sooner.
+        if signal == SIGKILL, earlier != nil {
+          workers[index].phase = .terminating(killAt: nil)
+          effects.signals.append((workers[index].signalTarget, SIGKILL))
+        }
+        continue
+      }
+      workers[index].phase = .terminating(killAt: killAt)
+      workers[index].stopReason = ProcessPoolError(.brokenPool, "the pool was forcefully shut down")
       effects.signals.append((workers[index].signalTarget, signal))
     }
+    effects.wakeIO = true
     advance(&effects)
   }
 
@@ -165,7 +182,7 @@ extension PoolState {
       workers[index].headDeadline = nil
       if workers[index].phase != .exited {
         workers[index].phase = .terminating(killAt: nil)
-        effects.signals.append((workers[index].signalTarget, 9))
+        effects.signals.append((workers[index].signalTarget, SIGKILL))
       }
     }
     advance(&effects)

@@ -1,18 +1,23 @@
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// What happens to the pool when a worker starts, talks, times out or dies.
 extension PoolState {
   /// How many workers of a launcher in a row may die before their hello until it is given up.
   static let startFailureLimit = 3
 
   mutating func workerSpawned(
-    launcher: Int, pid: Int32, socket: Socket, ring: ReplyRing?, spawnedAt: MonotonicInstant,
-    initializer: [UInt8]?, _ effects: inout PoolEffects
+    launcher: Int, _ worker: SpawnedWorker, spawnedAt: MonotonicInstant, initializer: [UInt8]?,
+    _ effects: inout PoolEffects
   ) -> Int {
+    spawnRetryAt = nil
     spawning -= 1
     launcherSpawning[launcher] -= 1
     nextWorkerID += 1
     var slot = WorkerSlot(
-      id: nextWorkerID, launcher: launcher, launched: launchers[launcher].arguments != nil, pid: pid, socket: socket,
-      ring: ring, spawnedAt: spawnedAt)
+      id: nextWorkerID, launcher: launcher, launched: launchers[launcher].arguments != nil, pid: worker.pid,
+      socket: worker.socket, ring: worker.ring, pidfd: worker.pidfd, spawnedAt: spawnedAt)
     if let initializer {
       slot.initializing = true
       _ = slot.enqueue(.initialize, id: 0, payload: initializer)
@@ -26,9 +31,26 @@ extension PoolState {
     return slot.id
   }
 
-  mutating func spawnFailed(launcher: Int, _ error: ProcessPoolError, _ effects: inout PoolEffects) {
+  /// How long to wait before spawning again after the system ran out of descriptors or
+  /// processes while other workers run.
+  static let spawnRetryDelay = Duration.milliseconds(200)
+
+  mutating func spawnFailed(
+    launcher: Int, _ error: ProcessPoolError, exhausted: Bool, now: MonotonicInstant, _ effects: inout PoolEffects
+  ) {
     spawning -= 1
     launcherSpawning[launcher] -= 1
+    // Out of descriptors or processes is the system's state, not the launcher's fault: while
+    // some worker runs, go on with the workers there are and try again later (said once).
+    if exhausted && workers.contains(where: { $0.phase != .exited }) {
+      if spawnRetryAt == nil {
+        effects.logs.append(
+          (.warning, "cannot start another worker now (\(error.message)); going on with \(workers.count) and retrying"))
+      }
+      spawnRetryAt = now.advanced(by: Self.spawnRetryDelay)
+      effects.wakeIO = true
+      return
+    }
     startFailed(
       launcher: launcher,
       ProcessPoolError(.brokenPool, "a worker (\(launchers[launcher])) could not be started: \(error.message)"),
@@ -63,6 +85,13 @@ extension PoolState {
 
   mutating func hello(worker id: Int, version: UInt32, pid: Int32, _ effects: inout PoolEffects) {
     guard let index = index(ofWorker: id) else { return }
+    // A frame that only makes sense once, at start: from anything but a starting worker it is
+    // forged (a task writing to its socket) or garbage.
+    guard !workers[index].saidHello, workers[index].phase == .starting || workers[index].phase == .awaitingBootstrap
+    else {
+      protocolViolation(worker: id, "a hello from a worker that had already said hello", &effects)
+      return
+    }
     guard version == Frame.protocolVersion else {
       // Most likely a worker binary of another release of this library (on another host).
       let launcher = workers[index].launcher
@@ -95,20 +124,32 @@ extension PoolState {
 
   mutating func awaitingBootstrap(worker id: Int, _ effects: inout PoolEffects) {
     guard let index = index(ofWorker: id) else { return }
+    guard !workers[index].saidHello, workers[index].phase == .starting else {
+      protocolViolation(worker: id, "an 'awaiting bootstrap' frame from a worker that had started", &effects)
+      return
+    }
     workers[index].phase = .awaitingBootstrap
     workers[index].startDeadline = MonotonicInstant.now.advanced(by: configuration.bootstrapTimeout)
     effects.wakeIO = true
   }
 
-  /// The initializer's outcome; a failure breaks the pool with its error in the message.
+  /// The initializer's outcome; a failure breaks the pool with its error in the message. Only a
+  /// worker running its initializer may send it: from any other it is forged (by a task).
   mutating func initialized(worker id: Int, failure: String?, _ effects: inout PoolEffects) {
     guard let index = index(ofWorker: id) else { return }
+    guard workers[index].initializing, workers[index].saidHello else {
+      protocolViolation(worker: id, "an initializer outcome from a worker that was not initializing", &effects)
+      return
+    }
     workers[index].initializing = false
     if let failure {
       breakPool(
         ProcessPoolError(.brokenPool, "the worker initializer failed: \(failure)", workerPID: workers[index].pid),
         &effects)
+      return
     }
+    // Work is handed to a worker only once its initializer has succeeded.
+    advance(&effects)
   }
 
   /// A `results` frame: the head job is done. Returns it for delivery, or nil on a mismatch
@@ -116,6 +157,8 @@ extension PoolState {
   /// a batch of results.
   mutating func resultArrived(worker id: Int, requestID: UInt64, _ effects: inout PoolEffects) -> (Job, Int32)? {
     guard let index = index(ofWorker: id) else { return nil }
+    // A worker being stopped may still answer; its work was already failed or put back.
+    if case .terminating = workers[index].phase { return nil }
     guard let head = workers[index].inflight.first, head.id == requestID else {
       protocolViolation(worker: id, "a result for request \(requestID), which it was not running", &effects)
       return nil
@@ -140,41 +183,63 @@ extension PoolState {
     effects.logs.append((.error, "worker \(pid) broke the protocol: \(message)"))
     stop(
       workerAt: index,
-      reason: ProcessPoolError(.protocolViolation, "the worker broke the protocol: \(message)", workerPID: pid),
-      signal: 9, &effects)
+      failing: ProcessPoolError(.protocolViolation, "the worker broke the protocol: \(message)", workerPID: pid),
+      signal: SIGKILL, now: .now, &effects)
   }
 
-  /// Stops a worker by signal; the job it runs fails with `reason` now, work queued behind it
-  /// goes back to the queue.
-  /// `cancel(terminatingWorker: true)` on a running future: stop the worker running it (only
-  /// when it is that worker's current job; one queued behind is skipped as cancelled).
-  mutating func stopWorker(running future: ObjectIdentifier, _ effects: inout PoolEffects) {
-    guard let index = workers.firstIndex(where: { $0.inflight.first?.sink.contains(future) == true }) else { return }
-    stop(
+  /// `cancel(terminatingWorker: true)` on a running future: stops the worker only when this
+  /// future's job is the one it runs. Returns that job (taken off the worker, for the caller to
+  /// cancel and fail), or nil when the job is not running: one handed to a worker behind
+  /// another cannot be stopped without stopping that other task, so it is left to run.
+  mutating func stopWorker(running future: ObjectIdentifier, now: MonotonicInstant, _ effects: inout PoolEffects)
+    -> Job?
+  {
+    guard
+      let index = workers.firstIndex(where: {
+        $0.saidHello && !$0.initializing && $0.inflight.first?.sink.contains(future) == true
+      })
+    else { return nil }
+    switch workers[index].phase {
+    case .ready, .retiring: break
+    default: return nil
+    }
+    return stop(
       workerAt: index,
       reason: ProcessPoolError(
         .cancelled, "the task was cancelled while running; its worker was stopped", workerPID: workers[index].pid),
-      signal: 15, &effects)
+      signal: SIGTERM, now: now, &effects)
   }
 
-  private mutating func stop(workerAt index: Int, reason: ProcessPoolError, signal: Int32, _ effects: inout PoolEffects)
-  {
-    if workers[index].phase == .exited { return }
-    if case .terminating = workers[index].phase { return }
-    if let head = workers[index].inflight.first {
-      workers[index].inflight.removeFirst()
-      effects.failures.append((head.sink, reason))
-      statistics.tasksFailed += 1
-    }
-    queue.prepend(workers[index].inflight)
+  /// Stops a worker by signal (SIGKILL after the grace period for SIGTERM) and returns the job
+  /// it was running, taken off it; work queued behind that job goes back to the queue.
+  @discardableResult
+  private mutating func stop(
+    workerAt index: Int, reason: ProcessPoolError, signal: Int32, now: MonotonicInstant, _ effects: inout PoolEffects
+  ) -> Job? {
+    if workers[index].phase == .exited { return nil }
+    if case .terminating = workers[index].phase { return nil }
+    var inflight = workers[index].inflight[...]
+    let head = inflight.popFirst()
+    queue.prepend(inflight)
     workers[index].inflight = []
     workers[index].headDeadline = nil
     workers[index].stopReason = reason
-    let grace = signal == 9 ? nil : MonotonicInstant.now.advanced(by: configuration.terminationGracePeriod)
+    let grace = signal == SIGKILL ? nil : now.advanced(by: configuration.terminationGracePeriod)
     workers[index].phase = .terminating(killAt: grace)
     effects.signals.append((workers[index].signalTarget, signal))
     effects.wakeIO = true
     advance(&effects)
+    return head
+  }
+
+  /// Stops a worker and fails the job it was running with `reason`.
+  private mutating func stop(
+    workerAt index: Int, failing reason: ProcessPoolError, signal: Int32, now: MonotonicInstant,
+    _ effects: inout PoolEffects
+  ) {
+    guard let head = stop(workerAt: index, reason: reason, signal: signal, now: now, &effects) else { return }
+    effects.failures.append((head.sink, reason))
+    statistics.tasksFailed += 1
   }
 
   /// Deadlines: per-task timeouts, SIGKILL after the grace period, a bootstrap that never came.
@@ -185,6 +250,14 @@ extension PoolState {
       guard let instant else { return }
       if next == nil || instant < next! { next = instant }
     }
+    if let retry = spawnRetryAt {
+      if retry <= now {
+        spawnRetryAt = nil
+        advance(&effects)
+      } else {
+        consider(retry)
+      }
+    }
     for index in workers.indices {
       let pid = workers[index].pid
       if let deadline = workers[index].headDeadline {
@@ -193,9 +266,9 @@ extension PoolState {
           statistics.tasksTimedOut += 1
           stop(
             workerAt: index,
-            reason: ProcessPoolError(
+            failing: ProcessPoolError(
               .taskTimedOut, "the task ran longer than \(limit); its worker was stopped", workerPID: pid),
-            signal: 15, &effects)
+            signal: SIGTERM, now: now, &effects)
         } else {
           consider(deadline)
         }
@@ -203,7 +276,7 @@ extension PoolState {
       if case .terminating(let killAt?) = workers[index].phase {
         if killAt <= now {
           workers[index].phase = .terminating(killAt: nil)
-          effects.signals.append((workers[index].signalTarget, 9))
+          effects.signals.append((workers[index].signalTarget, SIGKILL))
         } else {
           consider(killAt)
         }
@@ -223,16 +296,19 @@ extension PoolState {
     return next
   }
 
-  /// The worker's socket ended and it was reaped: fail or requeue its work, replace or break.
-  /// `phase` is the one the worker had when its socket ended.
+  /// The worker exited and was reaped: fail or requeue its work, replace or break. `phase` is
+  /// the one the worker had when its exit was seen; `termination` is nil when the system kept
+  /// no status (SIGCHLD ignored by this process).
   mutating func workerExited(
-    worker id: Int, phase: WorkerSlot.Phase, termination: ProcessPoolError.Termination, _ effects: inout PoolEffects
+    worker id: Int, phase: WorkerSlot.Phase, termination: ProcessPoolError.Termination?, _ effects: inout PoolEffects
   ) {
     guard let index = index(ofWorker: id) else { return }
     var slot = workers.remove(at: index)
     slot.phase = phase
     let pid = slot.pid
-    let graceful = slot.phase == .retiring && slot.inflight.isEmpty && termination == .exited(0)
+    let ended = Self.describe(termination)
+    let graceful =
+      slot.phase == .retiring && slot.inflight.isEmpty && (termination == .exited(0) || termination == nil)
     if graceful {
       advance(&effects)
       return
@@ -241,28 +317,42 @@ extension PoolState {
     // with the rest instead of forgetting it.
     let unfinished = slot.inflight
     slot.inflight = []
-    if slot.phase == .awaitingBootstrap || slot.startDeadline != nil || (!slot.saidHello && slot.stopReason == nil) {
+    let bootstrapping = slot.phase == .awaitingBootstrap || slot.startDeadline != nil
+    // Not started: no hello yet, or its initializer had not finished (it was given no work).
+    let diedStarting = (!slot.saidHello || slot.initializing) && slot.stopReason == nil
+    if bootstrapping || diedStarting {
+      // A job sent before the hello provably never started (the hello comes first).
       queue.prepend(unfinished)
     } else {
       slot.inflight = unfinished
     }
-    if slot.phase == .awaitingBootstrap || slot.startDeadline != nil {
+    if bootstrapping {
       breakPool(
         ProcessPoolError(
           .workerStartFailed,
-          "the worker exited (\(termination)) without running its loop; " + WorkerSpawner.bootstrapAdvice,
+          "the worker exited (\(ended)) without running its loop; " + WorkerSpawner.bootstrapAdvice,
           workerPID: pid, termination: termination), &effects)
       return
     }
-    if !slot.saidHello && slot.stopReason == nil {
+    if diedStarting {
+      let during = slot.saidHello ? "in its initializer" : "before its hello"
+      if configuration.crashPolicy == .breakPool {
+        // CPython's rule: any unexpected death of a worker breaks the pool.
+        breakPool(
+          ProcessPoolError(
+            .brokenPool, "a worker\(whereRunning(slot)) died \(during) with \(ended)", workerPID: pid,
+            termination: termination), &effects)
+        return
+      }
       let launcher = launchers[slot.launcher]
       let broke = startFailed(
         launcher: slot.launcher,
         ProcessPoolError(
           .brokenPool,
-          "\(launcherStartFailures[slot.launcher] + 1) workers (\(launcher)) in a row died while starting, "
-            + "the last with \(termination)", workerPID: pid, termination: termination), &effects)
-      if broke { return }
+          "\(launcherStartFailures[slot.launcher] + 1) workers (\(launcher)) in a row died while starting "
+            + "(\(during)), the last with \(ended)", workerPID: pid, termination: termination), &effects)
+      _ = broke  // startFailed ran the dispatch pass, or broke the pool.
+      return
     }
     if case .terminating = slot.phase, forced {
       for job in slot.inflight {
@@ -272,6 +362,7 @@ extension PoolState {
             ProcessPoolError(.brokenPool, "the pool was forcefully shut down", workerPID: pid, termination: termination)
           ))
       }
+      statistics.workersStopped += 1
       advance(&effects)
       return
     }
@@ -284,33 +375,36 @@ extension PoolState {
           return error
         }
         ?? ProcessPoolError(
-          .workerCrashed, "the worker\(whereRunning(slot)) running this task died with \(termination)", workerPID: pid,
+          .workerCrashed, "the worker\(whereRunning(slot)) running this task died with \(ended)", workerPID: pid,
           termination: termination)
       statistics.tasksFailed += 1
-      if configuration.crashPolicy == .breakPool && slot.stopReason == nil {
-        statistics.workersCrashed += 1
-        statistics.crashes[termination, default: 0] += 1
-        effects.failures.append((head.sink, error))
-        queue.prepend(inflight)
-        breakPool(
-          ProcessPoolError(
-            .brokenPool, "a worker died with \(termination) while running a task", workerPID: pid,
-            termination: termination), &effects)
-        return
-      }
       effects.failures.append((head.sink, error))
     }
     var killedByPool = false
     if case .terminating = slot.phase { killedByPool = true }
     if killedByPool {
       statistics.workersStopped += 1
-    } else if slot.phase != .retiring && slot.saidHello {
+    } else if slot.phase != .retiring || termination != .exited(0) {
       statistics.workersCrashed += 1
-      statistics.crashes[termination, default: 0] += 1
-      effects.logs.append((.warning, "worker \(pid)\(whereRunning(slot)) died with \(termination); it is replaced"))
+      if let termination { statistics.crashes[termination, default: 0] += 1 }
+      if configuration.crashPolicy == .breakPool {
+        queue.prepend(inflight)
+        breakPool(
+          ProcessPoolError(
+            .brokenPool, "a worker\(whereRunning(slot)) died with \(ended)", workerPID: pid,
+            termination: termination), &effects)
+        return
+      }
+      effects.logs.append((.warning, "worker \(pid)\(whereRunning(slot)) died with \(ended); it is replaced"))
     }
     queue.prepend(inflight)
     advance(&effects)
+  }
+
+  /// How a worker ended, in words; nil is a status the system did not keep.
+  static func describe(_ termination: ProcessPoolError.Termination?) -> String {
+    termination.map { "\($0)" }
+      ?? "an unknown status (this process ignores SIGCHLD, so the system discarded the worker's exit status)"
   }
 
   /// " (ssh host)" for a launched worker, "" for a local one: where a crash happened.

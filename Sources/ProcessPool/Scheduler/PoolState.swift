@@ -30,6 +30,8 @@ struct PoolState: ~Copyable {
   var launcherGivenUp: [Bool]
   /// Workers being spawned right now, over all launchers (counted against the capacity).
   var spawning = 0
+  /// Spawning waits until then: the system ran out of descriptors or processes.
+  var spawnRetryAt: MonotonicInstant?
   var nextJobID: UInt64 = 1
   var nextWorkerID = 0
   /// Whether the I/O thread runs (it is started with the first worker and ends when stopped).

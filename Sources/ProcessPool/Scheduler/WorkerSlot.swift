@@ -29,6 +29,8 @@ struct WorkerSlot {
   let socket: Socket
   /// Where a local worker's replies come (nil for a launched worker: all on the socket).
   let ring: ReplyRing?
+  /// A pidfd of `pid`: readable once it exited (nil where the kernel has none).
+  let pidfd: Socket?
   var phase: Phase = .starting
   /// Jobs sent and not answered, oldest first; the first one is running.
   var inflight: [Job] = []
@@ -78,8 +80,9 @@ struct WorkerSlot {
 
   init(
     id: Int, launcher: Int, launched: Bool, pid: Int32, socket: Socket, ring: ReplyRing? = nil,
-    spawnedAt: MonotonicInstant = .now
+    pidfd: Socket? = nil, spawnedAt: MonotonicInstant = .now
   ) {
+    self.pidfd = pidfd
     self.id = id
     self.spawnedAt = spawnedAt
     self.launcher = launcher
@@ -97,6 +100,8 @@ struct WorkerSlot {
 
   /// Whether it may be given work now.
   func accepts(maxTasksPerChild: Int?) -> Bool {
+    // No task before the initializer has succeeded: one that dies there is a failed start.
+    if initializing { return false }
     switch phase {
     // A local worker's hello is on its socket before anything it runs, so work written to it
     // early is requeued safely if it dies unheard. A launched worker's hello can be lost in

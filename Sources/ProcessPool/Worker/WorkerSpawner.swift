@@ -4,6 +4,35 @@ import CProcessPoolShims
   import Glibc
 #endif
 
+/// A process `WorkerSpawner` started, with the parent's ends of what connects it.
+struct SpawnedWorker: Sendable {
+  let pid: Int32
+  /// The parent's end of its socket (non-blocking, close-on-exec).
+  let socket: Socket
+  /// Where a local worker's replies come.
+  let ring: ReplyRing?
+  /// Readable once the process exits (nil where the kernel has no pidfds).
+  let pidfd: Socket?
+}
+
+/// Why a worker could not be started.
+struct SpawnFailure: Error {
+  let error: ProcessPoolError
+  /// The system is out of descriptors, processes or memory (EMFILE, ENFILE, EAGAIN, ENOMEM):
+  /// worth trying again later, not the launcher's fault.
+  let exhausted: Bool
+
+  init(_ message: String, _ cause: Errno) {
+    error = ProcessPoolError(.workerStartFailed, "\(message): \(cause)")
+    exhausted = [EMFILE, ENFILE, EAGAIN, ENOMEM].contains(cause.code)
+  }
+
+  init(_ error: ProcessPoolError) {
+    self.error = error
+    exhausted = false
+  }
+}
+
 /// Starts a worker: this executable again, with the marker in its environment and its end of a
 /// socket pair as fd 3, or a launcher command with that end as its stdin and stdout, through
 /// `posix_spawn` (never `fork`: a forked Swift process with threads is not safe).
@@ -11,29 +40,27 @@ enum WorkerSpawner {
   static let bootstrapAdvice =
     "add `ProcessPoolWorker.bootstrap()` as the first line of `main` (needed in a build linked with --static-swift-stdlib)"
 
-  /// Returns the child's pid, the parent's end of its socket (non-blocking, close-on-exec) and,
-  /// for a local worker, the ring its replies come through.
-  static func spawn(_ launcher: WorkerLauncher) throws(ProcessPoolError) -> (
-    pid: Int32, socket: Socket, ring: ReplyRing?
-  ) {
+  /// Starts a worker of `launcher`.
+  static func spawn(_ launcher: WorkerLauncher) throws(SpawnFailure) -> SpawnedWorker {
     if pp_started_as_worker() != 0 && !WorkerLoop.isActive.load(ordering: .acquiring) {
-      throw ProcessPoolError(
-        .workerStartFailed,
-        "this process was started as a pool worker but its worker loop never ran, so it may not start workers itself; "
-          + bootstrapAdvice)
+      throw SpawnFailure(
+        ProcessPoolError(
+          .workerStartFailed,
+          "this process was started as a pool worker but its worker loop never ran, so it may not start workers "
+            + "itself; " + bootstrapAdvice))
     }
     let ends: (Int32, Int32)
     do {
       ends = try Syscall.socketPair()
     } catch {
-      throw ProcessPoolError(.workerStartFailed, "cannot create the worker's socket: \(error)")
+      throw SpawnFailure("cannot create the worker's socket", error)
     }
     let parentEnd = Socket(ends.0)
     defer { Syscall.close(ends.1) }
     do {
       try Syscall.setNonBlocking(parentEnd.fd)
     } catch {
-      throw ProcessPoolError(.workerStartFailed, "cannot configure the worker's socket: \(error)")
+      throw SpawnFailure("cannot configure the worker's socket", error)
     }
     // Both ends: a large payload crosses in fewer rounds of wake-ups in either direction.
     Syscall.setSocketBuffers(parentEnd.fd, bytes: 1 << 20)
@@ -45,7 +72,7 @@ enum WorkerSpawner {
       do {
         ring = try ReplyRing.create()
       } catch {
-        throw ProcessPoolError(.workerStartFailed, "cannot create the worker's reply ring: \(error)")
+        throw SpawnFailure("cannot create the worker's reply ring", error)
       }
     }
     defer { if let ring { Syscall.close(ring.fd) } }
@@ -76,10 +103,12 @@ enum WorkerSpawner {
       }
     }
     guard rc == 0 else {
-      throw ProcessPoolError(
-        .workerStartFailed, "cannot start \(program): \(Errno(code: rc, call: "posix_spawn"))")
+      throw SpawnFailure("cannot start \(program)", Errno(code: rc, call: "posix_spawn"))
     }
-    return (pid, parentEnd, ring?.ring)
+    // Without a pidfd (an old kernel, or no descriptor left) the end of the socket says when
+    // the worker is gone, as before.
+    let pidfd = try? Syscall.pidfdOpen(pid)
+    return SpawnedWorker(pid: pid, socket: parentEnd, ring: ring?.ring, pidfd: pidfd.map(Socket.init))
   }
 
   /// `/proc/self/exe` resolves in the spawning process, so a rebuilt or moved binary still
