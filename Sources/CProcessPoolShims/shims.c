@@ -160,6 +160,12 @@ int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *cons
         if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, spare, 0);
         if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, spare, 1);
         first_closed = 3;
+    } else if (child_fd > 4 && (ring < 0 || ring > 4)) {
+        // Both sources above the targets: straight there. (No spare descriptors, which near
+        // the descriptor limit could land past it and fail with EBADF.)
+        rc = posix_spawn_file_actions_adddup2(&actions, child_fd, 3);
+        if (rc == 0 && ring >= 0) rc = posix_spawn_file_actions_adddup2(&actions, ring, 4);
+        if (ring >= 0) first_closed = 5;
     } else {
         // Through spare descriptors above both sources: dup2 of a descriptor onto itself would
         // keep close-on-exec, and a source may sit where the other one goes.

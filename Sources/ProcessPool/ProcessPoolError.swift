@@ -44,6 +44,10 @@ public struct ProcessPoolError: Error, Sendable, Hashable, Codable, CustomString
     public static let workerStartFailed = Code("workerStartFailed")
     /// An argument was out of range (for example `maxWorkers <= 0`).
     public static let invalidArgument = Code("invalidArgument")
+    /// The call would wait for something only the calling thread can bring about (for example
+    /// `result()` on an unfinished future from a done-callback, which runs on the pool's I/O
+    /// thread).
+    public static let wouldDeadlock = Code("wouldDeadlock")
 
     /// The code's name, as in `workerCrashed`.
     public var description: String { rawValue }

@@ -1,3 +1,4 @@
+import CProcessPoolShims
 import Synchronization
 
 /// What the pool (and `wait`/`asCompleted`) do to a future. Internal: only the pool finishes one.
@@ -26,6 +27,14 @@ extension ProcessFuture {
   /// Blocks until done or `timeout`; the outcome, or a `timedOut` error.
   func waitForOutcome(timeout: Duration?) throws -> Result<Output, any Error> {
     if let outcome = state.withLock({ $0.outcome }) { return outcome }
+    // A done-callback runs on the I/O thread that finishes futures: waiting there for another
+    // future would stop every result from arriving, this one's too.
+    if pp_is_io_thread() != 0 {
+      throw ProcessPoolError(
+        .wouldDeadlock,
+        "a blocking wait for an unfinished future on the pool's I/O thread (in a done-callback) would stop every "
+          + "result from arriving; await `value` in a Task, or wait from another thread")
+    }
     let gate = ConditionLock()
     let id = state.withLock { $0.allocateWaiterID() }
     let flag = Mutex(false)

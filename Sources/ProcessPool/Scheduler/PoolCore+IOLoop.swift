@@ -272,9 +272,11 @@ extension PoolCore {
     if !graceful || (exited && entry.signalTarget < 0) { Syscall.kill(entry.signalTarget, SIGKILL) }
     var termination: ProcessPoolError.Termination?
     do {
-      if let status = try Syscall.waitPID(entry.pid, noHang: false) {
-        termination = Self.termination(fromWaitStatus: status)
-      }
+      // Known to have exited: no blocking wait (with SIGCHLD ignored, a blocking waitpid would
+      // wait for every other child too).
+      var status = exited ? try Syscall.waitPID(entry.pid, noHang: true) : nil
+      if status == nil { status = try Syscall.waitPID(entry.pid, noHang: false) }
+      if let status { termination = Self.termination(fromWaitStatus: status) }
     } catch {
       // ECHILD: SIGCHLD is ignored here, so the system reaped the worker and kept no status.
       termination = nil

@@ -198,8 +198,10 @@ final class PoolCore: Sendable {
     }
   }
 
-  /// Blocks the calling thread until stopped (used at process exit).
+  /// Blocks the calling thread until stopped (used at process exit). On an I/O thread (a
+  /// done-callback) it returns at once: that thread must go on for the pool to stop.
   func blockUntilStopped() {
+    if pp_is_io_thread() != 0 { return }
     stopGate.withLock {
       _ = stopGate.wait(until: nil) { state.withLock { $0.lifecycle == .stopped } }
     }

@@ -113,7 +113,8 @@ extension PoolState {
     workers[index].startDeadline = nil
     if case .starting = workers[index].phase { workers[index].phase = .ready }
     if case .awaitingBootstrap = workers[index].phase { workers[index].phase = .ready }
-    launcherStartFailures[workers[index].launcher] = 0
+    // Started for good once its initializer, if any, has succeeded too.
+    if !workers[index].initializing { launcherStartFailures[workers[index].launcher] = 0 }
     if let head = workers[index].inflight.first, let timeout = head.timeout {
       workers[index].headDeadline = MonotonicInstant.now.advanced(by: timeout)
       effects.wakeIO = true
@@ -142,6 +143,7 @@ extension PoolState {
       return
     }
     workers[index].initializing = false
+    if failure == nil { launcherStartFailures[workers[index].launcher] = 0 }
     if let failure {
       breakPool(
         ProcessPoolError(.brokenPool, "the worker initializer failed: \(failure)", workerPID: workers[index].pid),
