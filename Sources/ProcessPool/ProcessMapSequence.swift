@@ -63,12 +63,13 @@ public struct ProcessMapSequence<Output: Codable & Sendable>: AsyncSequence {
         ready.clear()
         return nil
       }
-      let outcomes = chunk.outcomes(Output.self)
-      ready.open(outcomes)
-      return try outcomes[0].get()
+      return try ready.open(chunk.outcomes(Output.self)).get()
     }
   }
 }
+
+/// What stands in a map's ready buffer for an outcome already handed out.
+@usableFromInline let yieldedOutcome: any Error = ProcessPoolError(.cancelled, "already yielded")
 
 /// The outcomes of the chunk being yielded and the next one to yield, shared by a map's state
 /// (which fills it) and its iterator (which steps through it). One task iterates a map, so no
@@ -81,19 +82,25 @@ final class MapReadyBuffer<Output: Sendable> {
   @usableFromInline
   init() {}
 
-  /// The next outcome of the open chunk, or nil when it is used up.
+  /// The next outcome of the open chunk, or nil when it is used up. The buffer lets go of it:
+  /// an output the caller has dropped is freed at once, not when the next chunk comes.
   @inlinable
   func next() -> Result<Output, any Error>? {
     guard index < items.count else { return nil }
     defer { index += 1 }
-    return items[index]
+    let item = items[index]
+    items[index] = .failure(yieldedOutcome)
+    return item
   }
 
-  /// Holds a new chunk's outcomes; the first is handed out by the caller.
+  /// Holds a new chunk's outcomes and hands out the first.
   @inlinable
-  func open(_ outcomes: [Result<Output, any Error>]) {
+  func open(_ outcomes: consuming [Result<Output, any Error>]) -> Result<Output, any Error> {
     items = outcomes
     index = 1
+    let first = items[0]
+    items[0] = .failure(yieldedOutcome)
+    return first
   }
 
   @inlinable

@@ -55,7 +55,9 @@ extension ProcessPoolExecutor {
     let header = try Frame.emptyHeader + Self.typedValueHeader(task)
     let size = chunksize ?? Self.automaticChunksize(count: underestimatedCount, workers: configuration.capacity)
     let counter = ProgressCounter(total: count, handler: progress)
-    let source = ChunkSource(pool: self, header: header, codec: codec, chunksize: size, progress: counter)
+    let source = ChunkSource(
+      core: core, header: header, codec: codec, chunksize: size, taskTimeout: configuration.taskTimeout,
+      progress: counter)
     let state = MapState(source: source, buffersize: buffersize, timeout: timeout)
     try state.fill()
     return ProcessMapSequence(state: state, progress: counter)
@@ -70,20 +72,27 @@ extension ProcessPoolExecutor {
 
 }
 
-/// Pulls inputs and submits them a chunk at a time.
+/// Pulls inputs and submits them a chunk at a time. It holds the pool's core, not the executor:
+/// dropping the executor shuts the pool down even while a map's results are unread (what was
+/// submitted still finishes; a lazy input's later chunks are refused), as CPython's iterator holds
+/// its executor weakly.
 final class ChunkSource {
-  let pool: ProcessPoolExecutor
+  let core: PoolCore
   /// The start of every chunk's frame: room for the frame header, the task's name and value.
   let header: [UInt8]
   let codec: MapCodec
   let chunksize: Int
+  let taskTimeout: Duration?
   let progress: ProgressCounter
   // Touched by the map's caller, then by the one iterating task: no exclusivity checks.
   @exclusivity(unchecked) var exhausted = false
   @exclusivity(unchecked) var pulled = 0
 
-  init(pool: ProcessPoolExecutor, header: [UInt8], codec: MapCodec, chunksize: Int, progress: ProgressCounter) {
-    self.pool = pool
+  init(
+    core: PoolCore, header: [UInt8], codec: MapCodec, chunksize: Int, taskTimeout: Duration?, progress: ProgressCounter
+  ) {
+    self.core = core
+    self.taskTimeout = taskTimeout
     self.header = header
     self.codec = codec
     self.chunksize = chunksize
@@ -99,7 +108,7 @@ final class ChunkSource {
       if let chunk { chunks.append(chunk) }
       if let job { jobs.append(job) }
     }
-    try pool.enqueue(jobs)
+    try core.enqueue(jobs)
     return chunks
   }
 
@@ -128,9 +137,9 @@ final class ChunkSource {
     }
     let progress = self.progress
     let future = ProcessFuture<RawOutcomes>(
-      acknowledgesCancel: true, stopWorker: pool.core.stopWorkerHook, onFinish: { progress.record($0, count: sent) })
+      acknowledgesCancel: true, stopWorker: core.stopWorkerHook, onFinish: { progress.record($0, count: sent) })
     let chunk = MapChunk(future: future, count: count, encodingFailures: failures)
     let sink = MapChunkSink(future: future, count: sent)
-    return (chunk, Job(frame: consume payload, sink: sink, timeout: pool.configuration.taskTimeout))
+    return (chunk, Job(frame: consume payload, sink: sink, timeout: taskTimeout))
   }
 }

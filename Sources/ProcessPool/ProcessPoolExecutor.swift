@@ -97,13 +97,7 @@ public final class ProcessPoolExecutor: Sendable {
 
   /// Queues jobs under one lock (one dispatch pass for the lot); all or none.
   func enqueue(_ jobs: some Collection<Job>) throws(ProcessPoolError) {
-    guard !jobs.isEmpty else { return }
-    guard core.belongsToThisProcess else {
-      throw ProcessPoolError(
-        .shutDown, "this pool belongs to the process this one was forked from; create a new pool in the child")
-    }
-    let rejection = core.transition { state, effects in state.submit(jobs, &effects) }
-    if let rejection { throw rejection }
+    try core.enqueue(jobs)
   }
 
   /// The start of a `run` or `initialize` payload: the value's type name (checked to resolve in

@@ -182,6 +182,43 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test func droppingThePoolWhileAMapIsUnreadShutsItDownAndTheResultsStillCome() async throws {
+      // CPython's test_del_shutdown: the map's iterator does not keep the executor.
+      let check = LeakCheck()
+      var pool: ProcessPoolExecutor? = try ProcessPoolExecutor(maxWorkers: 2)
+      let results = try pool!.map(Absolute(), -5..<5, chunksize: 2)
+      weak let weakPool = pool
+      let core = pool!.core
+      pool = nil
+      #expect(weakPool == nil)
+      // Every worker exits and is reaped, while the results are still unread.
+      await core.waitUntilStopped()
+      core.waitForIOThread()
+      var values: [Int] = []
+      for try await value in results { values.append(value) }
+      #expect(values == (-5..<5).map(abs))
+      check.verify()
+    }
+
+    @Test func aMapDoesNotKeepTheOutputsItHasYielded() async throws {
+      // CPython's test_free_reference.
+      try await withPool(.workers(2)) { (pool: ProcessPoolExecutor) async throws in
+        var iterator = try pool.map(MakeDummyObject(), 0..<10, chunksize: 5).makeAsyncIterator()
+        var seen = 0
+        while true {
+          weak var watched: DummyObject?
+          do {
+            guard let object = try await iterator.next() else { break }
+            #expect(object.value == seen)
+            watched = object
+          }
+          #expect(watched == nil, "output \(seen) is still referenced by the map")
+          seen += 1
+        }
+        #expect(seen == 10)
+      }
+    }
+
     // MARK: Lifecycle
 
     @Test func aWorkerDyingInItsInitializerIsAFailedStartAndNoTaskIsBlamed() async throws {

@@ -31,6 +31,17 @@ final class PoolCore: Sendable {
   /// thread are the parent's, so the child must not write to, signal or wait for its workers.
   var belongsToThisProcess: Bool { pp_fork_generation() == forkGeneration }
 
+  /// Queues jobs under one lock (one dispatch pass for the lot); all or none.
+  func enqueue(_ jobs: some Collection<Job>) throws(ProcessPoolError) {
+    guard !jobs.isEmpty else { return }
+    guard belongsToThisProcess else {
+      throw ProcessPoolError(
+        .shutDown, "this pool belongs to the process this one was forked from; create a new pool in the child")
+    }
+    let rejection = transition { state, effects in state.submit(jobs, &effects) }
+    if let rejection { throw rejection }
+  }
+
   /// Runs a transition under the lock, then its effects without it.
   @discardableResult
   func transition<T>(_ body: (inout PoolState, inout PoolEffects) -> T) -> T {

@@ -173,3 +173,17 @@ extension ProcessPoolExecutor {
     core.blockUntilStopped()
   }
 }
+
+/// A result object the test can watch being freed (CPython's `make_dummy_object`).
+final class DummyObject: Codable, Sendable {
+  let value: Int
+  init(value: Int) { self.value = value }
+}
+
+struct MakeDummyObject: ProcessTask {
+  func run(_ x: Int) async throws -> DummyObject { DummyObject(value: x) }
+}
+
+struct Absolute: ProcessTask {
+  func run(_ x: Int) async throws -> Int { abs(x) }
+}
