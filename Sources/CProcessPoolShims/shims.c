@@ -153,11 +153,15 @@ int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *cons
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
     if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, first_closed);
 #endif
+    // The pool stops workers with SIGTERM, and a worker's own children need their exit status
+    // (a host that ignores SIGCHLD would leave a nested pool nothing to reap), so both start at
+    // their defaults.
     sigset_t defaults;
     sigemptyset(&defaults);
     sigaddset(&defaults, SIGPIPE);
     sigaddset(&defaults, SIGTERM);
     sigaddset(&defaults, SIGINT);
+    sigaddset(&defaults, SIGCHLD);
     sigset_t none;
     sigemptyset(&none);
     if (rc == 0) rc = posix_spawnattr_setsigdefault(&attr, &defaults);
