@@ -97,6 +97,11 @@ __attribute__((constructor)) static void processpool_worker_hook(void) {
         input = output = atoi(marker);
         const char *ring = strchr(marker, ',');
         if (ring != NULL) ring_fd = atoi(ring + 1);
+        // A local worker has a process group of its own, which is in the background of the
+        // parent's terminal: a task that reads or writes there must get an error, not stop the
+        // worker for good.
+        signal(SIGTTIN, SIG_IGN);
+        signal(SIGTTOU, SIG_IGN);
     }
     // Consumed before any user code runs: a child that goes on to `main` must not pass the
     // marker to processes it starts (that recursion is a fork bomb).
@@ -155,23 +160,23 @@ int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *cons
 #endif
     // The pool stops workers with SIGTERM, and a worker's own children need their exit status
     // (a host that ignores SIGCHLD would leave a nested pool nothing to reap), so both start at
-    // their defaults.
+    // their defaults. An ignored SIGINT stays ignored, as in CPython.
     sigset_t defaults;
     sigemptyset(&defaults);
     sigaddset(&defaults, SIGPIPE);
     sigaddset(&defaults, SIGTERM);
-    sigaddset(&defaults, SIGINT);
     sigaddset(&defaults, SIGCHLD);
     sigset_t none;
     sigemptyset(&none);
     if (rc == 0) rc = posix_spawnattr_setsigdefault(&attr, &defaults);
     if (rc == 0) rc = posix_spawnattr_setsigmask(&attr, &none);
     short flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
-    // A launcher gets its own process group: the pool signals the group, so every process of a
-    // launcher pipeline stops, and a terminal's Ctrl-C reaches only the parent (whose exit
-    // closes the socket and so ends the workers).
-    if (stdio) flags |= POSIX_SPAWN_SETPGROUP;
-    if (rc == 0 && stdio) rc = posix_spawnattr_setpgroup(&attr, 0);
+    // Every worker gets its own process group, so a terminal's Ctrl-C (and its quit and stop keys)
+    // reaches only the parent, which decides; a worker still ends as soon as the parent does (end of
+    // stream on its socket). The pool signals a launcher's group, so every process of its
+    // pipeline stops.
+    flags |= POSIX_SPAWN_SETPGROUP;
+    if (rc == 0) rc = posix_spawnattr_setpgroup(&attr, 0);
     if (rc == 0) rc = posix_spawnattr_setflags(&attr, flags);
     // A launcher command is found through PATH, as a shell would.
     if (rc == 0) rc = stdio ? posix_spawnp(pid, path, &actions, &attr, argv, envp)

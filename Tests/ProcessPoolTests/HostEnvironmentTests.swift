@@ -22,6 +22,19 @@ extension WorkerProcessTests {
         #expect(seen == .init(hostIgnored: true, workerIgnored: false))
       }
     }
+
+    @Test func workersKeepAnIgnoredSIGINT() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let seen = try await pool.submit(NestedSignalDisposition(signal: SIGINT), 0).value
+        #expect(seen == .init(hostIgnored: true, workerIgnored: true))
+      }
+    }
+
+    @Test func ctrlCToTheHostsProcessGroupDoesNotReachItsWorkers() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        #expect(try await pool.submit(InterruptOwnProcessGroup(), 7).value == 7)
+      }
+    }
   }
 }
 
@@ -57,5 +70,31 @@ struct NestedSignalDisposition: ProcessTask {
     Glibc.signal(signal, previous)
     await pool.shutdown()
     return seen
+  }
+}
+
+/// Plays a terminal's Ctrl-C: makes this worker a process-group leader that handles SIGINT,
+/// starts a nested pool with a task running, sends SIGINT to its own process group, and returns
+/// what the nested task returns (it fails with "signal 2" when its worker got the SIGINT).
+struct InterruptOwnProcessGroup: ProcessTask {
+  func run(_ x: Int) async throws -> Int {
+    let previous = signal(SIGINT) { _ in }
+    defer { signal(SIGINT, previous) }
+    guard setpgid(0, 0) == 0 else { throw GateError(message: "setpgid: \(errno)") }
+    let pool = try ProcessPoolExecutor(maxWorkers: 1)
+    let gate = TestGate()
+    defer { gate.close() }
+    let running = try pool.submit(gate.task, x)
+    guard await gate.waitForArrivals(1) else { throw GateError(message: "the nested task never started") }
+    kill(0, SIGINT)
+    gate.open()
+    let result: Result<Int, any Error>
+    do {
+      result = .success(try await running.value)
+    } catch {
+      result = .failure(error)
+    }
+    await pool.shutdown()
+    return try result.get()
   }
 }

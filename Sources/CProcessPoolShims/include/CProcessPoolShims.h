@@ -42,8 +42,8 @@ int pp_started_as_worker(void);
 
 /// posix_spawn of `path` with `argv`/`envp`, `child_fd` duplicated onto fd 3 (or, with `stdio`,
 /// onto stdin and stdout, and `path` searched in PATH), `ring_fd` (when not -1) onto fd 4, and
-/// every other descriptor above 2 closed in the child. Returns 0 or an errno value; the pid goes
-/// to `pid`.
+/// every other descriptor above 2 closed in the child, in a process group of its own, with SIGCHLD,
+/// SIGTERM and SIGPIPE at their defaults. Returns 0 or an errno value; the pid goes to `pid`.
 int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[],
                     int child_fd, int ring_fd, int stdio);
 
