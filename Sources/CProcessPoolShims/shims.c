@@ -23,8 +23,19 @@ extern char **environ;
 // Defined in Swift (Worker/WorkerEntry.swift): runs the worker loop and never returns.
 extern void processpool_worker_entry(int input, int output) __attribute__((weak));
 
-static int deferred_input = -1;
-static int deferred_output = -1;
+// The executable's constructors, in the order the loader calls them (defined by the linker when
+// referenced; weak, so a link that defines none still links and the hook knows it cannot run).
+typedef void (*pp_init_entry)(int, char **, char **);
+extern pp_init_entry __init_array_start[] __attribute__((weak));
+extern pp_init_entry __init_array_end[] __attribute__((weak));
+
+static void processpool_worker_hook(int argc, char **argv, char **envp);
+
+// The hook is an `.init_array` entry of its own (rather than a `constructor`) so that it can find
+// its own place in that array.
+__attribute__((section(".init_array"), used)) static pp_init_entry processpool_worker_hook_entry =
+    processpool_worker_hook;
+
 static int ring_fd = -1;
 static int started_as_worker = 0;
 
@@ -35,14 +46,6 @@ int pp_take_ring_fd(void) {
 }
 
 int pp_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
-
-int pp_take_deferred_worker_fds(int *input, int *output) {
-    *input = deferred_input;
-    *output = deferred_output;
-    deferred_input = -1;
-    deferred_output = -1;
-    return *input;
-}
 
 int pp_started_as_worker(void) { return started_as_worker; }
 
@@ -62,16 +65,25 @@ int pp_available_cpus(void) {
     return online > 0 ? (int)online : 1;
 }
 
-// Frame kind 'awaiting bootstrap' (see Wire/FrameKind.swift): tells the parent that the worker
-// loop waits for the documented call in `main`, so a missing call is reported, not waited on.
-static void send_awaiting_bootstrap(int fd) {
-    unsigned char frame[13] = {9, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0};
-    ssize_t n;
-    do {
-        n = send(fd, frame, sizeof frame, MSG_NOSIGNAL);
-        // A pipe (a worker behind ssh): plain write, a dead reader is a dead parent anyway.
-        if (n < 0 && errno == ENOTSOCK) n = write(fd, frame, sizeof frame);
-    } while (n < 0 && errno == EINTR);
+// 1 when libdispatch is a loaded shared object: its initialiser has run, so Swift concurrency is
+// usable before `main` (a dynamically linked build).
+static int dispatch_is_shared(void) {
+    void *dispatch = dlopen("libdispatch.so", RTLD_NOLOAD | RTLD_LAZY);
+    if (dispatch == NULL) return 0;
+    dlclose(dispatch);
+    return 1;
+}
+
+// 1 when the hook's own entry is in the executable's constructor array, so that, in a static
+// build, it can run the constructors after its own (libdispatch's among them) itself.
+static int hook_in_init_array(void) {
+    pp_init_entry *own = &processpool_worker_hook_entry;
+    return __init_array_start != NULL && __init_array_end != NULL && own >= __init_array_start &&
+           own < __init_array_end;
+}
+
+int pp_worker_entry_available(void) {
+    return processpool_worker_entry != NULL && (dispatch_is_shared() || hook_in_init_array());
 }
 
 // A worker started by a launcher (ssh, srun, ...) talks over stdin/stdout. Both move to new
@@ -87,7 +99,20 @@ static int take_stdio(int *input, int *output) {
     return 0;
 }
 
-__attribute__((constructor)) static void processpool_worker_hook(void) {
+static void write_stderr(const char *text) {
+    size_t length = strlen(text);
+    while (length > 0) {
+        ssize_t n = write(2, text, length);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return;
+        text += n;
+        length -= (size_t)n;
+    }
+}
+
+// Runs before `main` in every process of this executable; in a worker it runs the worker loop
+// and exits, so the program's `main` never runs there.
+static void processpool_worker_hook(int argc, char **argv, char **envp) {
     const char *marker = getenv(PP_WORKER_ENV);
     if (marker == NULL) return;
     int input = -1, output = -1;
@@ -108,18 +133,23 @@ __attribute__((constructor)) static void processpool_worker_hook(void) {
     unsetenv(PP_WORKER_ENV);
     started_as_worker = 1;
     if (input < 0) return;
+    if (processpool_worker_entry == NULL) _exit(76);
     // Swift concurrency needs libdispatch. In a dynamically linked build it is a loaded shared
-    // object and usable here; in a --static-swift-stdlib build it is not initialised before
-    // main, so the loop waits for ProcessPoolWorker.bootstrap() in main.
-    void *dispatch = dlopen("libdispatch.so", RTLD_NOLOAD | RTLD_LAZY);
-    if (dispatch != NULL && processpool_worker_entry != NULL) {
-        dlclose(dispatch);
-        processpool_worker_entry(input, output);
-        _exit(0);
+    // object, initialised before the executable's constructors. In a --static-swift-stdlib build
+    // its initialiser is one of the executable's constructors that come after this one: run them
+    // here, then the loop, and exit, so none runs twice and `main` never runs.
+    if (!dispatch_is_shared()) {
+        if (!hook_in_init_array()) {
+            write_stderr("ProcessPool: this worker cannot start before main: the executable was linked "
+                         "without __init_array_start; link it with the system linker (ld, gold or lld)\n");
+            _exit(76);
+        }
+        for (pp_init_entry *entry = &processpool_worker_hook_entry + 1; entry < __init_array_end; entry++) {
+            if (*entry != NULL && *entry != (pp_init_entry)-1) (*entry)(argc, argv, envp);
+        }
     }
-    deferred_input = input;
-    deferred_output = output;
-    send_awaiting_bootstrap(output);
+    processpool_worker_entry(input, output);
+    _exit(0);
 }
 
 int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[],

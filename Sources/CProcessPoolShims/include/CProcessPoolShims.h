@@ -9,10 +9,10 @@
 /// (the protocol runs over its stdin and stdout).
 #define PP_WORKER_ENV "PROCESSPOOL_WORKER_FD"
 
-/// Takes the worker's input and output descriptors when this process was started as a worker
-/// whose loop could not run before `main` (a statically linked build); -1 when there is none
-/// or it was taken. Returns the input descriptor.
-int pp_take_deferred_worker_fds(int *input, int *output);
+/// 1 when a worker of this executable can enter its loop before `main`: always in a dynamically
+/// linked build; in a --static-swift-stdlib build when the linker defined `__init_array_start`
+/// (the hook then runs the constructors that follow it, libdispatch's among them). Else 0.
+int pp_worker_entry_available(void);
 
 /// Takes the descriptor of the worker's reply ring (shared memory the parent created), or -1
 /// when it has none (a worker started by a launcher) or it was taken.

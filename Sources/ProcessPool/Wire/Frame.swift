@@ -17,8 +17,8 @@ enum Frame {
     case results = 3
     /// Parent to worker: finish what was sent, then exit.
     case stop = 4
-    /// Worker to parent: the worker loop waits for `ProcessPoolWorker.bootstrap()` in `main`
-    /// (a statically linked build). Written by the C constructor.
+    /// Worker to parent: the worker loop waits for `ProcessPoolWorker.bootstrap()` in `main`.
+    /// No longer sent (a worker of every build enters its loop before `main`); still understood.
     case awaitingBootstrap = 5
     /// Parent to worker: run the pool's initializer task once, before any work.
     case initialize = 6

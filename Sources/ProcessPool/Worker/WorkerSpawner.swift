@@ -8,8 +8,19 @@ import CProcessPoolShims
 /// socket pair as fd 3, or a launcher command with that end as its stdin and stdout, through
 /// `posix_spawn` (never `fork`: a forked Swift process with threads is not safe).
 enum WorkerSpawner {
+  /// What to do when a worker of this executable cannot enter its loop before `main`.
   static let bootstrapAdvice =
-    "add `ProcessPoolWorker.bootstrap()` as the first line of `main` (needed in a build linked with --static-swift-stdlib)"
+    "this executable cannot run its workers before `main` (a --static-swift-stdlib build linked without "
+    + "`__init_array_start`); link it with the system linker (ld, gold or lld), or without --static-swift-stdlib"
+
+  /// Refuses, before anything is spawned, a pool with local workers in an executable whose
+  /// workers could not enter their loop before `main` (they would run the program instead).
+  static func checkLocalWorkersCanStart(_ configuration: ProcessPoolExecutor.Configuration) throws(ProcessPoolError) {
+    guard configuration.effectiveLaunchers.contains(where: { $0.arguments == nil }) else { return }
+    guard localEntryAvailable else { throw ProcessPoolError(.workerStartFailed, bootstrapAdvice) }
+  }
+
+  static let localEntryAvailable = pp_worker_entry_available() != 0
 
   /// Returns the child's pid, the parent's end of its socket (non-blocking, close-on-exec) and,
   /// for a local worker, the ring its replies come through.
@@ -19,8 +30,10 @@ enum WorkerSpawner {
     if pp_started_as_worker() != 0 && !WorkerLoop.isActive.load(ordering: .acquiring) {
       throw ProcessPoolError(
         .workerStartFailed,
-        "this process was started as a pool worker but its worker loop never ran, so it may not start workers itself; "
-          + bootstrapAdvice)
+        "this process was started as a pool worker but its worker loop never ran, so it may not start workers itself")
+    }
+    if launcher.arguments == nil && !localEntryAvailable {
+      throw ProcessPoolError(.workerStartFailed, bootstrapAdvice)
     }
     let ends: (Int32, Int32)
     do {
