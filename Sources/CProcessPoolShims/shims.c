@@ -3,7 +3,10 @@
 #define _GNU_SOURCE
 #include "CProcessPoolShims.h"
 
+#include <ctype.h>
 #include <dlfcn.h>
+#include <poll.h>
+#include <time.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -110,18 +113,103 @@ static void write_stderr(const char *text) {
     }
 }
 
+// Reads a descriptor number of the marker: digits only, not one of 0-2.
+static int parse_fd(const char *text, const char **end) {
+    if (!isdigit((unsigned char)*text)) return -1;
+    long value = 0;
+    while (isdigit((unsigned char)*text)) {
+        value = value * 10 + (*text++ - '0');
+        if (value > 65535) return -1;
+    }
+    *end = text;
+    return value >= 3 ? (int)value : -1;
+}
+
+// The marker's value is "<where>:<token>": where the protocol runs ("stdio", or the socket's
+// descriptor optionally followed by ",<the reply ring's>") and the token the pool also writes as
+// the first bytes there. Returns 1 when it has that shape.
+static int parse_marker(const char *marker, int *stdio, int *input, int *ring, const char **token) {
+    const char *colon = strrchr(marker, ':');
+    if (colon == NULL || strlen(colon + 1) != PP_TOKEN_LENGTH) return 0;
+    for (const char *c = colon + 1; *c != 0; c++) {
+        if (!isxdigit((unsigned char)*c)) return 0;
+    }
+    *token = colon + 1;
+    if (colon - marker == 5 && strncmp(marker, "stdio", 5) == 0) {
+        *stdio = 1;
+        return 1;
+    }
+    const char *end = marker;
+    *input = parse_fd(marker, &end);
+    if (*input < 0) return 0;
+    if (*end == ',') {
+        *ring = parse_fd(end + 1, &end);
+        if (*ring < 0) return 0;
+    }
+    return end == colon;
+}
+
+// A local worker's socket already holds the token when the worker starts (the pool writes it
+// before spawning): checked without waiting, and taken only when it matches.
+static int token_on_socket(int fd, const char *token) {
+    char buffer[PP_TOKEN_LENGTH];
+    ssize_t n;
+    do n = recv(fd, buffer, sizeof buffer, MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n != PP_TOKEN_LENGTH || memcmp(buffer, token, PP_TOKEN_LENGTH) != 0) return 0;
+    do n = recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return n == PP_TOKEN_LENGTH;
+}
+
+// A launched worker's token comes through the launcher (ssh may still be forwarding it), so it
+// is waited for, at most PP_TOKEN_WAIT_SECONDS; never from a terminal.
+static int token_on_stdin(const char *token) {
+    if (isatty(0)) return 0;
+    struct timespec now, deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += PP_TOKEN_WAIT_SECONDS;
+    char buffer[PP_TOKEN_LENGTH];
+    size_t got = 0;
+    while (got < PP_TOKEN_LENGTH) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long left = (deadline.tv_sec - now.tv_sec) * 1000 + (deadline.tv_nsec - now.tv_nsec) / 1000000;
+        if (left <= 0) return 0;
+        struct pollfd ready = {.fd = 0, .events = POLLIN};
+        int polled = poll(&ready, 1, (int)left);
+        if (polled < 0 && errno == EINTR) continue;
+        if (polled <= 0) return 0;
+        ssize_t n = read(0, buffer + got, PP_TOKEN_LENGTH - got);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n <= 0 || memcmp(buffer + got, token + got, (size_t)n) != 0) return 0;
+        got += (size_t)n;
+    }
+    return 1;
+}
+
 // Runs before `main` in every process of this executable; in a worker it runs the worker loop
 // and exits, so the program's `main` never runs there.
 static void processpool_worker_hook(int argc, char **argv, char **envp) {
     const char *marker = getenv(PP_WORKER_ENV);
     if (marker == NULL) return;
-    int input = -1, output = -1;
-    if (strcmp(marker, "stdio") == 0) {
+    // Only a process the pool started is a worker: the marker must have the pool's shape and its
+    // token must be waiting where the protocol runs. Anything else (the variable left in a
+    // user's environment) is reported once, and `main` runs as usual.
+    int stdio = 0, input = -1, ring = -1;
+    const char *token = NULL;
+    int valid = parse_marker(marker, &stdio, &input, &ring, &token);
+    if (valid) valid = stdio ? token_on_stdin(token) : token_on_socket(input, token);
+    if (!valid) {
+        unsetenv(PP_WORKER_ENV);
+        write_stderr("ProcessPool: ignoring " PP_WORKER_ENV " in the environment: this process was not "
+                     "started by a process pool; main runs as usual\n");
+        return;
+    }
+    int output = input;
+    if (stdio) {
         if (take_stdio(&input, &output) != 0) _exit(74);
     } else {
-        input = output = atoi(marker);
-        const char *ring = strchr(marker, ',');
-        if (ring != NULL) ring_fd = atoi(ring + 1);
+        ring_fd = ring;
         // A local worker has a process group of its own, which is in the background of the
         // parent's terminal: a task that reads or writes there must get an error, not stop the
         // worker for good.
@@ -132,7 +220,6 @@ static void processpool_worker_hook(int argc, char **argv, char **envp) {
     // marker to processes it starts (that recursion is a fork bomb).
     unsetenv(PP_WORKER_ENV);
     started_as_worker = 1;
-    if (input < 0) return;
     if (processpool_worker_entry == NULL) _exit(76);
     // Swift concurrency needs libdispatch. In a dynamically linked build it is a loaded shared
     // object, initialised before the executable's constructors. In a --static-swift-stdlib build

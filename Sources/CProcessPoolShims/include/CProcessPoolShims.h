@@ -3,11 +3,20 @@
 
 #include <sys/types.h>
 
-/// The environment variable that marks a process started as a pool worker. Its value is the
-/// descriptor number of the worker's end of the socket, optionally followed by `,` and the
-/// descriptor of its reply ring (`3,4`), or `stdio` for a worker started by a launcher command
-/// (the protocol runs over its stdin and stdout).
+/// The environment variable that marks a process started as a pool worker. Its value is
+/// `<where>:<token>`: where the protocol runs (the descriptor number of the worker's end of the
+/// socket, optionally followed by `,` and the descriptor of its reply ring, as in `3,4`; or
+/// `stdio` for a worker started by a launcher command, over its stdin and stdout) and a token of
+/// `PP_TOKEN_LENGTH` hex digits, new for each worker, that the pool also writes as the first
+/// bytes there. A process whose marker is malformed or whose token does not arrive is no worker.
 #define PP_WORKER_ENV "PROCESSPOOL_WORKER_FD"
+
+/// The length of a worker's token (hex digits).
+#define PP_TOKEN_LENGTH 32
+
+/// How long a launched worker waits for its token on stdin (it may still be on its way through
+/// ssh); a local worker's token is there before it starts.
+#define PP_TOKEN_WAIT_SECONDS 30
 
 /// 1 when a worker of this executable can enter its loop before `main`: always in a dynamically
 /// linked build; in a --static-swift-stdlib build when the linker defined `__init_array_start`

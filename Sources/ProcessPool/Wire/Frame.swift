@@ -3,7 +3,7 @@
 /// multiplexing beyond the request id.
 enum Frame {
   /// Bumped whenever the frames or the codec change shape; the handshake refuses a mismatch.
-  static let protocolVersion: UInt32 = 2
+  static let protocolVersion: UInt32 = 3
   static let headerSize = 13
   /// The largest frame either side accepts; a bigger length is a protocol violation.
   static let maximumSize = 1 << 30

@@ -63,16 +63,34 @@ enum WorkerSpawner {
     }
     defer { if let ring { Syscall.close(ring.fd) } }
 
+    // Only a process the pool started may become a worker: the marker carries a token that is
+    // new for each worker, and the worker checks that the same bytes come first on its socket
+    // (written now, so a local worker finds them there at once).
+    let token = newToken()
+    do {
+      let sent = try Array(token.utf8).withUnsafeBytes { bytes throws(Errno) in
+        try Syscall.send(parentEnd.fd, bytes.baseAddress!, bytes.count, nonBlocking: true)
+      }
+      guard sent == Int(PP_TOKEN_LENGTH) else { throw Errno(code: EAGAIN, call: "send") }
+    } catch {
+      throw ProcessPoolError(.workerStartFailed, "cannot write the worker's token: \(error)")
+    }
+    let markerPrefix = PP_WORKER_ENV + "="
     var environment: [UnsafeMutablePointer<CChar>?] = []
     if let base = pp_environ() {
       var index = 0
       while let entry = base[index] {
-        environment.append(entry)
+        // A marker of our own (set by the program after start) must not shadow the worker's.
+        if strncmp(entry, markerPrefix, markerPrefix.utf8.count) != 0 { environment.append(entry) }
         index += 1
       }
     }
-    let marker = strdup(command == nil ? PP_WORKER_ENV + "=3,4" : WorkerLauncher.environmentMarker)
-    let arguments = (command ?? [CommandLine.arguments.first ?? "processpool-worker"]).map { strdup($0) } + [nil]
+    let launcherMarker = WorkerLauncher.environmentMarker + ":" + token
+    let marker = strdup(command == nil ? markerPrefix + "3,4:" + token : launcherMarker)
+    // A launcher whose command line passes the marker on itself (`env PROCESSPOOL_WORKER_FD=stdio
+    // app`, and the ssh launcher's remote command) gets this worker's token there too.
+    let commandLine = command?.map { $0.replacing(WorkerLauncher.environmentMarker, with: launcherMarker) }
+    let arguments = (commandLine ?? [CommandLine.arguments.first ?? "processpool-worker"]).map { strdup($0) } + [nil]
     defer {
       free(marker)
       for argument in arguments { free(argument) }
@@ -93,6 +111,21 @@ enum WorkerSpawner {
         .workerStartFailed, "cannot start \(program): \(Errno(code: rc, call: "posix_spawn"))")
     }
     return (pid, parentEnd, ring?.ring)
+  }
+
+  /// `PP_TOKEN_LENGTH` random hex digits.
+  static func newToken() -> String {
+    var generator = SystemRandomNumberGenerator()
+    let digits = Array("0123456789abcdef".utf8)
+    var token: [UInt8] = []
+    for _ in 0..<(Int(PP_TOKEN_LENGTH) / 16) {
+      var bits = generator.next()
+      for _ in 0..<16 {
+        token.append(digits[Int(bits & 15)])
+        bits >>= 4
+      }
+    }
+    return String(decoding: token, as: UTF8.self)
   }
 
   /// `/proc/self/exe` resolves in the spawning process, so a rebuilt or moved binary still
