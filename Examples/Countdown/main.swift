@@ -8,10 +8,14 @@ import ProcessPool
   import Glibc
 #endif
 
-// Needed only in a build linked with --static-swift-stdlib; harmless otherwise. (CI leaves it
-// out on purpose, with COUNTDOWN_SKIP_BOOTSTRAP, to check that a static build without it fails
-// fast with an error that says what to add.)
-if getenv("COUNTDOWN_SKIP_BOOTSTRAP") == nil { ProcessPoolWorker.bootstrap() }
+// CI sets COUNTDOWN_MAIN_LOG to check that `main` runs once, in this process, and never in a
+// worker (workers of every build, a --static-swift-stdlib one too, start their loop before it).
+if let log = getenv("COUNTDOWN_MAIN_LOG") {
+  let fd = open(log, O_WRONLY | O_APPEND | O_CREAT, 0o644)
+  var line = Array("main ran in \(getpid())\n".utf8)
+  _ = write(fd, &line, line.count)
+  close(fd)
+}
 
 /// Counts down from its input: pure CPU work, no I/O. Each step also mixes a 64-bit state (a
 /// non-linear recurrence), so the optimiser cannot replace the loop by its result.

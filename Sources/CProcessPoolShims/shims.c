@@ -3,7 +3,10 @@
 #define _GNU_SOURCE
 #include "CProcessPoolShims.h"
 
+#include <ctype.h>
 #include <dlfcn.h>
+#include <poll.h>
+#include <time.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -24,8 +27,19 @@ extern char **environ;
 // Defined in Swift (Worker/WorkerEntry.swift): runs the worker loop and never returns.
 extern void processpool_worker_entry(int input, int output) __attribute__((weak));
 
-static int deferred_input = -1;
-static int deferred_output = -1;
+// The executable's constructors, in the order the loader calls them (defined by the linker when
+// referenced; weak, so a link that defines none still links and the hook knows it cannot run).
+typedef void (*pp_init_entry)(int, char **, char **);
+extern pp_init_entry __init_array_start[] __attribute__((weak));
+extern pp_init_entry __init_array_end[] __attribute__((weak));
+
+static void processpool_worker_hook(int argc, char **argv, char **envp);
+
+// The hook is an `.init_array` entry of its own (rather than a `constructor`) so that it can find
+// its own place in that array.
+__attribute__((section(".init_array"), used)) static pp_init_entry processpool_worker_hook_entry =
+    processpool_worker_hook;
+
 static int ring_fd = -1;
 static int started_as_worker = 0;
 
@@ -36,14 +50,6 @@ int pp_take_ring_fd(void) {
 }
 
 int pp_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
-
-int pp_take_deferred_worker_fds(int *input, int *output) {
-    *input = deferred_input;
-    *output = deferred_output;
-    deferred_input = -1;
-    deferred_output = -1;
-    return *input;
-}
 
 int pp_started_as_worker(void) { return started_as_worker; }
 
@@ -83,16 +89,25 @@ int pp_available_cpus(void) {
     return online > 0 ? (int)online : 1;
 }
 
-// Frame kind 'awaiting bootstrap' (see Wire/FrameKind.swift): tells the parent that the worker
-// loop waits for the documented call in `main`, so a missing call is reported, not waited on.
-static void send_awaiting_bootstrap(int fd) {
-    unsigned char frame[13] = {9, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0};
-    ssize_t n;
-    do {
-        n = send(fd, frame, sizeof frame, MSG_NOSIGNAL);
-        // A pipe (a worker behind ssh): plain write, a dead reader is a dead parent anyway.
-        if (n < 0 && errno == ENOTSOCK) n = write(fd, frame, sizeof frame);
-    } while (n < 0 && errno == EINTR);
+// 1 when libdispatch is a loaded shared object: its initialiser has run, so Swift concurrency is
+// usable before `main` (a dynamically linked build).
+static int dispatch_is_shared(void) {
+    void *dispatch = dlopen("libdispatch.so", RTLD_NOLOAD | RTLD_LAZY);
+    if (dispatch == NULL) return 0;
+    dlclose(dispatch);
+    return 1;
+}
+
+// 1 when the hook's own entry is in the executable's constructor array, so that, in a static
+// build, it can run the constructors after its own (libdispatch's among them) itself.
+static int hook_in_init_array(void) {
+    pp_init_entry *own = &processpool_worker_hook_entry;
+    return __init_array_start != NULL && __init_array_end != NULL && own >= __init_array_start &&
+           own < __init_array_end;
+}
+
+int pp_worker_entry_available(void) {
+    return processpool_worker_entry != NULL && (dispatch_is_shared() || hook_in_init_array());
 }
 
 // A worker started by a launcher (ssh, srun, ...) talks over stdin/stdout. Both move to new
@@ -108,34 +123,141 @@ static int take_stdio(int *input, int *output) {
     return 0;
 }
 
-__attribute__((constructor)) static void processpool_worker_hook(void) {
+static void write_stderr(const char *text) {
+    size_t length = strlen(text);
+    while (length > 0) {
+        ssize_t n = write(2, text, length);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return;
+        text += n;
+        length -= (size_t)n;
+    }
+}
+
+// Reads a descriptor number of the marker: digits only, not one of 0-2.
+static int parse_fd(const char *text, const char **end) {
+    if (!isdigit((unsigned char)*text)) return -1;
+    long value = 0;
+    while (isdigit((unsigned char)*text)) {
+        value = value * 10 + (*text++ - '0');
+        if (value > 65535) return -1;
+    }
+    *end = text;
+    return value >= 3 ? (int)value : -1;
+}
+
+// The marker's value is "<where>:<token>": where the protocol runs ("stdio", or the socket's
+// descriptor optionally followed by ",<the reply ring's>") and the token the pool also writes as
+// the first bytes there. Returns 1 when it has that shape.
+static int parse_marker(const char *marker, int *stdio, int *input, int *ring, const char **token) {
+    const char *colon = strrchr(marker, ':');
+    if (colon == NULL || strlen(colon + 1) != PP_TOKEN_LENGTH) return 0;
+    for (const char *c = colon + 1; *c != 0; c++) {
+        if (!isxdigit((unsigned char)*c)) return 0;
+    }
+    *token = colon + 1;
+    if (colon - marker == 5 && strncmp(marker, "stdio", 5) == 0) {
+        *stdio = 1;
+        return 1;
+    }
+    const char *end = marker;
+    *input = parse_fd(marker, &end);
+    if (*input < 0) return 0;
+    if (*end == ',') {
+        *ring = parse_fd(end + 1, &end);
+        if (*ring < 0) return 0;
+    }
+    return end == colon;
+}
+
+// A local worker's socket already holds the token when the worker starts (the pool writes it
+// before spawning): checked without waiting, and taken only when it matches.
+static int token_on_socket(int fd, const char *token) {
+    char buffer[PP_TOKEN_LENGTH];
+    ssize_t n;
+    do n = recv(fd, buffer, sizeof buffer, MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n != PP_TOKEN_LENGTH || memcmp(buffer, token, PP_TOKEN_LENGTH) != 0) return 0;
+    do n = recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return n == PP_TOKEN_LENGTH;
+}
+
+// A launched worker's token comes through the launcher (ssh may still be forwarding it), so it
+// is waited for, at most PP_TOKEN_WAIT_SECONDS; never from a terminal.
+static int token_on_stdin(const char *token) {
+    if (isatty(0)) return 0;
+    struct timespec now, deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += PP_TOKEN_WAIT_SECONDS;
+    char buffer[PP_TOKEN_LENGTH];
+    size_t got = 0;
+    while (got < PP_TOKEN_LENGTH) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long left = (deadline.tv_sec - now.tv_sec) * 1000 + (deadline.tv_nsec - now.tv_nsec) / 1000000;
+        if (left <= 0) return 0;
+        struct pollfd ready = {.fd = 0, .events = POLLIN};
+        int polled = poll(&ready, 1, (int)left);
+        if (polled < 0 && errno == EINTR) continue;
+        if (polled <= 0) return 0;
+        ssize_t n = read(0, buffer + got, PP_TOKEN_LENGTH - got);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n <= 0 || memcmp(buffer + got, token + got, (size_t)n) != 0) return 0;
+        got += (size_t)n;
+    }
+    return 1;
+}
+
+// Runs before `main` in every process of this executable; in a worker it runs the worker loop
+// and exits, so the program's `main` never runs there.
+static void processpool_worker_hook(int argc, char **argv, char **envp) {
     const char *marker = getenv(PP_WORKER_ENV);
     if (marker == NULL) return;
-    int input = -1, output = -1;
-    if (strcmp(marker, "stdio") == 0) {
+    // Only a process the pool started is a worker: the marker must have the pool's shape and its
+    // token must be waiting where the protocol runs. Anything else (the variable left in a
+    // user's environment) is reported once, and `main` runs as usual.
+    int stdio = 0, input = -1, ring = -1;
+    const char *token = NULL;
+    int valid = parse_marker(marker, &stdio, &input, &ring, &token);
+    if (valid) valid = stdio ? token_on_stdin(token) : token_on_socket(input, token);
+    if (!valid) {
+        unsetenv(PP_WORKER_ENV);
+        write_stderr("ProcessPool: ignoring " PP_WORKER_ENV " in the environment: this process was not "
+                     "started by a process pool; main runs as usual\n");
+        return;
+    }
+    int output = input;
+    if (stdio) {
         if (take_stdio(&input, &output) != 0) _exit(74);
     } else {
-        input = output = atoi(marker);
-        const char *ring = strchr(marker, ',');
-        if (ring != NULL) ring_fd = atoi(ring + 1);
+        ring_fd = ring;
+        // A local worker has a process group of its own, which is in the background of the
+        // parent's terminal: a task that reads or writes there must get an error, not stop the
+        // worker for good.
+        signal(SIGTTIN, SIG_IGN);
+        signal(SIGTTOU, SIG_IGN);
     }
     // Consumed before any user code runs: a child that goes on to `main` must not pass the
     // marker to processes it starts (that recursion is a fork bomb).
     unsetenv(PP_WORKER_ENV);
     started_as_worker = 1;
-    if (input < 0) return;
+    if (processpool_worker_entry == NULL) _exit(76);
     // Swift concurrency needs libdispatch. In a dynamically linked build it is a loaded shared
-    // object and usable here; in a --static-swift-stdlib build it is not initialised before
-    // main, so the loop waits for ProcessPoolWorker.bootstrap() in main.
-    void *dispatch = dlopen("libdispatch.so", RTLD_NOLOAD | RTLD_LAZY);
-    if (dispatch != NULL && processpool_worker_entry != NULL) {
-        dlclose(dispatch);
-        processpool_worker_entry(input, output);
-        _exit(0);
+    // object, initialised before the executable's constructors. In a --static-swift-stdlib build
+    // its initialiser is one of the executable's constructors that come after this one: run them
+    // here, then the loop, and exit, so none runs twice and `main` never runs.
+    if (!dispatch_is_shared()) {
+        if (!hook_in_init_array()) {
+            write_stderr("ProcessPool: this worker cannot start before main: the executable was linked "
+                         "without __init_array_start; link it with the system linker (ld, gold or lld)\n");
+            _exit(76);
+        }
+        for (pp_init_entry *entry = &processpool_worker_hook_entry + 1; entry < __init_array_end; entry++) {
+            if (*entry != NULL && *entry != (pp_init_entry)-1) (*entry)(argc, argv, envp);
+        }
     }
-    deferred_input = input;
-    deferred_output = output;
-    send_awaiting_bootstrap(output);
+    processpool_worker_entry(input, output);
+    _exit(0);
 }
 
 int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[],
@@ -180,21 +302,25 @@ int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *cons
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
     if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, first_closed);
 #endif
+    // The pool stops workers with SIGTERM, and a worker's own children need their exit status
+    // (a host that ignores SIGCHLD would leave a nested pool nothing to reap), so both start at
+    // their defaults. An ignored SIGINT stays ignored, as in CPython.
     sigset_t defaults;
     sigemptyset(&defaults);
     sigaddset(&defaults, SIGPIPE);
     sigaddset(&defaults, SIGTERM);
-    sigaddset(&defaults, SIGINT);
+    sigaddset(&defaults, SIGCHLD);
     sigset_t none;
     sigemptyset(&none);
     if (rc == 0) rc = posix_spawnattr_setsigdefault(&attr, &defaults);
     if (rc == 0) rc = posix_spawnattr_setsigmask(&attr, &none);
     short flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
-    // A launcher gets its own process group: the pool signals the group, so every process of a
-    // launcher pipeline stops, and a terminal's Ctrl-C reaches only the parent (whose exit
-    // closes the socket and so ends the workers).
-    if (stdio) flags |= POSIX_SPAWN_SETPGROUP;
-    if (rc == 0 && stdio) rc = posix_spawnattr_setpgroup(&attr, 0);
+    // Every worker gets its own process group, so a terminal's Ctrl-C (and its quit and stop keys)
+    // reaches only the parent, which decides; a worker still ends as soon as the parent does (end of
+    // stream on its socket). The pool signals a launcher's group, so every process of its
+    // pipeline stops.
+    flags |= POSIX_SPAWN_SETPGROUP;
+    if (rc == 0) rc = posix_spawnattr_setpgroup(&attr, 0);
     if (rc == 0) rc = posix_spawnattr_setflags(&attr, flags);
     // A launcher command is found through PATH, as a shell would.
     if (rc == 0) rc = stdio ? posix_spawnp(pid, path, &actions, &attr, argv, envp)

@@ -35,7 +35,8 @@ extension ProcessPoolExecutor {
     public var adaptivePipelining = true
     /// How long a worker stopped by SIGTERM (timeout, `terminateWorkers`) has before SIGKILL.
     public var terminationGracePeriod: Duration = .seconds(3)
-    /// How long a worker of a statically linked build may wait for `ProcessPoolWorker.bootstrap()`.
+    /// How long a worker that announced it waits for `ProcessPoolWorker.bootstrap()` may wait
+    /// (only workers of earlier versions do; a worker of this version never waits for it).
     public var bootstrapTimeout: Duration = .seconds(10)
 
     /// The defaults.

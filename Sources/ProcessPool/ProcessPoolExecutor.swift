@@ -45,6 +45,7 @@ public final class ProcessPoolExecutor: Sendable {
   /// Creates a pool from a full configuration.
   public init(configuration: Configuration, initializer: (any WorkerInitializer)? = nil) throws {
     try configuration.validate()
+    try WorkerSpawner.checkLocalWorkersCanStart(configuration)
     var initializerPayload: [UInt8]?
     if let initializer {
       initializerPayload = try Self.typedValueHeader(initializer)

@@ -1,35 +1,20 @@
-import CProcessPoolShims
-
 #if canImport(Glibc)
   import Glibc
 #endif
 
-/// The worker side of a pool, for the one case that needs a line of code.
+/// The worker side of a pool: what a program can ask about it.
 ///
-/// In a normal (dynamically linked) build a worker process starts its loop before `main` runs and
-/// nothing is needed. A build linked with `--static-swift-stdlib` cannot run Swift concurrency
-/// that early, so call ``bootstrap()`` first in `main`:
-///
-/// ```swift
-/// @main struct App {
-///     static func main() async throws {
-///         ProcessPoolWorker.bootstrap()   // first line: turns a worker process into a worker
-///         ...
-///     }
-/// }
-/// ```
-///
-/// Without it, such a pool fails at once with ``ProcessPoolError/Code/workerStartFailed`` and a
-/// message that says to add this line.
+/// No line of code makes a process a worker. A worker is this executable started again, and it
+/// enters its loop before `main` runs, so the program's `main` never runs in a worker: in a
+/// dynamically linked build, and in a build linked with `--static-swift-stdlib` too (there the
+/// pool's hook runs the executable's remaining initialisers, Swift concurrency's among them, before
+/// the loop). An executable whose workers cannot do that (a static build linked without
+/// `__init_array_start`) is refused when a pool with local workers is created, with
+/// ``ProcessPoolError/Code/workerStartFailed``, before any worker is started.
 public enum ProcessPoolWorker {
-  /// In a process started as a pool worker whose loop has not run yet, runs it and never returns;
-  /// anywhere else returns at once.
-  public static func bootstrap() {
-    var input: Int32 = -1
-    var output: Int32 = -1
-    guard pp_take_deferred_worker_fds(&input, &output) >= 0 else { return }
-    WorkerLoop(input: input, output: output).run()
-  }
+  /// Does nothing: kept so that programs written for earlier versions, which called it first in
+  /// `main` of a statically linked build, still build. Workers no longer need it.
+  public static func bootstrap() {}
 
   /// The absolute path of the running executable (what a local worker runs; the default program
   /// for ``WorkerLauncher/ssh(host:executable:options:workers:)``).

@@ -16,8 +16,9 @@
 /// A worker started by a launcher speaks the pool's protocol over its standard input and output;
 /// anything a task prints to standard output goes to standard error instead. It is the same
 /// program (a build of the same source, with the same ``ProcessTask`` types) started with
-/// `PROCESSPOOL_WORKER_FD=stdio` in its environment. The handshake refuses a worker that speaks
-/// another protocol version. A lost connection is a crashed worker: its task fails with
+/// ``environmentMarker`` in its environment, completed by the pool with a token that is new for
+/// each worker and also comes first on the worker's standard input: only a process the pool
+/// started becomes a worker. The handshake refuses a worker that speaks another protocol version. A lost connection is a crashed worker: its task fails with
 /// ``ProcessPoolError/Code/workerCrashed`` and the worker is replaced like a local one. A launcher
 /// whose workers keep dying before they say hello is given up after three in a row; the pool
 /// breaks only when no launcher is left.
@@ -64,15 +65,21 @@ public struct WorkerLauncher: Sendable, Hashable, CustomStringConvertible {
   /// Workers started by any command (`srun`, `kubectl exec -i`, a container runtime, …) whose
   /// standard input and output reach the worker program's.
   ///
-  /// The command runs with `PROCESSPOOL_WORKER_FD=stdio` added to its environment and is found
-  /// through `PATH`. When it does not pass its environment on to the program it starts, put the
-  /// variable in the program's command line instead: `["kubectl", "exec", "-i", "pod", "--",
+  /// The command runs with the worker marker (``environmentMarker`` and this worker's token) added
+  /// to its environment and is found through `PATH`. When it does not pass its environment on to
+  /// the program it starts, put ``environmentMarker`` in the program's command line instead; the
+  /// pool adds the token wherever an argument contains it: `["kubectl", "exec", "-i", "pod", "--",
   /// "env", "PROCESSPOOL_WORKER_FD=stdio", "/app/bin/app"]`.
   public static func command(_ arguments: [String], workers: Int = 1) -> WorkerLauncher {
     WorkerLauncher(kind: .command(arguments), workers: workers, description: arguments.first ?? "command")
   }
 
-  /// The variable (with its value) that turns a process started by a launcher into a worker.
+  /// The variable (with its value) that marks a process started by a launcher as a worker. The
+  /// pool completes it with `:` and a token new for each worker, in the command's environment and
+  /// in every argument of its command line that contains it; the worker checks that the same
+  /// token comes first on its standard input. A process with a marker that has no valid token
+  /// (the variable left in a user's environment) says so in one line on standard error and runs
+  /// its `main` as usual.
   public static let environmentMarker = "PROCESSPOOL_WORKER_FD=stdio"
 
   /// The command line this launcher runs, or nil for a local worker.

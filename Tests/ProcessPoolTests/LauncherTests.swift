@@ -99,6 +99,17 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test func aMarkerInTheLaunchersCommandLineGetsTheWorkersToken() async throws {
+      // A command that does not pass its environment on: the marker is in its command line.
+      let launcher = WorkerLauncher.command([
+        "/bin/sh", "-c", "unset PROCESSPOOL_WORKER_FD; exec env \(WorkerLauncher.environmentMarker) \"$0\"", Self.me,
+      ])
+      try await withPool(Self.configuration(launcher)) { (pool: ProcessPoolExecutor) async throws in
+        #expect(try await pool.submit(Square(), 3).value == 9)
+        #expect(pool.statistics.workersCrashed == 0 && pool.statistics.workersStarted == 1)
+      }
+    }
+
     @Test func aLauncherThatCannotStartIsGivenUpWhileOthersGoOn() async throws {
       let configuration = Self.configuration(.command(["/bin/false"]), .local(workers: 1))
       try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in

@@ -3,16 +3,25 @@
 
 #include <sys/types.h>
 
-/// The environment variable that marks a process started as a pool worker. Its value is the
-/// descriptor number of the worker's end of the socket, optionally followed by `,` and the
-/// descriptor of its reply ring (`3,4`), or `stdio` for a worker started by a launcher command
-/// (the protocol runs over its stdin and stdout).
+/// The environment variable that marks a process started as a pool worker. Its value is
+/// `<where>:<token>`: where the protocol runs (the descriptor number of the worker's end of the
+/// socket, optionally followed by `,` and the descriptor of its reply ring, as in `3,4`; or
+/// `stdio` for a worker started by a launcher command, over its stdin and stdout) and a token of
+/// `PP_TOKEN_LENGTH` hex digits, new for each worker, that the pool also writes as the first
+/// bytes there. A process whose marker is malformed or whose token does not arrive is no worker.
 #define PP_WORKER_ENV "PROCESSPOOL_WORKER_FD"
 
-/// Takes the worker's input and output descriptors when this process was started as a worker
-/// whose loop could not run before `main` (a statically linked build); -1 when there is none
-/// or it was taken. Returns the input descriptor.
-int pp_take_deferred_worker_fds(int *input, int *output);
+/// The length of a worker's token (hex digits).
+#define PP_TOKEN_LENGTH 32
+
+/// How long a launched worker waits for its token on stdin (it may still be on its way through
+/// ssh); a local worker's token is there before it starts.
+#define PP_TOKEN_WAIT_SECONDS 30
+
+/// 1 when a worker of this executable can enter its loop before `main`: always in a dynamically
+/// linked build; in a --static-swift-stdlib build when the linker defined `__init_array_start`
+/// (the hook then runs the constructors that follow it, libdispatch's among them). Else 0.
+int pp_worker_entry_available(void);
 
 /// Takes the descriptor of the worker's reply ring (shared memory the parent created), or -1
 /// when it has none (a worker started by a launcher) or it was taken.
@@ -42,8 +51,8 @@ int pp_started_as_worker(void);
 
 /// posix_spawn of `path` with `argv`/`envp`, `child_fd` duplicated onto fd 3 (or, with `stdio`,
 /// onto stdin and stdout, and `path` searched in PATH), `ring_fd` (when not -1) onto fd 4, and
-/// every other descriptor above 2 closed in the child. Returns 0 or an errno value; the pid goes
-/// to `pid`.
+/// every other descriptor above 2 closed in the child, in a process group of its own, with SIGCHLD,
+/// SIGTERM and SIGPIPE at their defaults. Returns 0 or an errno value; the pid goes to `pid`.
 int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[],
                     int child_fd, int ring_fd, int stdio);
 

@@ -3,7 +3,7 @@
 /// multiplexing beyond the request id.
 enum Frame {
   /// Bumped whenever the frames or the codec change shape; the handshake refuses a mismatch.
-  static let protocolVersion: UInt32 = 2
+  static let protocolVersion: UInt32 = 3
   static let headerSize = 13
   /// The largest frame either side accepts; a bigger length is a protocol violation.
   static let maximumSize = 1 << 30
@@ -17,8 +17,8 @@ enum Frame {
     case results = 3
     /// Parent to worker: finish what was sent, then exit.
     case stop = 4
-    /// Worker to parent: the worker loop waits for `ProcessPoolWorker.bootstrap()` in `main`
-    /// (a statically linked build). Written by the C constructor.
+    /// Worker to parent: the worker loop waits for `ProcessPoolWorker.bootstrap()` in `main`.
+    /// No longer sent (a worker of every build enters its loop before `main`); still understood.
     case awaitingBootstrap = 5
     /// Parent to worker: run the pool's initializer task once, before any work.
     case initialize = 6

@@ -37,8 +37,19 @@ struct SpawnFailure: Error {
 /// socket pair as fd 3, or a launcher command with that end as its stdin and stdout, through
 /// `posix_spawn` (never `fork`: a forked Swift process with threads is not safe).
 enum WorkerSpawner {
+  /// What to do when a worker of this executable cannot enter its loop before `main`.
   static let bootstrapAdvice =
-    "add `ProcessPoolWorker.bootstrap()` as the first line of `main` (needed in a build linked with --static-swift-stdlib)"
+    "this executable cannot run its workers before `main` (a --static-swift-stdlib build linked without "
+    + "`__init_array_start`); link it with the system linker (ld, gold or lld), or without --static-swift-stdlib"
+
+  /// Refuses, before anything is spawned, a pool with local workers in an executable whose
+  /// workers could not enter their loop before `main` (they would run the program instead).
+  static func checkLocalWorkersCanStart(_ configuration: ProcessPoolExecutor.Configuration) throws(ProcessPoolError) {
+    guard configuration.effectiveLaunchers.contains(where: { $0.arguments == nil }) else { return }
+    guard localEntryAvailable else { throw ProcessPoolError(.workerStartFailed, bootstrapAdvice) }
+  }
+
+  static let localEntryAvailable = pp_worker_entry_available() != 0
 
   /// Starts a worker of `launcher`.
   static func spawn(_ launcher: WorkerLauncher) throws(SpawnFailure) -> SpawnedWorker {
@@ -47,7 +58,10 @@ enum WorkerSpawner {
         ProcessPoolError(
           .workerStartFailed,
           "this process was started as a pool worker but its worker loop never ran, so it may not start workers "
-            + "itself; " + bootstrapAdvice))
+            + "itself"))
+    }
+    if launcher.arguments == nil && !localEntryAvailable {
+      throw SpawnFailure(ProcessPoolError(.workerStartFailed, bootstrapAdvice))
     }
     let ends: (Int32, Int32)
     do {
@@ -77,16 +91,36 @@ enum WorkerSpawner {
     }
     defer { if let ring { Syscall.close(ring.fd) } }
 
+    // Only a process the pool started may become a worker: the marker carries a token that is
+    // new for each worker, and the worker checks that the same bytes come first on its socket
+    // (written now, so a local worker finds them there at once).
+    let token = newToken()
+    do {
+      let sent = try Array(token.utf8).withUnsafeBytes { bytes throws(Errno) in
+        try Syscall.send(parentEnd.fd, bytes.baseAddress!, bytes.count, nonBlocking: true)
+      }
+      guard sent == Int(PP_TOKEN_LENGTH) else { throw Errno(code: EAGAIN, call: "send") }
+    } catch let error as Errno {
+      throw SpawnFailure("cannot write the worker's token", error)
+    } catch {
+      throw SpawnFailure(ProcessPoolError(.workerStartFailed, "cannot write the worker's token: \(error)"))
+    }
+    let markerPrefix = PP_WORKER_ENV + "="
     var environment: [UnsafeMutablePointer<CChar>?] = []
     if let base = pp_environ() {
       var index = 0
       while let entry = base[index] {
-        environment.append(entry)
+        // A marker of our own (set by the program after start) must not shadow the worker's.
+        if strncmp(entry, markerPrefix, markerPrefix.utf8.count) != 0 { environment.append(entry) }
         index += 1
       }
     }
-    let marker = strdup(command == nil ? PP_WORKER_ENV + "=3,4" : WorkerLauncher.environmentMarker)
-    let arguments = (command ?? [CommandLine.arguments.first ?? "processpool-worker"]).map { strdup($0) } + [nil]
+    let launcherMarker = WorkerLauncher.environmentMarker + ":" + token
+    let marker = strdup(command == nil ? markerPrefix + "3,4:" + token : launcherMarker)
+    // A launcher whose command line passes the marker on itself (`env PROCESSPOOL_WORKER_FD=stdio
+    // app`, and the ssh launcher's remote command) gets this worker's token there too.
+    let commandLine = command?.map { $0.replacing(WorkerLauncher.environmentMarker, with: launcherMarker) }
+    let arguments = (commandLine ?? [CommandLine.arguments.first ?? "processpool-worker"]).map { strdup($0) } + [nil]
     defer {
       free(marker)
       for argument in arguments { free(argument) }
@@ -109,6 +143,21 @@ enum WorkerSpawner {
     // the worker is gone, as before.
     let pidfd = try? Syscall.pidfdOpen(pid)
     return SpawnedWorker(pid: pid, socket: parentEnd, ring: ring?.ring, pidfd: pidfd.map(Socket.init))
+  }
+
+  /// `PP_TOKEN_LENGTH` random hex digits.
+  static func newToken() -> String {
+    var generator = SystemRandomNumberGenerator()
+    let digits = Array("0123456789abcdef".utf8)
+    var token: [UInt8] = []
+    for _ in 0..<(Int(PP_TOKEN_LENGTH) / 16) {
+      var bits = generator.next()
+      for _ in 0..<16 {
+        token.append(digits[Int(bits & 15)])
+        bits >>= 4
+      }
+    }
+    return String(decoding: token, as: UTF8.self)
   }
 
   /// `/proc/self/exe` resolves in the spawning process, so a rebuilt or moved binary still
