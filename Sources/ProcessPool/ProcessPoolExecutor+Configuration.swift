@@ -35,9 +35,13 @@ extension ProcessPoolExecutor {
     public var adaptivePipelining = true
     /// How long a worker stopped by SIGTERM (timeout, `terminateWorkers`) has before SIGKILL.
     public var terminationGracePeriod: Duration = .seconds(3)
-    /// How long a worker that announced it waits for `ProcessPoolWorker.bootstrap()` may wait
-    /// (only workers of earlier versions do; a worker of this version never waits for it).
-    public var bootstrapTimeout: Duration = .seconds(10)
+    /// Unused: a worker of a statically linked build no longer waits for
+    /// `ProcessPoolWorker.bootstrap()`. Kept so that code setting it still compiles.
+    @available(*, deprecated, message: "workers no longer wait for ProcessPoolWorker.bootstrap()")
+    public var bootstrapTimeout: Duration {
+      get { .seconds(10) }
+      set {}
+    }
 
     /// The defaults.
     public init() {}

@@ -237,8 +237,6 @@ extension PoolCore {
       let version = try reader.integer(UInt32.self)
       let pid = try reader.integer(Int32.self)
       transition { state, effects in state.hello(worker: entry.worker, version: version, pid: pid, &effects) }
-    case .awaitingBootstrap:
-      transition { state, effects in state.awaitingBootstrap(worker: entry.worker, &effects) }
     case .wake:
       break  // The ring is read on every pass.
     case .run, .stop, .initialize, .resultsOnSocket:

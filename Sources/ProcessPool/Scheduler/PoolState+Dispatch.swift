@@ -117,7 +117,7 @@ extension PoolState {
     let shuttingDown = lifecycle == .shuttingDown && queue.isEmpty
     for index in workers.indices where workers[index].isIdle {
       switch workers[index].phase {
-      case .starting, .awaitingBootstrap, .ready: break
+      case .starting, .ready: break
       default: continue
       }
       let atLimit = configuration.maxTasksPerChild.map { workers[index].jobsAssigned >= $0 } ?? false

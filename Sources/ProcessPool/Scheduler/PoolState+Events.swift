@@ -87,8 +87,7 @@ extension PoolState {
     guard let index = index(ofWorker: id) else { return }
     // A frame that only makes sense once, at start: from anything but a starting worker it is
     // forged (a task writing to its socket) or garbage.
-    guard !workers[index].saidHello, workers[index].phase == .starting || workers[index].phase == .awaitingBootstrap
-    else {
+    guard !workers[index].saidHello, workers[index].phase == .starting else {
       protocolViolation(worker: id, "a hello from a worker that had already said hello", &effects)
       return
     }
@@ -110,9 +109,7 @@ extension PoolState {
     workers[index].remotePID = pid
     workers[index].saidHello = true
     statistics.timeStartingWorkers += workers[index].spawnedAt.duration(to: .now)
-    workers[index].startDeadline = nil
     if case .starting = workers[index].phase { workers[index].phase = .ready }
-    if case .awaitingBootstrap = workers[index].phase { workers[index].phase = .ready }
     // Started for good once its initializer, if any, has succeeded too.
     if !workers[index].initializing { launcherStartFailures[workers[index].launcher] = 0 }
     if let head = workers[index].inflight.first, let timeout = head.timeout {
@@ -121,17 +118,6 @@ extension PoolState {
     }
     // A launched worker takes work from now on.
     if workers[index].launched { advance(&effects) }
-  }
-
-  mutating func awaitingBootstrap(worker id: Int, _ effects: inout PoolEffects) {
-    guard let index = index(ofWorker: id) else { return }
-    guard !workers[index].saidHello, workers[index].phase == .starting else {
-      protocolViolation(worker: id, "an 'awaiting bootstrap' frame from a worker that had started", &effects)
-      return
-    }
-    workers[index].phase = .awaitingBootstrap
-    workers[index].startDeadline = MonotonicInstant.now.advanced(by: configuration.bootstrapTimeout)
-    effects.wakeIO = true
   }
 
   /// The initializer's outcome; a failure breaks the pool with its error in the message. Only a
@@ -244,7 +230,7 @@ extension PoolState {
     statistics.tasksFailed += 1
   }
 
-  /// Deadlines: per-task timeouts, SIGKILL after the grace period, a bootstrap that never came.
+  /// Deadlines: per-task timeouts, SIGKILL after the grace period, a spawn retry.
   /// Returns the next deadline.
   mutating func checkDeadlines(now: MonotonicInstant, _ effects: inout PoolEffects) -> MonotonicInstant? {
     var next: MonotonicInstant?
@@ -283,17 +269,6 @@ extension PoolState {
           consider(killAt)
         }
       }
-      if let deadline = workers[index].startDeadline {
-        if deadline <= now {
-          workers[index].startDeadline = nil
-          breakPool(
-            ProcessPoolError(
-              .workerStartFailed, "the worker loop never started; " + WorkerSpawner.bootstrapAdvice, workerPID: pid),
-            &effects)
-        } else {
-          consider(deadline)
-        }
-      }
     }
     return next
   }
@@ -319,22 +294,13 @@ extension PoolState {
     // with the rest instead of forgetting it.
     let unfinished = slot.inflight
     slot.inflight = []
-    let bootstrapping = slot.phase == .awaitingBootstrap || slot.startDeadline != nil
     // Not started: no hello yet, or its initializer had not finished (it was given no work).
     let diedStarting = (!slot.saidHello || slot.initializing) && slot.stopReason == nil
-    if bootstrapping || diedStarting {
+    if diedStarting {
       // A job sent before the hello provably never started (the hello comes first).
       queue.prepend(unfinished)
     } else {
       slot.inflight = unfinished
-    }
-    if bootstrapping {
-      breakPool(
-        ProcessPoolError(
-          .workerStartFailed,
-          "the worker exited (\(ended)) without running its loop; " + WorkerSpawner.bootstrapAdvice,
-          workerPID: pid, termination: termination), &effects)
-      return
     }
     if diedStarting {
       let during = slot.saidHello ? "in its initializer" : "before its hello"

@@ -3,8 +3,6 @@ struct WorkerSlot {
   enum Phase: Equatable {
     /// Spawned; its hello has not arrived (work may already be queued on its socket).
     case starting
-    /// Its loop waits for `ProcessPoolWorker.bootstrap()` in `main` (a static build).
-    case awaitingBootstrap
     /// Said hello: running work.
     case ready
     /// Sent `stop` (retired, or the pool shuts down); will exit when it has read it.
@@ -44,8 +42,6 @@ struct WorkerSlot {
   var wantsWrite = false
   /// When the running job's per-task timeout ends (set once the worker has said hello).
   var headDeadline: MonotonicInstant?
-  /// When a worker awaiting bootstrap is given up.
-  var startDeadline: MonotonicInstant?
   /// Why the pool is stopping this worker, reported to the job it was running, if any.
   var stopReason: ProcessPoolError?
   /// When the head job started (was sent to an idle worker, or the result before it arrived).
@@ -107,7 +103,7 @@ struct WorkerSlot {
     // early is requeued safely if it dies unheard. A launched worker's hello can be lost in
     // the launcher (ssh killed) after a job ran: it gets work only once its hello arrived.
     case .starting: if launched { return false }
-    case .awaitingBootstrap, .ready: break
+    case .ready: break
     default: return false
     }
     if let maxTasksPerChild, jobsAssigned >= maxTasksPerChild { return false }

@@ -17,9 +17,7 @@ enum Frame {
     case results = 3
     /// Parent to worker: finish what was sent, then exit.
     case stop = 4
-    /// Worker to parent: the worker loop waits for `ProcessPoolWorker.bootstrap()` in `main`.
-    /// No longer sent (a worker of every build enters its loop before `main`); still understood.
-    case awaitingBootstrap = 5
+    // 5 was `awaitingBootstrap` (up to protocol version 2): no worker waits for a bootstrap call.
     /// Parent to worker: run the pool's initializer task once, before any work.
     case initialize = 6
     /// Worker to parent, on the socket: replies are waiting in the reply ring (sent only when
