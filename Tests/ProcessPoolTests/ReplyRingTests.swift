@@ -131,6 +131,30 @@ import Testing
     #expect(throws: WireError.self) { try reader.next() }
   }
 
+  /// A worker may write anything into the ring's header: a tail behind the reader, past its
+  /// room, or inside a remainder the writer skipped is an error, not a trap.
+  @Test(arguments: [UInt64(10), 0, UInt64(ReplyRing.capacity) * 3, UInt64(ReplyRing.capacity) - 4])
+  func aCorruptTailThrows(_ corrupt: UInt64) throws {
+    let (ring, fd) = try ReplyRing.create()
+    defer { Syscall.close(fd) }
+    // The worker's view of the header page, as a broken worker would write it.
+    let header = try Syscall.mapShared(fd, size: ReplyRing.headerPage)
+    defer { Syscall.unmap(header, size: ReplyRing.headerPage) }
+    var writer = ReplyRing.Writer(ring)
+    var reader = ReplyRing.Reader(ring)
+    // Fill the ring to just short of its end, so the last position is a remainder.
+    var taken: UInt64 = 0
+    let frame = Self.frame(id: 1, size: 100)
+    while taken + UInt64(2 * frame.count) < UInt64(ReplyRing.capacity) - 8 {
+      #expect(frame.withUnsafeBytes { writer.publish($0, wake: {}) })
+      taken += UInt64(frame.count)
+      _ = try reader.next()
+      reader.release()
+    }
+    header.storeBytes(of: corrupt, as: UInt64.self)
+    #expect(throws: WireError.self) { try reader.next() }
+  }
+
   @Test func aSleepingParentIsWokenOnce() throws {
     let ring = try Self.makeRing()
     #expect(!ring.parentNeedsWaking())

@@ -84,13 +84,19 @@ final class ReplyRing: @unchecked Sendable {
     /// The next whole frame, or nil when the worker has published nothing more. Throws when the
     /// published bytes do not hold a well-formed frame.
     mutating func next() throws(WireError) -> (header: Frame.Header, bytes: UnsafeRawBufferPointer)? {
+      // The worker writes the tail: a value behind the reader or past the room it was given is
+      // a broken worker, reported as such, never an overflow here.
       let tail = ring.publishedTail
-      while cursor != tail {
-        guard tail &- head <= UInt64(ReplyRing.capacity) else { throw WireError("reply ring tail out of bounds") }
+      guard tail >= cursor, tail &- head <= UInt64(ReplyRing.capacity) else {
+        throw WireError("reply ring tail out of bounds")
+      }
+      while cursor < tail {
         let offset = Int(cursor % UInt64(ReplyRing.capacity))
         let left = ReplyRing.capacity - offset
         if left < Frame.headerSize || ring.data.loadUnaligned(fromByteOffset: offset, as: UInt32.self) == .max {
           cursor += UInt64(left)
+          // A writer skips a remainder only to write a frame after it.
+          guard cursor < tail else { throw WireError("reply ring tail inside a skipped remainder") }
           continue
         }
         let bytes = UnsafeRawBufferPointer(start: ring.data + offset, count: min(left, Int(tail - cursor)))
