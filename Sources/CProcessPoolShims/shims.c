@@ -228,7 +228,7 @@ static void processpool_worker_hook(int argc, char **argv, char **envp) {
     }
     int output = input;
     if (stdio) {
-        if (take_stdio(&input, &output) != 0) _exit(74);
+        if (take_stdio(&input, &output) != 0) _exit(PP_EXIT_NO_STDIO);
     } else {
         ring_fd = ring;
         // A local worker has a process group of its own, which is in the background of the
@@ -241,7 +241,7 @@ static void processpool_worker_hook(int argc, char **argv, char **envp) {
     // marker to processes it starts (that recursion is a fork bomb).
     unsetenv(PP_WORKER_ENV);
     started_as_worker = 1;
-    if (processpool_worker_entry == NULL) _exit(76);
+    if (processpool_worker_entry == NULL) _exit(PP_EXIT_NO_ENTRY);
     // Swift concurrency needs libdispatch. In a dynamically linked build it is a loaded shared
     // object, initialised before the executable's constructors. In a --static-swift-stdlib build
     // its initialiser is one of the executable's constructors that come after this one: run them
@@ -250,7 +250,7 @@ static void processpool_worker_hook(int argc, char **argv, char **envp) {
         if (!hook_in_init_array()) {
             write_stderr("ProcessPool: this worker cannot start before main: the executable was linked "
                          "without __init_array_start; link it with the system linker (ld, gold or lld)\n");
-            _exit(76);
+            _exit(PP_EXIT_NO_ENTRY);
         }
         for (pp_init_entry *entry = &processpool_worker_hook_entry + 1; entry < __init_array_end; entry++) {
             if (*entry != NULL && *entry != (pp_init_entry)-1) (*entry)(argc, argv, envp);

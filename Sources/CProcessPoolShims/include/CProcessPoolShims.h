@@ -11,6 +11,24 @@
 /// bytes there. A process whose marker is malformed or whose token does not arrive is no worker.
 #define PP_WORKER_ENV "PROCESSPOOL_WORKER_FD"
 
+/// Exit statuses of a worker that cannot go on (the pool explains them in its errors).
+/// The initializer threw: the pool breaks with its error.
+#define PP_EXIT_INITIALIZER_FAILED 3
+/// The worker could not start the thread that watches for its parent's end.
+#define PP_EXIT_NO_THREAD 70
+/// The parent sent a frame that only a worker sends (another protocol, or garbage).
+#define PP_EXIT_UNEXPECTED_FRAME 71
+/// Reading the parent's frames failed (a malformed or oversized frame).
+#define PP_EXIT_READ_FAILED 72
+/// The worker could not encode a reply.
+#define PP_EXIT_REPLY_FAILED 73
+/// A launched worker could not take over its standard input and output.
+#define PP_EXIT_NO_STDIO 74
+/// A local worker could not map its reply ring.
+#define PP_EXIT_NO_RING 75
+/// The worker loop cannot run in this executable (no entry, or a static link it cannot enter).
+#define PP_EXIT_NO_ENTRY 76
+
 /// The length of a worker's token (hex digits).
 #define PP_TOKEN_LENGTH 32
 
@@ -30,8 +48,9 @@ int pp_take_ring_fd(void);
 /// memfd_create with close-on-exec; -1 with errno on failure.
 int pp_memfd_create(const char *name);
 
-/// Atomics on memory shared with another process (the reply ring's header), which Swift's
-/// `Atomic` cannot be placed in.
+/// Atomics on memory shared with another process (the reply ring's header). The standard
+/// library's `Atomic` owns its storage and offers no operations on memory at a given address
+/// (swift-atomics' `UnsafeAtomic` does, but the package takes no dependencies).
 static inline unsigned long long pp_load_acquire_u64(const void *address) {
     return __atomic_load_n((const unsigned long long *)address, __ATOMIC_ACQUIRE);
 }

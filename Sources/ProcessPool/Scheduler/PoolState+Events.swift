@@ -1,3 +1,5 @@
+import CProcessPoolShims
+
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -369,11 +371,26 @@ extension PoolState {
     advance(&effects)
   }
 
-  /// How a worker ended, in words; nil is a status the system did not keep.
+  /// How a worker ended, in words, with what the worker's own exit statuses mean; nil is a
+  /// status the system did not keep.
   static func describe(_ termination: ProcessPoolError.Termination?) -> String {
-    termination.map { "\($0)" }
-      ?? "an unknown status (this process ignores SIGCHLD, so the system discarded the worker's exit status)"
+    guard let termination else {
+      return "an unknown status (this process ignores SIGCHLD, so the system discarded the worker's exit status)"
+    }
+    guard case .exited(let code) = termination, let meaning = workerExitMeanings[code] else { return "\(termination)" }
+    return "\(termination) (\(meaning))"
   }
+
+  /// What the exit statuses a worker uses for itself mean (a task may use them too, hence "likely").
+  static let workerExitMeanings: [Int32: String] = [
+    PP_EXIT_NO_THREAD: "likely: the worker could not start a thread",
+    PP_EXIT_UNEXPECTED_FRAME: "likely: the worker got a frame it does not understand",
+    PP_EXIT_READ_FAILED: "likely: the worker could not read a task (malformed or too large)",
+    PP_EXIT_REPLY_FAILED: "likely: the worker could not encode a reply",
+    PP_EXIT_NO_STDIO: "likely: the launched worker could not take over its standard input and output",
+    PP_EXIT_NO_RING: "likely: the worker could not map its reply ring (out of memory or descriptors)",
+    PP_EXIT_NO_ENTRY: "likely: the worker loop cannot run in this executable",
+  ]
 
   /// " (ssh host)" for a launched worker, "" for a local one: where a crash happened.
   private func whereRunning(_ slot: WorkerSlot) -> String {

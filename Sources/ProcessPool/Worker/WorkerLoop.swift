@@ -38,7 +38,7 @@ final class WorkerLoop: @unchecked Sendable {
     if ringFD >= 0 {
       // The parent reads results from the ring only: without it this worker cannot work (it
       // ends before its hello, which the pool reports as a worker that failed to start).
-      guard let mapped = try? ReplyRing.map(ringFD) else { _exit(75) }
+      guard let mapped = try? ReplyRing.map(ringFD) else { _exit(PP_EXIT_NO_RING) }
       ring = ReplyRing.Writer(mapped)
       Syscall.close(ringFD)
     }
@@ -61,7 +61,7 @@ final class WorkerLoop: @unchecked Sendable {
     do {
       try OSThread.start(name: "pp-worker-hup") { Self.watchForHangUp(input, output) }
     } catch {
-      _exit(70)
+      _exit(PP_EXIT_NO_THREAD)
     }
     var buffer = FrameBuffer()
     while true {
@@ -84,12 +84,12 @@ final class WorkerLoop: @unchecked Sendable {
             case .stop:
               flush()
               exit(0)
-            default: _exit(71)  // a parent speaking another protocol
+            default: _exit(PP_EXIT_UNEXPECTED_FRAME)  // a parent speaking another protocol
             }
           }
         }
       } catch {
-        _exit(72)
+        _exit(PP_EXIT_READ_FAILED)
       }
       let open: Bool
       do {
@@ -182,7 +182,7 @@ final class WorkerLoop: @unchecked Sendable {
         for _ in 0..<count { appendFailureOutcome(error, to: &out) }
       }
     } catch {
-      _exit(73)
+      _exit(PP_EXIT_REPLY_FAILED)
     }
     Frame.finish(at: start, in: &out)
   }
@@ -218,7 +218,7 @@ final class WorkerLoop: @unchecked Sendable {
     // A worker whose initializer failed takes no work; the parent breaks the pool.
     if failed {
       flush()
-      exit(3)
+      exit(PP_EXIT_INITIALIZER_FAILED)
     }
   }
 
