@@ -17,6 +17,8 @@ final class PoolCore: Sendable {
   private let stopGate = ConditionLock()
   /// Guarded by `stopGate`: the I/O thread has returned (every socket it held is closed).
   private nonisolated(unsafe) var ioThreadDone = false
+  /// Tasks waiting for the I/O thread to return (`withProcessPool`); guarded by `stopGate`.
+  private nonisolated(unsafe) var ioThreadWaiters: [CheckedContinuation<Void, Never>] = []
 
   init(configuration: ProcessPoolExecutor.Configuration, initializerPayload: [UInt8]?) throws(ProcessPoolError) {
     self.configuration = configuration
@@ -188,9 +190,24 @@ final class PoolCore: Sendable {
   }
 
   func ioThreadExited() {
-    stopGate.withLock {
+    let waiters = stopGate.withLock {
       ioThreadDone = true
       stopGate.broadcast()
+      defer { ioThreadWaiters = [] }
+      return ioThreadWaiters
+    }
+    for waiter in waiters { waiter.resume() }
+  }
+
+  /// `waitForIOThread` without blocking a thread.
+  func ioThreadReturned() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let done = stopGate.withLock { () -> Bool in
+        if ioThreadDone || !state.withLock({ $0.ioThreadRunning }) { return true }
+        ioThreadWaiters.append(continuation)
+        return false
+      }
+      if done { continuation.resume() }
     }
   }
 
