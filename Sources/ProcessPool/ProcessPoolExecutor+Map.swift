@@ -46,6 +46,20 @@ extension ProcessPoolExecutor {
     _ task: T, _ codec: MapCodec, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
     timeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?
   ) throws -> ProcessMapSequence<T.Output> {
+    let (source, counter) = try chunkSource(
+      task, codec, underestimatedCount: underestimatedCount, count: count, chunksize: chunksize, buffersize: buffersize,
+      progress: progress)
+    let state = MapState(source: source, buffersize: buffersize, timeout: timeout)
+    try state.fill()
+    return ProcessMapSequence(state: state, progress: counter)
+  }
+
+  /// Checks a map's arguments and makes the source of its chunks (shared by `map` and
+  /// `mapUnordered`).
+  func chunkSource<T: ProcessTask>(
+    _ task: T, _ codec: MapCodec, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
+    progress: (@Sendable (ProcessPoolProgress) -> Void)?
+  ) throws -> (ChunkSource, ProgressCounter) {
     if let chunksize, chunksize < 1 {
       throw ProcessPoolError(.invalidArgument, "chunksize must be at least 1 (got \(chunksize))")
     }
@@ -56,9 +70,7 @@ extension ProcessPoolExecutor {
     let size = chunksize ?? Self.automaticChunksize(count: underestimatedCount, workers: configuration.capacity)
     let counter = ProgressCounter(total: count, handler: progress)
     let source = ChunkSource(pool: self, header: header, codec: codec, chunksize: size, progress: counter)
-    let state = MapState(source: source, buffersize: buffersize, timeout: timeout)
-    try state.fill()
-    return ProcessMapSequence(state: state, progress: counter)
+    return (source, counter)
   }
 
   /// `multiprocessing.Pool.map`'s rule: about four chunks per worker.

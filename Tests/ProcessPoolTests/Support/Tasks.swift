@@ -318,3 +318,13 @@ struct PrintToStandardOutput: ProcessTask {
     return x
   }
 }
+
+/// Returns its input; the one equal to `at` first waits at the gate at `path`.
+struct HoldAt: ProcessTask {
+  var path: String
+  var at: Int
+  func run(_ x: Int) async throws -> Int {
+    if x == at { return try await WaitForGate(path: path).run(x) }
+    return x
+  }
+}
