@@ -218,7 +218,7 @@ final class MapState {
   }
 
   private func cancelRemaining() {
-    for chunk in chunks[head...] { chunk?.future?.cancel() }
+    for chunk in chunks[head...] { chunk?.future?.cancel(terminatingWorker: source.terminatesRunningWork) }
     chunks = []
     head = 0
     headOpened = false

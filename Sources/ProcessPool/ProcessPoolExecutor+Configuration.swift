@@ -33,6 +33,10 @@ extension ProcessPoolExecutor {
     /// milliseconds of work per worker; those tasks count as running and cannot be cancelled).
     /// Has no effect when `jobsPerWorker` is 1.
     public var adaptivePipelining = true
+    /// What cancelling the Swift task that awaits a future's ``ProcessFuture/value``, or
+    /// ending a map's iteration early, does to work already running: by default it is left to
+    /// finish; ``CancellationMode/terminatingWorker`` stops it (the worker is replaced).
+    public var cancellation: CancellationMode = .pendingOnly
     /// How long a worker stopped by SIGTERM (timeout, `terminateWorkers`) has before SIGKILL.
     public var terminationGracePeriod: Duration = .seconds(3)
     /// How long a worker of a statically linked build may wait for `ProcessPoolWorker.bootstrap()`.

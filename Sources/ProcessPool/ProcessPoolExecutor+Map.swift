@@ -26,7 +26,9 @@ extension ProcessPoolExecutor {
   ///
   /// A failing item throws at its own position; calling `next()` again goes on with the next
   /// item. Ending the iteration early (`break`, or the consuming task being cancelled) cancels
-  /// what has not started.
+  /// what has not started; with ``Configuration/cancellation`` set to
+  /// ``CancellationMode/terminatingWorker`` it also stops the chunks that are running (their
+  /// workers are replaced).
   ///
   /// Inlinable so that the per-item work (pulling, encoding and decoding) is compiled for the
   /// concrete types.
@@ -90,6 +92,8 @@ final class ChunkSource {
   let codec: MapCodec
   let chunksize: Int
   let progress: ProgressCounter
+  /// Whether ending the iteration early stops running chunks too.
+  var terminatesRunningWork: Bool { pool.configuration.cancellation == .terminatingWorker }
   // Touched by the map's caller, then by the one iterating task: no exclusivity checks.
   @exclusivity(unchecked) var exhausted = false
   @exclusivity(unchecked) var pulled = 0
@@ -140,7 +144,8 @@ final class ChunkSource {
     }
     let progress = self.progress
     let future = ProcessFuture<RawOutcomes>(
-      acknowledgesCancel: true, stopWorker: pool.core.stopWorkerHook, onFinish: { progress.record($0, count: sent) })
+      acknowledgesCancel: true, stopWorker: pool.core.stopWorkerHook, cancellation: pool.configuration.cancellation,
+      onFinish: { progress.record($0, count: sent) })
     let chunk = MapChunk(future: future, count: count, encodingFailures: failures)
     let sink = MapChunkSink(future: future, count: sent)
     return (chunk, Job(frame: consume payload, sink: sink, timeout: pool.configuration.taskTimeout))

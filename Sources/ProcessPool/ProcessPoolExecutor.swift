@@ -83,7 +83,8 @@ public final class ProcessPoolExecutor: Sendable {
     } catch {
       throw ProcessPoolError(.encodingFailed, "cannot encode the input of \(T.self): \(error)")
     }
-    let future = ProcessFuture<T.Output>(acknowledgesCancel: true, stopWorker: core.stopWorkerHook)
+    let future = ProcessFuture<T.Output>(
+      acknowledgesCancel: true, stopWorker: core.stopWorkerHook, cancellation: configuration.cancellation)
     let job = Job(frame: consume payload, sink: TaskSink(future: future), timeout: timeout ?? configuration.taskTimeout)
     try enqueue(CollectionOfOne(job))
     return future

@@ -91,7 +91,7 @@ final class UnorderedMapState {
   private func cancelRemaining() {
     for (chunk, _, watch) in pending.values {
       chunk.future?.stopWatching(watch)
-      chunk.future?.cancel()
+      chunk.future?.cancel(terminatingWorker: source.terminatesRunningWork)
     }
     pending = [:]
     opened = false
