@@ -17,6 +17,10 @@ extension ProcessPoolExecutor {
   ///     submitted at once (as Python does).
   ///   - timeout: A deadline for the whole iteration. Past it, `next()` throws
   ///     ``ProcessPoolError/Code/timedOut`` and the rest is cancelled.
+  ///   - taskTimeout: This map's time limit per chunk (overrides the pool's
+  ///     ``Configuration/taskTimeout``; with `chunksize` 1 it is per item): a chunk running
+  ///     longer fails its items with ``ProcessPoolError/Code/taskTimedOut`` and its worker is
+  ///     replaced.
   ///   - progress: Called with a ``ProcessPoolProgress`` each time a chunk finishes (and when a
   ///     lazy input runs out, which makes the total known), on the thread that finished it: keep
   ///     it short. ``ProcessMapSequence/progress`` offers the same
@@ -35,22 +39,22 @@ extension ProcessPoolExecutor {
   @inlinable
   public func map<T: ProcessTask, Inputs: Sequence>(
     _ task: T, _ inputs: Inputs, chunksize: Int? = nil, buffersize: Int? = nil, timeout: Duration? = nil,
-    progress: (@Sendable (ProcessPoolProgress) -> Void)? = nil
+    taskTimeout: Duration? = nil, progress: (@Sendable (ProcessPoolProgress) -> Void)? = nil
   ) throws -> ProcessMapSequence<T.Output> where Inputs.Element == T.Input {
     try map(
       task, MapCodec(T.self, inputs.makeIterator()), underestimatedCount: inputs.underestimatedCount,
       count: (inputs as? any Collection)?.count, chunksize: chunksize, buffersize: buffersize, timeout: timeout,
-      progress: progress)
+      taskTimeout: taskTimeout, progress: progress)
   }
 
   @usableFromInline
   func map<T: ProcessTask>(
     _ task: T, _ codec: MapCodec, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
-    timeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?
+    timeout: Duration?, taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?
   ) throws -> ProcessMapSequence<T.Output> {
     let (source, counter) = try chunkSource(
       task, codec, underestimatedCount: underestimatedCount, count: count, chunksize: chunksize, buffersize: buffersize,
-      progress: progress)
+      taskTimeout: taskTimeout, progress: progress)
     let state = MapState(source: source, buffersize: buffersize, timeout: timeout)
     try state.fill()
     return ProcessMapSequence(state: state, progress: counter)
@@ -60,7 +64,7 @@ extension ProcessPoolExecutor {
   /// `mapUnordered`).
   func chunkSource<T: ProcessTask>(
     _ task: T, _ codec: MapCodec, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
-    progress: (@Sendable (ProcessPoolProgress) -> Void)?
+    taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?
   ) throws -> (ChunkSource, ProgressCounter) {
     if let chunksize, chunksize < 1 {
       throw ProcessPoolError(.invalidArgument, "chunksize must be at least 1 (got \(chunksize))")
@@ -68,10 +72,15 @@ extension ProcessPoolExecutor {
     if let buffersize, buffersize < 1 {
       throw ProcessPoolError(.invalidArgument, "buffersize must be None or > 0 (got \(buffersize))")
     }
+    if let taskTimeout, taskTimeout <= .zero {
+      throw ProcessPoolError(.invalidArgument, "taskTimeout must be positive (got \(taskTimeout))")
+    }
     let header = try Frame.emptyHeader + Self.typedValueHeader(task)
     let size = chunksize ?? Self.automaticChunksize(count: underestimatedCount, workers: configuration.capacity)
     let counter = ProgressCounter(total: count, handler: progress)
-    let source = ChunkSource(pool: self, header: header, codec: codec, chunksize: size, progress: counter)
+    let source = ChunkSource(
+      pool: self, header: header, codec: codec, chunksize: size, taskTimeout: taskTimeout ?? configuration.taskTimeout,
+      progress: counter)
     return (source, counter)
   }
 
@@ -91,6 +100,8 @@ final class ChunkSource {
   let header: [UInt8]
   let codec: MapCodec
   let chunksize: Int
+  /// The per-task timeout of every item: the map's own, or the pool's.
+  let taskTimeout: Duration?
   let progress: ProgressCounter
   /// Whether ending the iteration early stops running chunks too.
   var terminatesRunningWork: Bool { pool.configuration.cancellation == .terminatingWorker }
@@ -98,11 +109,15 @@ final class ChunkSource {
   @exclusivity(unchecked) var exhausted = false
   @exclusivity(unchecked) var pulled = 0
 
-  init(pool: ProcessPoolExecutor, header: [UInt8], codec: MapCodec, chunksize: Int, progress: ProgressCounter) {
+  init(
+    pool: ProcessPoolExecutor, header: [UInt8], codec: MapCodec, chunksize: Int, taskTimeout: Duration?,
+    progress: ProgressCounter
+  ) {
     self.pool = pool
     self.header = header
     self.codec = codec
     self.chunksize = chunksize
+    self.taskTimeout = taskTimeout
     self.progress = progress
   }
 
@@ -148,6 +163,6 @@ final class ChunkSource {
       onFinish: { progress.record($0, count: sent) })
     let chunk = MapChunk(future: future, count: count, encodingFailures: failures)
     let sink = MapChunkSink(future: future, count: sent)
-    return (chunk, Job(frame: consume payload, sink: sink, timeout: pool.configuration.taskTimeout))
+    return (chunk, Job(frame: consume payload, sink: sink, timeout: taskTimeout))
   }
 }

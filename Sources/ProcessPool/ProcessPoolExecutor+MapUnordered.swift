@@ -8,7 +8,7 @@ extension ProcessPoolExecutor {
   /// }
   /// ```
   ///
-  /// A separate method rather than a flag on ``map(_:_:chunksize:buffersize:timeout:progress:)``
+  /// A separate method rather than a flag on ``map(_:_:chunksize:buffersize:timeout:taskTimeout:progress:)``
   /// because its elements differ: `(index, output)` instead of the output alone.
   ///
   /// The rules are `map`'s: the same `chunksize` (a chunk's items are yielded together, in input
@@ -25,28 +25,30 @@ extension ProcessPoolExecutor {
   ///   - buffersize: At most this many chunks in flight; the input is then pulled lazily.
   ///   - timeout: A deadline for the whole iteration; past it, `next()` throws
   ///     ``ProcessPoolError/Code/timedOut`` and the rest is cancelled.
+  ///   - taskTimeout: This map's per-task time limit (overrides the pool's
+  ///     ``Configuration/taskTimeout``), as for `map`.
   ///   - progress: Called with a ``ProcessPoolProgress`` each time a chunk finishes.
   /// - Throws: ``ProcessPoolError/Code/invalidArgument`` for a `chunksize` or `buffersize` below 1,
   ///   and the errors of ``submit(_:_:timeout:)`` for the task.
   @inlinable
   public func mapUnordered<T: ProcessTask, Inputs: Sequence>(
     _ task: T, _ inputs: Inputs, chunksize: Int? = nil, buffersize: Int? = nil, timeout: Duration? = nil,
-    progress: (@Sendable (ProcessPoolProgress) -> Void)? = nil
+    taskTimeout: Duration? = nil, progress: (@Sendable (ProcessPoolProgress) -> Void)? = nil
   ) throws -> ProcessUnorderedMapSequence<T.Output> where Inputs.Element == T.Input {
     try mapUnordered(
       task, MapCodec(T.self, inputs.makeIterator()), underestimatedCount: inputs.underestimatedCount,
       count: (inputs as? any Collection)?.count, chunksize: chunksize, buffersize: buffersize, timeout: timeout,
-      progress: progress)
+      taskTimeout: taskTimeout, progress: progress)
   }
 
   @usableFromInline
   func mapUnordered<T: ProcessTask>(
     _ task: T, _ codec: MapCodec, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
-    timeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?
+    timeout: Duration?, taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?
   ) throws -> ProcessUnorderedMapSequence<T.Output> {
     let (source, counter) = try chunkSource(
       task, codec, underestimatedCount: underestimatedCount, count: count, chunksize: chunksize, buffersize: buffersize,
-      progress: progress)
+      taskTimeout: taskTimeout, progress: progress)
     let state = UnorderedMapState(source: source, buffersize: buffersize, timeout: timeout)
     try state.fill()
     return ProcessUnorderedMapSequence(state: state, progress: counter)

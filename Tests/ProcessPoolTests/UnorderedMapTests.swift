@@ -154,3 +154,59 @@ extension WorkerProcessTests {
     }
   }
 }
+
+/// `map(…, taskTimeout:)`: a per-call limit for this map's chunks, overriding the pool's.
+extension WorkerProcessTests {
+  @Suite struct MapTaskTimeoutTests {
+    @Test(arguments: [false, true])
+    func aMapsOwnTaskTimeoutStopsItsSlowItem(_ unordered: Bool) async throws {
+      try await withPool(.workers(2)) { (pool: ProcessPoolExecutor) async throws in
+        let inputs = [0, 60_000, 0, 0]
+        var failures: [Int: ProcessPoolError] = [:]
+        var values: [Int: Int] = [:]
+        if unordered {
+          var iterator = try pool.mapUnordered(Sleep(), inputs, chunksize: 1, taskTimeout: .milliseconds(300))
+            .makeAsyncIterator()
+          while true {
+            do {
+              guard let (index, value) = try await iterator.next() else { break }
+              values[index] = value
+            } catch let error as ProcessPoolError {
+              failures[iterator.lastIndex!] = error
+            }
+          }
+        } else {
+          var iterator = try pool.map(Sleep(), inputs, chunksize: 1, taskTimeout: .milliseconds(300))
+            .makeAsyncIterator()
+          for index in inputs.indices {
+            do {
+              values[index] = try await iterator.next()
+            } catch let error as ProcessPoolError {
+              failures[index] = error
+            }
+          }
+          #expect(try await iterator.next() == nil)
+        }
+        #expect(values == [0: 0, 2: 0, 3: 0])
+        #expect(failures.keys.sorted() == [1])
+        #expect(failures[1]?.code == .taskTimedOut)
+        #expect(pool.statistics.tasksTimedOut == 1)
+        // The pool's own setting (none) is unchanged: a plain submit has no limit.
+        #expect(pool.configuration.taskTimeout == nil)
+      }
+    }
+
+    @Test func aMapsTaskTimeoutMustBePositive() async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        for bad in [Duration.zero, .seconds(-1)] {
+          #expect { try pool.map(Square(), [1], taskTimeout: bad) } throws: {
+            ($0 as? ProcessPoolError)?.code == .invalidArgument
+          }
+          #expect { try pool.mapUnordered(Square(), [1], taskTimeout: bad) } throws: {
+            ($0 as? ProcessPoolError)?.code == .invalidArgument
+          }
+        }
+      }
+    }
+  }
+}
