@@ -19,6 +19,19 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test func processVoidStandsInForVoidBothWays() async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        #expect(try await pool.submit(NoInputNoOutput()).value == ProcessVoid())
+        await #expect(throws: GateError.self) { try await pool.submit(NoInputNoOutput(fail: true)).value }
+        var count = 0
+        for try await nothing in try pool.map(Discard(), 0..<10, chunksize: 3) {
+          #expect("\(nothing)" == "()")
+          count += 1
+        }
+        #expect(count == 10)
+      }
+    }
+
     @Test func fieldsNamedLikeSubmitParametersRoundTrip() async throws {
       try await withPool { (pool: ProcessPoolExecutor) async throws in
         let arguments = Capture.Arguments(fn: 3, self: 2)

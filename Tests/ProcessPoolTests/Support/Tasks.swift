@@ -328,3 +328,17 @@ struct HoldAt: ProcessTask {
     return x
   }
 }
+
+/// Takes nothing and returns nothing, and fails on demand: `ProcessVoid` both ways.
+struct NoInputNoOutput: ProcessTask {
+  var fail = false
+  func run(_: ProcessVoid) async throws -> ProcessVoid {
+    if fail { throw GateError(message: "asked to fail") }
+    return ProcessVoid()
+  }
+}
+
+/// Returns nothing for an Int.
+struct Discard: ProcessTask {
+  func run(_: Int) async throws -> ProcessVoid { ProcessVoid() }
+}
