@@ -19,6 +19,14 @@ struct Identity: ProcessTask {
   func run(_ x: Int) async throws -> Int { x }
 }
 
+/// Crashes its worker (a `fatalError`) when its input is a multiple of 3.
+struct CrashEveryThird: ProcessTask {
+  func run(_ x: Int) async throws -> Int {
+    if x % 3 == 0 { fatalError("crash on purpose at \(x)") }
+    return x
+  }
+}
+
 struct EchoBytes: ProcessTask {
   func run(_ bytes: [UInt8]) async throws -> [UInt8] { bytes }
 }
@@ -50,7 +58,7 @@ let workers = option("--workers") ?? 2
 let repeats = option("--repeat") ?? 3
 let scale = quick ? 10 : 1
 /// `--only a,b`: run just these sections (startup, latency, c1, c64, payload, countdown,
-/// as_completed, unordered), e.g. to profile one workload.
+/// as_completed, unordered, crashes), e.g. to profile one workload.
 let only: Set<Substring>? = arguments.firstIndex(of: "--only").flatMap { index in
   index + 1 < arguments.count ? Set(arguments[index + 1].split(separator: ",")) : nil
 }
@@ -243,6 +251,38 @@ if enabled("unordered") {
   log("  unordered done")
 }
 await pool.shutdown()
+
+// A crash storm: one task in three crashes its worker (a fatalError), with the workers' Swift
+// backtracer off (the default) and on. Crash reports are captured, not printed.
+if enabled("crashes") {
+  for backtraces in [false, true] {
+    var configuration = ProcessPoolExecutor.Configuration()
+    configuration.maxWorkers = workers
+    configuration.workerStandardError = .capture
+    configuration.workerBacktraces = backtraces
+    let count = backtraces ? 30 / (quick ? 3 : 1) : 90 / (quick ? 3 : 1)
+    var rates: [Double] = []
+    for _ in 0..<repeats {
+      let stormy = try ProcessPoolExecutor(configuration: configuration)
+      var crashed = 0
+      let elapsed = try await clock.measure {
+        var iterator = try stormy.map(CrashEveryThird(), 0..<count, chunksize: 1).makeAsyncIterator()
+        while true {
+          do {
+            guard try await iterator.next() != nil else { break }
+          } catch {
+            crashed += 1
+          }
+        }
+      }
+      precondition(crashed == (count + 2) / 3)
+      await stormy.shutdown()
+      rates.append(Double(crashed) / seconds(elapsed))
+    }
+    results.append((backtraces ? "crashes_backtracer_on_s" : "crashes_s", median(rates)))
+  }
+  log("  crashes done")
+}
 
 // A worker through ssh: start-up to the first result, and the round trip.
 if let host = stringOption("--ssh") {

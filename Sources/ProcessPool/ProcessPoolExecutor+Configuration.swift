@@ -9,6 +9,20 @@ extension ProcessPoolExecutor {
     case breakPool
   }
 
+  /// Where what a worker writes to its stderr goes (its `print`s go to stdout, shared with the
+  /// parent).
+  public enum WorkerStandardError: Sendable, Hashable {
+    /// The default: the pool reads it and writes it to this process's stderr a whole line at a
+    /// time, each line prefixed with the worker's pid (`[worker 1234] …`), so lines of several
+    /// workers never mix. Its tail is kept for crash reports.
+    case forward
+    /// The pool reads it and keeps only its tail, for crash reports: nothing is printed.
+    case capture
+    /// The worker writes to this process's stderr directly, as any child would; there are no
+    /// crash reports.
+    case inherit
+  }
+
   /// Every setting of a pool.
   public struct Configuration: Sendable, Hashable {
     /// At most this many worker processes (default: the CPUs this process may use). Ignored
@@ -39,6 +53,14 @@ extension ProcessPoolExecutor {
     public var cancellation: CancellationMode = .pendingOnly
     /// How long a worker stopped by SIGTERM (timeout, `terminateWorkers`) has before SIGKILL.
     public var terminationGracePeriod: Duration = .seconds(3)
+    /// Where workers' stderr goes; a worker that dies has the tail of it attached to the error
+    /// (``ProcessPoolError/crashReport``) unless it is ``WorkerStandardError/inherit``.
+    public var workerStandardError: WorkerStandardError = .forward
+    /// Whether a local worker that crashes prints the Swift runtime's full backtrace. Off by
+    /// default: the backtracer makes every crash about ten times slower and floods the report;
+    /// the message of a `fatalError` or `precondition` is printed either way. A
+    /// `SWIFT_BACKTRACE` variable in this process's environment is passed on unchanged and wins.
+    public var workerBacktraces = false
     /// How long a worker of a statically linked build may wait for `ProcessPoolWorker.bootstrap()`.
     public var bootstrapTimeout: Duration = .seconds(10)
 

@@ -21,6 +21,9 @@ int pp_take_ring_fd(void);
 /// memfd_create with close-on-exec; -1 with errno on failure.
 int pp_memfd_create(const char *name);
 
+/// pipe2 with O_CLOEXEC (not exported by Swift's Glibc module).
+int pp_pipe_cloexec(int fds[2]);
+
 /// Atomics on memory shared with another process (the reply ring's header), which Swift's
 /// `Atomic` cannot be placed in.
 static inline unsigned long long pp_load_acquire_u64(const void *address) {
@@ -42,10 +45,10 @@ int pp_started_as_worker(void);
 
 /// posix_spawn of `path` with `argv`/`envp`, `child_fd` duplicated onto fd 3 (or, with `stdio`,
 /// onto stdin and stdout, and `path` searched in PATH), `ring_fd` (when not -1) onto fd 4, and
-/// every other descriptor above 2 closed in the child. Returns 0 or an errno value; the pid goes
-/// to `pid`.
+/// every other descriptor above 2 closed in the child, and `error_fd` (when not -1) as its
+/// stderr. Returns 0 or an errno value; the pid goes to `pid`.
 int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[],
-                    int child_fd, int ring_fd, int stdio);
+                    int child_fd, int ring_fd, int stdio, int error_fd);
 
 /// The number of CPUs this process may run on (its affinity mask), at least 1.
 int pp_available_cpus(void);

@@ -15,6 +15,7 @@ extension PoolCore {
     let signalTarget: Int32
     let wantsWrite: Bool
     let ring: ReplyRing?
+    let standardError: Socket?
   }
 
   func runIOLoop() {
@@ -44,6 +45,7 @@ extension PoolCore {
   /// The loop proper; its locals (sockets among them) are released when it returns.
   private func serveWorkers() {
     var buffers: [ReadBuffer] = []
+    var errorStreams: [WorkerErrorStream] = []
     var pollSet: [pollfd] = []
     var watched: [Watched] = []
     var nextDeadline: MonotonicInstant?
@@ -55,7 +57,7 @@ extension PoolCore {
           watched.append(
             Watched(
               worker: worker.id, socket: worker.socket, pid: worker.pid, signalTarget: worker.signalTarget,
-              wantsWrite: worker.wantsWrite, ring: worker.ring))
+              wantsWrite: worker.wantsWrite, ring: worker.ring, standardError: worker.standardError))
         }
         return state.lifecycle == .stopped && state.workers.isEmpty
       }
@@ -66,6 +68,17 @@ extension PoolCore {
         let events = Int16(POLLIN) | (entry.wantsWrite ? Int16(POLLOUT) : 0)
         pollSet.append(pollfd(fd: entry.socket.fd, events: events, revents: 0))
       }
+      // Then the workers' stderr pipes still open, in `errorStreams` order.
+      for entry in watched {
+        if let pipe = entry.standardError, !errorStreams.contains(where: { $0.worker == entry.worker }) {
+          errorStreams.append(
+            WorkerErrorStream(
+              worker: entry.worker, pid: entry.pid, socket: pipe, forward: configuration.workerStandardError == .forward
+            ))
+        }
+      }
+      let streamsPolled = errorStreams.filter { !$0.closed }
+      for stream in streamsPolled { pollSet.append(pollfd(fd: stream.socket.fd, events: Int16(POLLIN), revents: 0)) }
       // Replies a worker published while this thread was busy are taken without sleeping; one
       // published after the flag is up makes the worker send a `wake` frame.
       var timeout = Self.milliseconds(until: nextDeadline)
@@ -77,6 +90,10 @@ extension PoolCore {
       }
       for entry in watched { entry.ring?.setParentSleeping(false) }
       if pollSet[0].revents != 0 { drainWakeChannel(wake.fd) }
+      // Stderr first: a dying worker's last words are read before its death is handled.
+      for (offset, stream) in streamsPolled.enumerated() where pollSet[1 + watched.count + offset].revents != 0 {
+        stream.read()
+      }
       for (offset, entry) in watched.enumerated() {
         let revents = pollSet[offset + 1].revents
         if revents & Int16(POLLOUT) != 0 { resumeWriting(worker: entry.worker) }
@@ -91,7 +108,9 @@ extension PoolCore {
         }
         if !read(entry, into: buffer, readable: readable) {
           buffers.removeAll { $0 === buffer }
-          reap(entry)
+          let stream = errorStreams.first { $0.worker == entry.worker }
+          errorStreams.removeAll { $0.worker == entry.worker }
+          reap(entry, errorStream: stream)
         }
       }
       nextDeadline = transition { state, effects in state.checkDeadlines(now: .now, &effects) }
@@ -234,8 +253,9 @@ extension PoolCore {
     if claimed { flush(worker: id) }
   }
 
-  /// The socket ended: make sure the process is gone, collect its status, hand it to the state.
-  private func reap(_ entry: Watched) {
+  /// The socket ended: make sure the process is gone, collect its status, hand it to the state
+  /// with the tail of its stderr for the errors its death causes.
+  private func reap(_ entry: Watched, errorStream: WorkerErrorStream?) {
     let phase = state.withLock { state -> WorkerSlot.Phase? in
       guard let index = state.index(ofWorker: entry.worker) else { return nil }
       defer { state.workers[index].phase = .exited }
@@ -253,8 +273,31 @@ extension PoolCore {
     } catch {
       termination = .exited(-1)
     }
+    // Reaped: everything it wrote is in the pipe now.
+    let report = errorStream?.finish()
     transition { state, effects in
+      let failuresBefore = effects.failures.count
+      let logsBefore = effects.logs.count
       state.workerExited(worker: entry.worker, phase: phase ?? .exited, termination: termination, &effects)
+      if let report {
+        Self.attach(report, of: entry.pid, to: &effects, failuresFrom: failuresBefore, logsFrom: logsBefore)
+      }
+    }
+  }
+
+  /// Puts a dead worker's crash report on the errors its death caused (a crash, or a pool it
+  /// broke), and its reason on the log line that reports the death.
+  private static func attach(
+    _ report: String, of pid: Int32, to effects: inout PoolEffects, failuresFrom: Int, logsFrom: Int
+  ) {
+    for index in failuresFrom..<effects.failures.count {
+      let error = effects.failures[index].1
+      guard error.workerPID == pid, error.code == .workerCrashed || error.code == .brokenPool else { continue }
+      effects.failures[index].1.crashReport = report
+    }
+    guard let reason = ProcessPoolError.reason(inReport: report) else { return }
+    for index in logsFrom..<effects.logs.count where effects.logs[index].1.contains("worker \(pid)") {
+      effects.logs[index].1 += ": \(reason)"
     }
   }
 

@@ -65,10 +65,12 @@ final class PoolCore: Sendable {
     if !ensureIOThread(launcher: launcher) { return }
     let spawnedAt = MonotonicInstant.now
     do {
-      let (pid, socket, ring) = try WorkerSpawner.spawn(state.withLock { $0.launchers[launcher] })
+      let (pid, socket, ring, standardError) = try WorkerSpawner.spawn(
+        state.withLock { $0.launchers[launcher] }, standardError: configuration.workerStandardError,
+        backtraces: configuration.workerBacktraces)
       transition { state, effects in
         _ = state.workerSpawned(
-          launcher: launcher, pid: pid, socket: socket, ring: ring, spawnedAt: spawnedAt,
+          launcher: launcher, pid: pid, socket: socket, ring: ring, standardError: standardError, spawnedAt: spawnedAt,
           initializer: initializerPayload, &effects)
       }
     } catch {

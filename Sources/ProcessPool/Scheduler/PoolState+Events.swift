@@ -4,15 +4,15 @@ extension PoolState {
   static let startFailureLimit = 3
 
   mutating func workerSpawned(
-    launcher: Int, pid: Int32, socket: Socket, ring: ReplyRing?, spawnedAt: MonotonicInstant,
-    initializer: [UInt8]?, _ effects: inout PoolEffects
+    launcher: Int, pid: Int32, socket: Socket, ring: ReplyRing?, standardError: Socket? = nil,
+    spawnedAt: MonotonicInstant, initializer: [UInt8]?, _ effects: inout PoolEffects
   ) -> Int {
     spawning -= 1
     launcherSpawning[launcher] -= 1
     nextWorkerID += 1
     var slot = WorkerSlot(
       id: nextWorkerID, launcher: launcher, launched: launchers[launcher].arguments != nil, pid: pid, socket: socket,
-      ring: ring, spawnedAt: spawnedAt)
+      ring: ring, standardError: standardError, spawnedAt: spawnedAt)
     if let initializer {
       slot.initializing = true
       _ = slot.enqueue(.initialize, id: 0, payload: initializer)

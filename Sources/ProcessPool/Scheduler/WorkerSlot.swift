@@ -29,6 +29,8 @@ struct WorkerSlot {
   let socket: Socket
   /// Where a local worker's replies come (nil for a launched worker: all on the socket).
   let ring: ReplyRing?
+  /// The read end of its stderr, read by the I/O thread (nil when inherited).
+  let standardError: Socket?
   var phase: Phase = .starting
   /// Jobs sent and not answered, oldest first; the first one is running.
   var inflight: [Job] = []
@@ -78,8 +80,9 @@ struct WorkerSlot {
 
   init(
     id: Int, launcher: Int, launched: Bool, pid: Int32, socket: Socket, ring: ReplyRing? = nil,
-    spawnedAt: MonotonicInstant = .now
+    standardError: Socket? = nil, spawnedAt: MonotonicInstant = .now
   ) {
+    self.standardError = standardError
     self.id = id
     self.spawnedAt = spawnedAt
     self.launcher = launcher

@@ -342,3 +342,21 @@ struct NoInputNoOutput: ProcessTask {
 struct Discard: ProcessTask {
   func run(_: Int) async throws -> ProcessVoid { ProcessVoid() }
 }
+
+/// Dies with `fatalError("bad row \(x)")`.
+struct FailRow: ProcessTask {
+  func run(_ row: Int) async throws -> Int { fatalError("bad row \(row)") }
+}
+
+/// Writes `text` to its stderr (no newline added) and returns its length.
+struct WriteToStandardError: ProcessTask {
+  func run(_ text: String) async throws -> Int {
+    var bytes = Array(text.utf8)
+    return bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+  }
+}
+
+/// The worker's `SWIFT_BACKTRACE` variable.
+struct ReadBacktraceSetting: ProcessTask {
+  func run(_: Int) async throws -> String? { getenv("SWIFT_BACKTRACE").map { String(cString: $0) } }
+}
