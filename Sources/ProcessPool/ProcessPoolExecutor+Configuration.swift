@@ -126,7 +126,8 @@ extension ProcessPoolExecutor {
     /// Time from spawning to the hello, summed over every worker that said hello (divide by
     /// `workersStarted` for a mean; an ssh worker's includes the connection).
     public var timeStartingWorkers: Duration = .zero
-    /// Jobs waiting for a worker.
+    /// Jobs waiting for a worker (not counting cancelled ones, such as those of a map whose
+    /// iteration ended early).
     public var tasksQueued = 0
     /// Jobs handed to workers and not answered.
     public var tasksRunning = 0

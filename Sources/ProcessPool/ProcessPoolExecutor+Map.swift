@@ -70,7 +70,7 @@ extension ProcessPoolExecutor {
       throw ProcessPoolError(.invalidArgument, "chunksize must be at least 1 (got \(chunksize))")
     }
     if let buffersize, buffersize < 1 {
-      throw ProcessPoolError(.invalidArgument, "buffersize must be None or > 0 (got \(buffersize))")
+      throw ProcessPoolError(.invalidArgument, "buffersize must be nil or at least 1 (got \(buffersize))")
     }
     if let taskTimeout, taskTimeout <= .zero {
       throw ProcessPoolError(.invalidArgument, "taskTimeout must be positive (got \(taskTimeout))")

@@ -147,7 +147,9 @@ public final class ProcessPoolExecutor: Sendable {
       snapshot.workersAlive = state.workers.count
       snapshot.workersBusy = state.workers.filter { !$0.isIdle }.count
       snapshot.workersIdle = state.workers.filter { $0.isIdle && $0.phase == .ready }.count
-      snapshot.tasksQueued = state.queue.count
+      // Work that was cancelled (a map left early) no longer counts, though it waits in the
+      // queue until its turn comes to be skipped.
+      snapshot.tasksQueued = state.queue.liveCount
       snapshot.tasksRunning = state.workers.reduce(0) { $0 + $1.inflight.count }
       return snapshot
     }

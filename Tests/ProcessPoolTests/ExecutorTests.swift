@@ -95,13 +95,21 @@ extension WorkerProcessTests {
 
     @Test func privateTaskTypesAreRejectedAtSubmit() async throws {
       try await withPool { (pool: ProcessPoolExecutor) async throws in
+        // The message names the type as written, not the runtime's private-context marker.
         #expect { try pool.submit(PrivateTask(), 1) } throws: {
           ($0 as? ProcessPoolError)?.code == .unknownTaskType
+            && ($0 as? ProcessPoolError)?.message.hasPrefix("ProcessPoolTests.PrivateTask cannot be found") == true
+            && !"\($0)".contains("unknown context")
         }
         struct LocalTask: ProcessTask {
           func run(_ x: Int) async throws -> Int { x }
         }
-        #expect { try pool.submit(LocalTask(), 1) } throws: { ($0 as? ProcessPoolError)?.code == .unknownTaskType }
+        #expect { try pool.submit(LocalTask(), 1) } throws: {
+          ($0 as? ProcessPoolError)?.code == .unknownTaskType
+            && ($0 as? ProcessPoolError)?.message.contains("LocalTask cannot be found") == true
+            && !"\($0)".contains("unknown context") && !"\($0)".contains("#1")
+        }
+        #expect(TaskTypeRegistry.writtenName([Square].self) == "Swift.Array<ProcessPoolTests.Square>")
         // The pool is fine afterwards.
         #expect(try await pool.submit(Square(), 3).value == 9)
       }
