@@ -46,6 +46,7 @@ extension PoolCore {
   private func serveWorkers() {
     var buffers: [ReadBuffer] = []
     var errorStreams: [WorkerErrorStream] = []
+    var streamsPolled: [WorkerErrorStream] = []
     var pollSet: [pollfd] = []
     var watched: [Watched] = []
     var nextDeadline: MonotonicInstant?
@@ -68,16 +69,17 @@ extension PoolCore {
         let events = Int16(POLLIN) | (entry.wantsWrite ? Int16(POLLOUT) : 0)
         pollSet.append(pollfd(fd: entry.socket.fd, events: events, revents: 0))
       }
-      // Then the workers' stderr pipes still open, in `errorStreams` order.
-      for entry in watched {
-        if let pipe = entry.standardError, !errorStreams.contains(where: { $0.worker == entry.worker }) {
-          errorStreams.append(
-            WorkerErrorStream(
-              worker: entry.worker, pid: entry.pid, socket: pipe, forward: configuration.workerStandardError == .forward
-            ))
-        }
+      // Then the workers' stderr pipes still open, in `streamsPolled` order. A stream is made
+      // when its worker is first seen (workers are appended, so new ones are at the end).
+      for entry in watched.reversed() {
+        guard let pipe = entry.standardError else { continue }
+        if errorStreams.contains(where: { $0.worker == entry.worker }) { break }
+        errorStreams.append(
+          WorkerErrorStream(
+            worker: entry.worker, pid: entry.pid, socket: pipe, forward: configuration.workerStandardError == .forward))
       }
-      let streamsPolled = errorStreams.filter { !$0.closed }
+      streamsPolled.removeAll(keepingCapacity: true)
+      for stream in errorStreams where !stream.closed { streamsPolled.append(stream) }
       for stream in streamsPolled { pollSet.append(pollfd(fd: stream.socket.fd, events: Int16(POLLIN), revents: 0)) }
       // Replies a worker published while this thread was busy are taken without sleeping; one
       // published after the flag is up makes the worker send a `wake` frame.
