@@ -83,12 +83,13 @@ public func withProcessPool<Result>(
 
 extension ProcessPoolExecutor {
   /// What cancelling the task around `withProcessPool` does: running work fails as cancelled
-  /// (not as a broken pool) and the workers are stopped as by ``terminateWorkers()``.
+  /// (not as a broken pool), then ``terminateWorkers()`` stops the workers (SIGTERM, SIGKILL
+  /// after the grace period) and cancels the queue.
   func cancelAllWork() {
     core.transition { state, effects in
       state.failRunningWork(
         ProcessPoolError(.cancelled, "the task running the pool was cancelled; its worker was stopped"), &effects)
-      state.forceShutdown(signal: 15, &effects)
     }
+    terminateWorkers()
   }
 }
