@@ -19,6 +19,14 @@ struct Identity: ProcessTask {
   func run(_ x: Int) async throws -> Int { x }
 }
 
+/// Crashes its worker (a `fatalError`) when its input is a multiple of 3.
+struct CrashEveryThird: ProcessTask {
+  func run(_ x: Int) async throws -> Int {
+    if x % 3 == 0 { fatalError("crash on purpose at \(x)") }
+    return x
+  }
+}
+
 struct EchoBytes: ProcessTask {
   func run(_ bytes: [UInt8]) async throws -> [UInt8] { bytes }
 }
@@ -50,7 +58,7 @@ let workers = option("--workers") ?? 2
 let repeats = option("--repeat") ?? 3
 let scale = quick ? 10 : 1
 /// `--only a,b`: run just these sections (startup, latency, c1, c64, payload, countdown,
-/// as_completed), e.g. to profile one workload.
+/// as_completed, unordered, crashes), e.g. to profile one workload.
 let only: Set<Substring>? = arguments.firstIndex(of: "--only").flatMap { index in
   index + 1 < arguments.count ? Set(arguments[index + 1].split(separator: ",")) : nil
 }
@@ -204,7 +212,77 @@ if enabled("as_completed") {
   results.append(("as_completed_tasks_s", median(completedRates)))
   log("  as_completed done")
 }
+// Work whose duration varies by item (every 8th item, the first among them, 40 times longer):
+// ordered `map` against `mapUnordered`, both with chunksize 1. Measured: when the first result
+// arrives, the mean time at which a result arrives, and the whole run with a buffer of two
+// chunks per worker (where the ordered map waits behind each slow item).
+if enabled("unordered") {
+  let sizes = (0..<(quick ? 32 : 96)).map { $0 % 8 == 0 ? 20_000_000 / scale : 500_000 / scale }
+  func run(ordered: Bool, buffersize: Int?) async throws -> (first: Double, mean: Double, total: Double) {
+    let t0 = clock.now
+    var arrivals: [Double] = []
+    if ordered {
+      for try await _ in try pool.map(Countdown(), sizes, chunksize: 1, buffersize: buffersize) {
+        arrivals.append(seconds(t0.duration(to: clock.now)))
+      }
+    } else {
+      for try await _ in try pool.mapUnordered(Countdown(), sizes, chunksize: 1, buffersize: buffersize) {
+        arrivals.append(seconds(t0.duration(to: clock.now)))
+      }
+    }
+    precondition(arrivals.count == sizes.count)
+    return (arrivals[0], arrivals.reduce(0, +) / Double(arrivals.count), arrivals.last!)
+  }
+  for ordered in [true, false] {
+    let name = ordered ? "varied_ordered" : "varied_unordered"
+    var firsts: [Double] = []
+    var means: [Double] = []
+    var buffered: [Double] = []
+    for _ in 0..<repeats {
+      let unbounded = try await run(ordered: ordered, buffersize: nil)
+      firsts.append(unbounded.first)
+      means.append(unbounded.mean)
+      buffered.append(try await run(ordered: ordered, buffersize: 2 * workers).total)
+    }
+    results.append(("\(name)_first_ms", median(firsts) * 1e3))
+    results.append(("\(name)_mean_ms", median(means) * 1e3))
+    results.append(("\(name)_buffered_s", median(buffered)))
+  }
+  log("  unordered done")
+}
 await pool.shutdown()
+
+// A crash storm: one task in three crashes its worker (a fatalError), with the workers' Swift
+// backtracer off (the default) and on. Crash reports are captured, not printed.
+if enabled("crashes") {
+  for backtraces in [false, true] {
+    var configuration = ProcessPoolExecutor.Configuration()
+    configuration.maxWorkers = workers
+    configuration.workerStandardError = .capture
+    configuration.workerBacktraces = backtraces
+    let count = backtraces ? 30 / (quick ? 3 : 1) : 90 / (quick ? 3 : 1)
+    var rates: [Double] = []
+    for _ in 0..<repeats {
+      let stormy = try ProcessPoolExecutor(configuration: configuration)
+      var crashed = 0
+      let elapsed = try await clock.measure {
+        var iterator = try stormy.map(CrashEveryThird(), 0..<count, chunksize: 1).makeAsyncIterator()
+        while true {
+          do {
+            guard try await iterator.next() != nil else { break }
+          } catch {
+            crashed += 1
+          }
+        }
+      }
+      precondition(crashed == (count + 2) / 3)
+      await stormy.shutdown()
+      rates.append(Double(crashed) / seconds(elapsed))
+    }
+    results.append((backtraces ? "crashes_backtracer_on_s" : "crashes_s", median(rates)))
+  }
+  log("  crashes done")
+}
 
 // A worker through ssh: start-up to the first result, and the round trip.
 if let host = stringOption("--ssh") {

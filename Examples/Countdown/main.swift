@@ -63,41 +63,57 @@ func format(_ value: Double) -> String {
 
 let arguments = CommandLine.arguments.dropFirst().compactMap { Int($0) }
 let n = arguments.first ?? 20_000_000
-let pool = try ProcessPoolExecutor()
-let workers = pool.configuration.maxWorkers
-let tasks = arguments.dropFirst().first ?? workers * 4
-let inputs = Array(repeating: n, count: tasks)
 let clock = ContinuousClock()
 
-// Serial: one countdown after another in this process.
-var serialSum = 0
-let serial = try await clock.measure {
-  for input in inputs { serialSum &+= try await Countdown().run(input) }
-}
+// The pool lives for this closure: it is shut down, and every worker reaped, when the closure
+// returns or throws (and cancelling the enclosing task would stop its running work).
+let (workers, tasks, serial, parallel, unordered, completed) = try await withProcessPool { pool in
+  let workers = pool.configuration.maxWorkers
+  let tasks = arguments.dropFirst().first ?? workers * 4
+  let inputs = Array(repeating: n, count: tasks)
 
-// Parallel: `map` yields the results in input order; chunksize 1 because each task is long. The
-// progress handler draws a live progress line (counting costs nothing when it is left out).
-var parallelSum = 0
-let parallel = try await clock.measure {
-  for try await result in try pool.map(Countdown(), inputs, chunksize: 1, progress: showProgress) {
-    parallelSum &+= result
+  // Serial: one countdown after another in this process.
+  var serialSum = 0
+  let serial = try await clock.measure {
+    for input in inputs { serialSum &+= try await Countdown().run(input) }
   }
-}
-precondition(serialSum == parallelSum, "the pool must compute what the serial loop does")
 
-// asCompleted: the same work submitted one by one, taken in the order it finishes.
-var finished = 0
-let completed = try await clock.measure {
-  let futures = try inputs.map { try pool.submit(Countdown(), $0) }
-  for try await future in asCompleted(futures) {
-    _ = try await future.value
-    finished += 1
+  // Parallel: `map` yields the results in input order; chunksize 1 because each task is long.
+  // The progress handler draws a live progress line (counting costs nothing when it is left out).
+  var parallelSum = 0
+  let parallel = try await clock.measure {
+    for try await result in try pool.map(Countdown(), inputs, chunksize: 1, progress: showProgress) {
+      parallelSum &+= result
+    }
   }
+  precondition(serialSum == parallelSum, "the pool must compute what the serial loop does")
+
+  // Unordered: `mapUnordered` yields each result as soon as it is ready, with its input's
+  // position; every position comes once.
+  var seen = Set<Int>()
+  var unorderedSum = 0
+  let unordered = try await clock.measure {
+    for try await (index, result) in try pool.mapUnordered(Countdown(), inputs, chunksize: 1) {
+      seen.insert(index)
+      unorderedSum &+= result
+    }
+  }
+  precondition(seen.count == tasks && unorderedSum == serialSum, "every input once, with the same results")
+
+  // asCompleted: the same work submitted one by one, taken in the order it finishes.
+  var finished = 0
+  let completed = try await clock.measure {
+    let futures = try inputs.map { try pool.submit(Countdown(), $0) }
+    for try await future in asCompleted(futures) {
+      _ = try await future.value
+      finished += 1
+    }
+  }
+  return (workers, tasks, serial, parallel, unordered, completed)
 }
-await pool.shutdown()
 
 print("countdown(\(n)) x \(tasks) tasks, \(workers) workers")
-print("serial    parallel (map)    asCompleted    speedup")
+print("serial    parallel (map)    mapUnordered    asCompleted    speedup")
 print(
-  "\(format(seconds(serial))) s    \(format(seconds(parallel))) s            \(format(seconds(completed))) s         "
-    + "\(format(seconds(serial) / seconds(parallel)))x")
+  "\(format(seconds(serial))) s    \(format(seconds(parallel))) s            \(format(seconds(unordered))) s          "
+    + "\(format(seconds(completed))) s         \(format(seconds(serial) / seconds(parallel)))x")

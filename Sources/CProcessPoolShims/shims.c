@@ -51,6 +51,8 @@ int pp_take_ring_fd(void) {
 
 int pp_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
+int pp_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
 int pp_started_as_worker(void) { return started_as_worker; }
 
 char *const *pp_environ(void) { return environ; }
@@ -261,7 +263,7 @@ static void processpool_worker_hook(int argc, char **argv, char **envp) {
 }
 
 int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[],
-                    int child_fd, int ring, int stdio) {
+                    int child_fd, int ring, int stdio, int error_fd) {
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
     int rc = posix_spawn_file_actions_init(&actions);
@@ -275,6 +277,14 @@ int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *cons
     // everything else above is closed so no descriptor of the parent (another worker's socket,
     // a user file) leaks into the worker.
     int first_closed = 4;
+    // The pool's stderr pipe first, straight onto 2: its source is a fresh pipe end above 2,
+    // and a stdio or socket source never sits on 2 (the parent keeps 0-2 open).
+    if (error_fd >= 0) rc = posix_spawn_file_actions_adddup2(&actions, error_fd, 2);
+    if (rc != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        posix_spawnattr_destroy(&attr);
+        return rc;
+    }
     if (stdio) {
         // Through a spare descriptor: dup2 of a descriptor onto itself would keep close-on-exec.
         int spare = child_fd == 3 ? 4 : 3;

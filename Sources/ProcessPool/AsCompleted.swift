@@ -17,12 +17,25 @@ public func asCompleted<Output>(
   AsCompletedSequence(storage: AsCompletedStorage(Array(futures), timeout: timeout))
 }
 
-/// The sequence ``asCompleted(_:timeout:)`` returns. It starts watching the futures (and its
+/// ``asCompleted(_:timeout:)->AsCompletedSequence<Output>`` for futures whose
+/// output types differ, each wrapped in an ``AnyProcessFuture``.
+///
+/// ```swift
+/// let futures = [AnyProcessFuture(try pool.submit(Square(), 3)), AnyProcessFuture(try pool.submit(Describe(), 4))]
+/// for try await future in asCompleted(futures) { print(try await future.value) }
+/// ```
+public func asCompleted(
+  _ futures: some Sequence<AnyProcessFuture>, timeout: Duration? = nil
+) -> AnyAsCompletedSequence {
+  AnyAsCompletedSequence(storage: AsCompletedStorage(Array(futures), timeout: timeout))
+}
+
+/// The sequence ``asCompleted(_:timeout:)->AsCompletedSequence<Output>`` returns. It starts watching the futures (and its
 /// timeout starts) when it is made; iterate it once.
 public struct AsCompletedSequence<Output: Sendable>: AsyncSequence, Sendable {
   /// Each element is one of the futures passed in, once, when it has finished.
   public typealias Element = ProcessFuture<Output>
-  let storage: AsCompletedStorage<Output>
+  let storage: AsCompletedStorage<ProcessFuture<Output>>
 
   /// The iterator; make only one.
   public func makeAsyncIterator() -> Iterator {
@@ -31,7 +44,7 @@ public struct AsCompletedSequence<Output: Sendable>: AsyncSequence, Sendable {
 
   /// Yields the next completed future.
   public struct Iterator: AsyncIteratorProtocol {
-    let storage: AsCompletedStorage<Output>
+    let storage: AsCompletedStorage<ProcessFuture<Output>>
 
     /// The next finished future, or nil when all have been yielded. Throws
     /// ``ProcessPoolError/Code/timedOut`` when the timeout passes first.
@@ -41,24 +54,49 @@ public struct AsCompletedSequence<Output: Sendable>: AsyncSequence, Sendable {
   }
 }
 
+/// The sequence ``asCompleted(_:timeout:)->AnyAsCompletedSequence`` returns: the
+/// futures as they complete, still wrapped. It starts watching them when it is made; iterate
+/// it once.
+public struct AnyAsCompletedSequence: AsyncSequence, Sendable {
+  /// Each element is one of the futures passed in, once, when it has finished.
+  public typealias Element = AnyProcessFuture
+  let storage: AsCompletedStorage<AnyProcessFuture>
+
+  /// The iterator; make only one.
+  public func makeAsyncIterator() -> Iterator {
+    Iterator(storage: storage)
+  }
+
+  /// Yields the next completed future.
+  public struct Iterator: AsyncIteratorProtocol {
+    let storage: AsCompletedStorage<AnyProcessFuture>
+
+    /// The next finished future, or nil when all have been yielded. Throws
+    /// ``ProcessPoolError/Code/timedOut`` when the timeout passes first.
+    public mutating func next() async throws -> AnyProcessFuture? {
+      try await storage.next()
+    }
+  }
+}
+
 /// The futures not yet completed, and those completed but not yet yielded, under one lock.
 /// Watchers hold only a weak reference to it, and a future leaves it when yielded.
-final class AsCompletedStorage<Output: Sendable>: Sendable {
+final class AsCompletedStorage<Future: CompletionObservable & Hashable>: Sendable {
   private struct State {
-    var pending: [ObjectIdentifier: (ProcessFuture<Output>, Int)] = [:]
-    var ready: [ProcessFuture<Output>] = []
+    var pending: [Future: Int] = [:]
+    var ready: [Future] = []
     var total = 0
   }
   private let state = Mutex(State())
   private let signal = CompletionSignal()
   private let deadline: ContinuousClock.Instant?
 
-  init(_ futures: [ProcessFuture<Output>], timeout: Duration?) {
+  init(_ futures: [Future], timeout: Duration?) {
     deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
-    var seen = Set<ObjectIdentifier>()
-    var ready: [ProcessFuture<Output>] = []
-    var waiting: [ProcessFuture<Output>] = []
-    for future in futures where seen.insert(ObjectIdentifier(future)).inserted {
+    var seen = Set<Future>()
+    var ready: [Future] = []
+    var waiting: [Future] = []
+    for future in futures where seen.insert(future).inserted {
       if future.isCompleted { ready.append(future) } else { waiting.append(future) }
     }
     state.withLock {
@@ -67,28 +105,27 @@ final class AsCompletedStorage<Output: Sendable>: Sendable {
     }
     for future in waiting {
       let id = signal.nextID()
-      let key = ObjectIdentifier(future)
-      state.withLock { $0.pending[key] = (future, id) }
-      let watching = future.watchCompletion(id) { [weak self] in self?.completed(key) }
-      if !watching { completed(key) }
+      state.withLock { $0.pending[future] = id }
+      let watching = future.watchCompletion(id) { [weak self] in self?.completed(future) }
+      if !watching { completed(future) }
     }
   }
 
   deinit {
-    let pending = state.withLock { $0.pending.values }
+    let pending = state.withLock { $0.pending }
     for (future, id) in pending { future.stopWatching(id) }
   }
 
-  private func completed(_ key: ObjectIdentifier) {
+  private func completed(_ future: Future) {
     state.withLock { state in
-      if let (future, _) = state.pending.removeValue(forKey: key) { state.ready.append(future) }
+      if state.pending.removeValue(forKey: future) != nil { state.ready.append(future) }
     }
     signal.fire()
   }
 
-  func next() async throws -> ProcessFuture<Output>? {
+  func next() async throws -> Future? {
     while true {
-      let (future, unfinished, total) = state.withLock { state -> (ProcessFuture<Output>?, Int, Int) in
+      let (future, unfinished, total) = state.withLock { state -> (Future?, Int, Int) in
         if !state.ready.isEmpty { return (state.ready.removeFirst(), 0, 0) }
         return (nil, state.pending.count, state.total)
       }

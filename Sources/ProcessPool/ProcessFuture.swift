@@ -20,14 +20,17 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
   /// Told the outcome once, when the future finishes or is cancelled (a `map` counts its
   /// progress with it), before anyone awaiting the future resumes.
   let onFinish: (@Sendable (Result<Output, any Error>) -> Void)?
+  /// What cancelling the task awaiting `value` does (the pool's `Configuration.cancellation`).
+  let cancellation: CancellationMode
 
   init(
     acknowledgesCancel: Bool = false, stopWorker: (@Sendable (ObjectIdentifier) -> (@Sendable () -> Void)?)? = nil,
-    onFinish: (@Sendable (Result<Output, any Error>) -> Void)? = nil
+    cancellation: CancellationMode = .pendingOnly, onFinish: (@Sendable (Result<Output, any Error>) -> Void)? = nil
   ) {
     self.state = Mutex(FutureState())
     self.acknowledgesCancel = acknowledgesCancel
     self.stopWorker = stopWorker
+    self.cancellation = cancellation
     self.onFinish = onFinish
   }
 
@@ -35,7 +38,9 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
   ///
   /// Throws the task's own error, a ``ProcessPoolError`` (crash, timeout, cancellation), or
   /// `CancellationError` when the awaiting Swift task is cancelled. Cancelling the awaiting task
-  /// also cancels this future if it has not started yet; a running task is left to finish.
+  /// also cancels this future if it has not started yet; a running task is left to finish,
+  /// unless the pool's ``ProcessPoolExecutor/Configuration/cancellation`` is
+  /// ``CancellationMode/terminatingWorker`` (see ``value(cancelling:)``).
   ///
   /// It runs on the caller's executor, so the awaiting task resumes where it was (one wake-up)
   /// instead of hopping through the global pool first.
@@ -49,8 +54,27 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
     }
   #endif
 
+  /// ``value``, saying what cancelling the awaiting Swift task does to the task if it is
+  /// already running: with ``CancellationMode/terminatingWorker`` its worker is stopped (and
+  /// replaced) and the future fails with ``ProcessPoolError/Code/cancelled``.
+  ///
+  /// ```swift
+  /// let render = Task { try await future.value(cancelling: .terminatingWorker) }
+  /// render.cancel()  // the worker running the task gets SIGTERM
+  /// ```
+  #if compiler(>=6.2)
+    public nonisolated(nonsending) func value(cancelling mode: CancellationMode) async throws -> Output {
+      try await value(isolation: #isolation, cancelling: mode)
+    }
+  #else
+    public func value(cancelling mode: CancellationMode) async throws -> Output {
+      try await value(isolation: nil, cancelling: mode)
+    }
+  #endif
+
   /// `value`, isolated to the caller's actor (no hop to the global executor and back).
-  func value(isolation: isolated (any Actor)?) async throws -> Output {
+  func value(isolation: isolated (any Actor)?, cancelling mode: CancellationMode? = nil) async throws -> Output {
+    let terminating = (mode ?? cancellation) == .terminatingWorker
     if let outcome = state.withLock({ $0.outcome }) { return try outcome.get() }
     let id = state.withLock { $0.allocateWaiterID() }
     // `isolation` is passed on explicitly: inside the operation closure `#isolation` is nil, and
@@ -71,7 +95,7 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
         if let continuation = state.withLock({ $0.abandon(id) }) {
           continuation.resume(throwing: CancellationError())
         }
-        _ = cancel()
+        _ = cancel(terminatingWorker: terminating)
       }, isolation: isolation)
   }
 
@@ -119,7 +143,7 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
   /// task: then this returns false and the task runs (set `jobsPerWorker` to 1 to avoid it).
   @discardableResult
   public func cancel(terminatingWorker: Bool) -> Bool {
-    if !terminatingWorker || cancel() { return isCancelled }
+    if cancel() || !terminatingWorker { return isCancelled }
     guard state.withLock({ $0.phase == .running }), let finishJob = stopWorker?(ObjectIdentifier(self)) else {
       return isCancelled
     }

@@ -1,4 +1,4 @@
-/// The ordered results of ``ProcessPoolExecutor/map(_:_:chunksize:buffersize:timeout:progress:)``.
+/// The ordered results of ``ProcessPoolExecutor/map(_:_:chunksize:buffersize:timeout:taskTimeout:progress:)``.
 ///
 /// Iterate it once. A failing item throws at its position and `next()` may be called again for
 /// the following items; after a timeout the iteration is over.
@@ -225,7 +225,7 @@ final class MapState {
   }
 
   private func cancelRemaining() {
-    for chunk in chunks[head...] { chunk?.future?.cancel() }
+    for chunk in chunks[head...] { chunk?.future?.cancel(terminatingWorker: source.terminatesRunningWork) }
     chunks = []
     head = 0
     headOpened = false

@@ -87,24 +87,56 @@ public struct ProcessPoolError: Error, Sendable, Hashable, Codable, CustomString
   public var termination: Termination?
   /// For ``Code/remote``: the type name of the error the task threw.
   public var remoteTypeName: String?
+  /// For a worker that died (``Code/workerCrashed``, and ``Code/brokenPool`` when its death broke
+  /// the pool): the last lines it wrote to its stderr (at most about 8 KiB), such as a
+  /// `fatalError` message, a failed `precondition`, or the runtime's crash report. Nil when it
+  /// wrote nothing or its stderr is not read (``ProcessPoolExecutor/WorkerStandardError/inherit``).
+  public var crashReport: String?
 
   /// Creates an error; the pool makes these, tests and wrappers may too.
   public init(
     _ code: Code, _ message: String, workerPID: Int32? = nil, termination: Termination? = nil,
-    remoteTypeName: String? = nil
+    remoteTypeName: String? = nil, crashReport: String? = nil
   ) {
     self.code = code
     self.message = message
     self.workerPID = workerPID
     self.termination = termination
     self.remoteTypeName = remoteTypeName
+    self.crashReport = crashReport
   }
 
-  /// The message, prefixed by the code, with the worker's pid and how it ended when known.
+  /// The message, prefixed by the code, with the worker's pid and how it ended when known, and
+  /// the line of the crash report that says why (`Fatal error: …`) when there is one.
   public var description: String {
     var text = "ProcessPoolError.\(code): \(message)"
     if let remoteTypeName { text += " [\(remoteTypeName)]" }
     if let workerPID { text += " (worker \(workerPID)" + (termination.map { ", \($0))" } ?? ")") }
+    if let reason = crashReport.flatMap(Self.reason(inReport:)) { text += ": \(reason)" }
     return text
+  }
+
+  /// The line of a crash report that says why: the runtime's own message (`Fatal error`,
+  /// `Precondition failed`, …) when there is one, else the last line that is not empty.
+  static func reason(inReport report: String) -> String? {
+    let lines = report.split(whereSeparator: \.isNewline).map { $0.trimmingWhitespace() }.filter { !$0.isEmpty }
+    let markers = [
+      "Fatal error", "Precondition failed", "Assertion failed", "Unexpectedly found nil", "Fatal access conflict",
+      "Program crashed", "fatal error", "error:",
+    ]
+    for marker in markers {
+      if let line = lines.first(where: { $0.contains(marker) }) { return String(line) }
+    }
+    return lines.last.map(String.init)
+  }
+}
+
+extension Substring {
+  /// Without leading and trailing spaces and tabs.
+  fileprivate func trimmingWhitespace() -> Substring {
+    var result = self
+    while let first = result.first, first == " " || first == "\t" { result.removeFirst() }
+    while let last = result.last, last == " " || last == "\t" { result.removeLast() }
+    return result
   }
 }

@@ -9,6 +9,20 @@ extension ProcessPoolExecutor {
     case breakPool
   }
 
+  /// Where what a worker writes to its stderr goes (its `print`s go to stdout, shared with the
+  /// parent).
+  public enum WorkerStandardError: Sendable, Hashable {
+    /// The default: the pool reads it and writes it to this process's stderr a whole line at a
+    /// time, each line prefixed with the worker's pid (`[worker 1234] …`), so lines of several
+    /// workers never mix. Its tail is kept for crash reports.
+    case forward
+    /// The pool reads it and keeps only its tail, for crash reports: nothing is printed.
+    case capture
+    /// The worker writes to this process's stderr directly, as any child would; there are no
+    /// crash reports.
+    case inherit
+  }
+
   /// Every setting of a pool.
   public struct Configuration: Sendable, Hashable {
     /// At most this many worker processes (default: the CPUs this process may use). Ignored
@@ -33,8 +47,20 @@ extension ProcessPoolExecutor {
     /// milliseconds of work per worker; those tasks count as running and cannot be cancelled).
     /// Has no effect when `jobsPerWorker` is 1.
     public var adaptivePipelining = true
+    /// What cancelling the Swift task that awaits a future's ``ProcessFuture/value``, or
+    /// ending a map's iteration early, does to work already running: by default it is left to
+    /// finish; ``CancellationMode/terminatingWorker`` stops it (the worker is replaced).
+    public var cancellation: CancellationMode = .pendingOnly
     /// How long a worker stopped by SIGTERM (timeout, `terminateWorkers`) has before SIGKILL.
     public var terminationGracePeriod: Duration = .seconds(3)
+    /// Where workers' stderr goes; a worker that dies has the tail of it attached to the error
+    /// (``ProcessPoolError/crashReport``) unless it is ``WorkerStandardError/inherit``.
+    public var workerStandardError: WorkerStandardError = .forward
+    /// Whether a local worker that crashes prints the Swift runtime's full backtrace. Off by
+    /// default: the backtracer makes every crash about ten times slower and floods the report;
+    /// the message of a `fatalError` or `precondition` is printed either way. A
+    /// `SWIFT_BACKTRACE` variable in this process's environment is passed on unchanged and wins.
+    public var workerBacktraces = false
     /// Unused: a worker of a statically linked build no longer waits for
     /// `ProcessPoolWorker.bootstrap()`. Kept so that code setting it still compiles.
     @available(*, deprecated, message: "workers no longer wait for ProcessPoolWorker.bootstrap()")
@@ -105,7 +131,8 @@ extension ProcessPoolExecutor {
     /// Time from spawning to the hello, summed over every worker that said hello (divide by
     /// `workersStarted` for a mean; an ssh worker's includes the connection).
     public var timeStartingWorkers: Duration = .zero
-    /// Jobs waiting for a worker.
+    /// Jobs waiting for a worker (not counting cancelled ones, such as those of a map whose
+    /// iteration ended early).
     public var tasksQueued = 0
     /// Jobs handed to workers and not answered.
     public var tasksRunning = 0

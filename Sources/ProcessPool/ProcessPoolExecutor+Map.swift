@@ -17,6 +17,10 @@ extension ProcessPoolExecutor {
   ///     submitted at once (as Python does).
   ///   - timeout: A deadline for the whole iteration. Past it, `next()` throws
   ///     ``ProcessPoolError/Code/timedOut`` and the rest is cancelled.
+  ///   - taskTimeout: This map's time limit per chunk (overrides the pool's
+  ///     ``Configuration/taskTimeout``; with `chunksize` 1 it is per item): a chunk running
+  ///     longer fails its items with ``ProcessPoolError/Code/taskTimedOut`` and its worker is
+  ///     replaced.
   ///   - progress: Called with a ``ProcessPoolProgress`` each time a chunk finishes (and when a
   ///     lazy input runs out, which makes the total known), on the thread that finished it: keep
   ///     it short. ``ProcessMapSequence/progress`` offers the same
@@ -26,41 +30,58 @@ extension ProcessPoolExecutor {
   ///
   /// A failing item throws at its own position; calling `next()` again goes on with the next
   /// item. Ending the iteration early (`break`, or the consuming task being cancelled) cancels
-  /// what has not started.
+  /// what has not started; with ``Configuration/cancellation`` set to
+  /// ``CancellationMode/terminatingWorker`` it also stops the chunks that are running (their
+  /// workers are replaced).
   ///
   /// Inlinable so that the per-item work (pulling, encoding and decoding) is compiled for the
   /// concrete types.
   @inlinable
   public func map<T: ProcessTask, Inputs: Sequence>(
     _ task: T, _ inputs: Inputs, chunksize: Int? = nil, buffersize: Int? = nil, timeout: Duration? = nil,
-    progress: (@Sendable (ProcessPoolProgress) -> Void)? = nil
+    taskTimeout: Duration? = nil, progress: (@Sendable (ProcessPoolProgress) -> Void)? = nil
   ) throws -> ProcessMapSequence<T.Output> where Inputs.Element == T.Input {
     try map(
       task, MapCodec(T.self, inputs.makeIterator()), underestimatedCount: inputs.underestimatedCount,
       count: (inputs as? any Collection)?.count, chunksize: chunksize, buffersize: buffersize, timeout: timeout,
-      progress: progress)
+      taskTimeout: taskTimeout, progress: progress)
   }
 
   @usableFromInline
   func map<T: ProcessTask>(
     _ task: T, _ codec: MapCodec, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
-    timeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?
+    timeout: Duration?, taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?
   ) throws -> ProcessMapSequence<T.Output> {
+    let (source, counter) = try chunkSource(
+      task, codec, underestimatedCount: underestimatedCount, count: count, chunksize: chunksize, buffersize: buffersize,
+      taskTimeout: taskTimeout, progress: progress)
+    let state = MapState(source: source, buffersize: buffersize, timeout: timeout)
+    try state.fill()
+    return ProcessMapSequence(state: state, progress: counter)
+  }
+
+  /// Checks a map's arguments and makes the source of its chunks (shared by `map` and
+  /// `mapUnordered`).
+  func chunkSource<T: ProcessTask>(
+    _ task: T, _ codec: MapCodec, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
+    taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?
+  ) throws -> (ChunkSource, ProgressCounter) {
     if let chunksize, chunksize < 1 {
       throw ProcessPoolError(.invalidArgument, "chunksize must be at least 1 (got \(chunksize))")
     }
     if let buffersize, buffersize < 1 {
-      throw ProcessPoolError(.invalidArgument, "buffersize must be None or > 0 (got \(buffersize))")
+      throw ProcessPoolError(.invalidArgument, "buffersize must be nil or at least 1 (got \(buffersize))")
+    }
+    if let taskTimeout, taskTimeout <= .zero {
+      throw ProcessPoolError(.invalidArgument, "taskTimeout must be positive (got \(taskTimeout))")
     }
     let header = try Frame.emptyHeader + Self.typedValueHeader(task)
     let size = chunksize ?? Self.automaticChunksize(count: underestimatedCount, workers: configuration.capacity)
     let counter = ProgressCounter(total: count, handler: progress)
     let source = ChunkSource(
-      core: core, header: header, codec: codec, chunksize: size, taskTimeout: configuration.taskTimeout,
-      progress: counter)
-    let state = MapState(source: source, buffersize: buffersize, timeout: timeout)
-    try state.fill()
-    return ProcessMapSequence(state: state, progress: counter)
+      core: core, header: header, codec: codec, chunksize: size, taskTimeout: taskTimeout ?? configuration.taskTimeout,
+      cancellation: configuration.cancellation, progress: counter)
+    return (source, counter)
   }
 
   /// `multiprocessing.Pool.map`'s rule: about four chunks per worker.
@@ -82,20 +103,27 @@ final class ChunkSource {
   let header: [UInt8]
   let codec: MapCodec
   let chunksize: Int
+  /// The per-task timeout of every item: the map's own, or the pool's.
   let taskTimeout: Duration?
   let progress: ProgressCounter
+  /// What ending the iteration early does to running chunks (the pool's setting).
+  let cancellation: CancellationMode
+  /// Whether ending the iteration early stops running chunks too.
+  var terminatesRunningWork: Bool { cancellation == .terminatingWorker }
   // Touched by the map's caller, then by the one iterating task: no exclusivity checks.
   @exclusivity(unchecked) var exhausted = false
   @exclusivity(unchecked) var pulled = 0
 
   init(
-    core: PoolCore, header: [UInt8], codec: MapCodec, chunksize: Int, taskTimeout: Duration?, progress: ProgressCounter
+    core: PoolCore, header: [UInt8], codec: MapCodec, chunksize: Int, taskTimeout: Duration?,
+    cancellation: CancellationMode, progress: ProgressCounter
   ) {
     self.core = core
-    self.taskTimeout = taskTimeout
+    self.cancellation = cancellation
     self.header = header
     self.codec = codec
     self.chunksize = chunksize
+    self.taskTimeout = taskTimeout
     self.progress = progress
   }
 
@@ -137,7 +165,8 @@ final class ChunkSource {
     }
     let progress = self.progress
     let future = ProcessFuture<RawOutcomes>(
-      acknowledgesCancel: true, stopWorker: core.stopWorkerHook, onFinish: { progress.record($0, count: sent) })
+      acknowledgesCancel: true, stopWorker: core.stopWorkerHook, cancellation: cancellation,
+      onFinish: { progress.record($0, count: sent) })
     let chunk = MapChunk(future: future, count: count, encodingFailures: failures)
     let sink = MapChunkSink(future: future, count: sent)
     return (chunk, Job(frame: consume payload, sink: sink, timeout: taskTimeout))

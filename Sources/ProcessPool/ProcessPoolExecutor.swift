@@ -90,7 +90,8 @@ public final class ProcessPoolExecutor: Sendable {
     } catch {
       throw ProcessPoolError(.encodingFailed, "cannot encode the input of \(T.self): \(error)")
     }
-    let future = ProcessFuture<T.Output>(acknowledgesCancel: true, stopWorker: core.stopWorkerHook)
+    let future = ProcessFuture<T.Output>(
+      acknowledgesCancel: true, stopWorker: core.stopWorkerHook, cancellation: configuration.cancellation)
     let job = Job(frame: consume payload, sink: TaskSink(future: future), timeout: timeout ?? configuration.taskTimeout)
     try enqueue(CollectionOfOne(job))
     return future
@@ -155,7 +156,9 @@ public final class ProcessPoolExecutor: Sendable {
       snapshot.workersAlive = state.workers.count
       snapshot.workersBusy = state.workers.filter { !$0.isIdle }.count
       snapshot.workersIdle = state.workers.filter { $0.isIdle && $0.phase == .ready }.count
-      snapshot.tasksQueued = state.queue.count
+      // Work that was cancelled (a map left early) no longer counts, though it waits in the
+      // queue until its turn comes to be skipped.
+      snapshot.tasksQueued = state.queue.liveCount
       snapshot.tasksRunning = state.workers.reduce(0) { $0 + $1.inflight.count }
       return snapshot
     }

@@ -1,6 +1,6 @@
 import Synchronization
 
-/// When ``wait(_:timeout:returnWhen:)`` returns.
+/// When ``wait(_:timeout:returnWhen:)->(Set<ProcessFuture<Output>>,_)`` returns.
 public enum ReturnCondition: Sendable, Hashable {
   /// As soon as any future finishes or is cancelled.
   case firstCompleted
@@ -21,8 +21,27 @@ public func wait<Output>(
   _ futures: some Sequence<ProcessFuture<Output>>, timeout: Duration? = nil,
   returnWhen condition: ReturnCondition = .allCompleted
 ) async -> (done: Set<ProcessFuture<Output>>, notDone: Set<ProcessFuture<Output>>) {
-  let all = Set(futures)
-  func partition() -> (Set<ProcessFuture<Output>>, Set<ProcessFuture<Output>>) {
+  await waitFor(Set(futures), timeout: timeout, returnWhen: condition)
+}
+
+/// ``wait(_:timeout:returnWhen:)->(Set<ProcessFuture<Output>>,_)`` for futures whose
+/// output types differ, each wrapped in an ``AnyProcessFuture``.
+///
+/// ```swift
+/// let futures = [AnyProcessFuture(try pool.submit(Square(), 3)), AnyProcessFuture(try pool.submit(Describe(), 4))]
+/// let (done, notDone) = await wait(futures, timeout: .seconds(5))
+/// ```
+public func wait(
+  _ futures: some Sequence<AnyProcessFuture>, timeout: Duration? = nil,
+  returnWhen condition: ReturnCondition = .allCompleted
+) async -> (done: Set<AnyProcessFuture>, notDone: Set<AnyProcessFuture>) {
+  await waitFor(Set(futures), timeout: timeout, returnWhen: condition)
+}
+
+private func waitFor<Future: CompletionObservable & Hashable>(
+  _ all: Set<Future>, timeout: Duration?, returnWhen condition: ReturnCondition
+) async -> (done: Set<Future>, notDone: Set<Future>) {
+  func partition() -> (Set<Future>, Set<Future>) {
     let done = all.filter(\.isCompleted)
     return (done, all.subtracting(done))
   }

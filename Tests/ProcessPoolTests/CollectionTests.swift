@@ -38,7 +38,8 @@ extension WorkerProcessTests {
             ($0 as? ProcessPoolError)?.code == .invalidArgument
           }
           #expect { try pool.map(Square(), [1], buffersize: bad) } throws: {
-            ($0 as? ProcessPoolError)?.code == .invalidArgument && "\($0)".contains("buffersize must be None or > 0")
+            ($0 as? ProcessPoolError)?.code == .invalidArgument
+              && "\($0)".contains("buffersize must be nil or at least 1 (got \(bad))")
           }
         }
       }
@@ -244,6 +245,28 @@ extension WorkerProcessTests {
         // The map's work was cancelled, not run; the pool is healthy.
         #expect(try await pool.submit(Square(), 3).value == 9)
         #expect(pool.statistics.tasksCompleted <= 4)
+      }
+    }
+
+    @Test func statisticsDoNotCountTheCancelledWorkOfAMapLeftEarly() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let gate = TestGate()
+        defer { gate.close() }
+        let blocker = try pool.submit(gate.task, 0)
+        #expect(await gate.waitForArrivals(1))
+        do {
+          let sequence = try pool.map(Square(), 0..<20, chunksize: 1)
+          let statistics = pool.statistics
+          // One chunk may wait on the busy worker's socket behind the blocker.
+          #expect(statistics.tasksQueued + statistics.tasksRunning == 21)
+          _ = sequence
+        }
+        // The map is gone: its chunks that had not started are cancelled, not queued.
+        let statistics = pool.statistics
+        #expect(statistics.tasksQueued == 0)
+        #expect(statistics.tasksRunning <= 2)
+        gate.open()
+        #expect(try await blocker.value == 0)
       }
     }
 

@@ -19,6 +19,19 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test func processVoidStandsInForVoidBothWays() async throws {
+      try await withPool { (pool: ProcessPoolExecutor) async throws in
+        #expect(try await pool.submit(NoInputNoOutput()).value == ProcessVoid())
+        await #expect(throws: GateError.self) { try await pool.submit(NoInputNoOutput(fail: true)).value }
+        var count = 0
+        for try await nothing in try pool.map(Discard(), 0..<10, chunksize: 3) {
+          #expect("\(nothing)" == "()")
+          count += 1
+        }
+        #expect(count == 10)
+      }
+    }
+
     @Test func fieldsNamedLikeSubmitParametersRoundTrip() async throws {
       try await withPool { (pool: ProcessPoolExecutor) async throws in
         let arguments = Capture.Arguments(fn: 3, self: 2)
@@ -82,13 +95,21 @@ extension WorkerProcessTests {
 
     @Test func privateTaskTypesAreRejectedAtSubmit() async throws {
       try await withPool { (pool: ProcessPoolExecutor) async throws in
+        // The message names the type as written, not the runtime's private-context marker.
         #expect { try pool.submit(PrivateTask(), 1) } throws: {
           ($0 as? ProcessPoolError)?.code == .unknownTaskType
+            && ($0 as? ProcessPoolError)?.message.hasPrefix("ProcessPoolTests.PrivateTask cannot be found") == true
+            && !"\($0)".contains("unknown context")
         }
         struct LocalTask: ProcessTask {
           func run(_ x: Int) async throws -> Int { x }
         }
-        #expect { try pool.submit(LocalTask(), 1) } throws: { ($0 as? ProcessPoolError)?.code == .unknownTaskType }
+        #expect { try pool.submit(LocalTask(), 1) } throws: {
+          ($0 as? ProcessPoolError)?.code == .unknownTaskType
+            && ($0 as? ProcessPoolError)?.message.contains("LocalTask cannot be found") == true
+            && !"\($0)".contains("unknown context") && !"\($0)".contains("#1")
+        }
+        #expect(TaskTypeRegistry.writtenName([Square].self) == "Swift.Array<ProcessPoolTests.Square>")
         // The pool is fine afterwards.
         #expect(try await pool.submit(Square(), 3).value == 9)
       }

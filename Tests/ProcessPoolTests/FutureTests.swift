@@ -182,5 +182,11 @@ extension WorkerProcessTests {
       await #expect(throws: CancellationError.self) { try await waiter.value }
       #expect(future.isCancelled)
     }
+
+    @Test func cancelWithoutTerminatingTheWorkerIsPlainCancel() {
+      let future = Self.pending()
+      #expect(future.cancel(terminatingWorker: false))
+      #expect(future.isCancelled)
+    }
   }
 }

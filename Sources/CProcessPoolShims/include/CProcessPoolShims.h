@@ -48,6 +48,9 @@ int pp_take_ring_fd(void);
 /// memfd_create with close-on-exec; -1 with errno on failure.
 int pp_memfd_create(const char *name);
 
+/// pipe2 with O_CLOEXEC (not exported by Swift's Glibc module).
+int pp_pipe_cloexec(int fds[2]);
+
 /// Atomics on memory shared with another process (the reply ring's header). The standard
 /// library's `Atomic` owns its storage and offers no operations on memory at a given address
 /// (swift-atomics' `UnsafeAtomic` does, but the package takes no dependencies).
@@ -71,9 +74,10 @@ int pp_started_as_worker(void);
 /// posix_spawn of `path` with `argv`/`envp`, `child_fd` duplicated onto fd 3 (or, with `stdio`,
 /// onto stdin and stdout, and `path` searched in PATH), `ring_fd` (when not -1) onto fd 4, and
 /// every other descriptor above 2 closed in the child, in a process group of its own, with SIGCHLD,
-/// SIGTERM and SIGPIPE at their defaults. Returns 0 or an errno value; the pid goes to `pid`.
+/// SIGTERM and SIGPIPE at their defaults, and `error_fd` (when not -1) as its stderr. Returns 0 or
+/// an errno value; the pid goes to `pid`.
 int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[],
-                    int child_fd, int ring_fd, int stdio);
+                    int child_fd, int ring_fd, int stdio, int error_fd);
 
 /// The number of CPUs this process may run on (its affinity mask), at least 1.
 int pp_available_cpus(void);

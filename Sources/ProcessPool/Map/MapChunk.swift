@@ -110,4 +110,6 @@ struct MapChunkSink: JobSink {
   func cancelAll() { future.cancel() }
 
   func contains(_ future: ObjectIdentifier) -> Bool { ObjectIdentifier(self.future) == future }
+
+  var isCancelled: Bool { future.isCancelled }
 }

@@ -78,6 +78,20 @@ enum Syscall {
     return (read, write)
   }
 
+  /// A close-on-exec pipe whose read end is non-blocking (a worker's stderr).
+  static func outputPipe() throws(Errno) -> (read: Int32, write: Int32) {
+    var fds: [Int32] = [-1, -1]
+    _ = try retrying("pipe2") { pp_pipe_cloexec(&fds) }
+    do {
+      try setNonBlocking(fds[0])
+    } catch {
+      close(fds[0])
+      close(fds[1])
+      throw error
+    }
+    return (fds[0], fds[1])
+  }
+
   static func setCloseOnExec(_ fd: Int32) throws(Errno) {
     _ = try retrying("fcntl") { fcntl(fd, F_SETFD, FD_CLOEXEC) }
   }

@@ -31,6 +31,8 @@ protocol JobSink: Sendable {
   func cancelAll()
   /// Whether one of its futures is the one with this identity.
   func contains(_ future: ObjectIdentifier) -> Bool
+  /// Whether it was cancelled before it started (it is skipped when its turn comes).
+  var isCancelled: Bool { get }
 }
 
 /// The sink of a submitted task: one input, one future (a `map` chunk has `MapChunkSink`).
@@ -52,6 +54,8 @@ struct TaskSink<Output: Codable & Sendable>: JobSink {
   func cancelAll() { future.cancel() }
 
   func contains(_ future: ObjectIdentifier) -> Bool { ObjectIdentifier(self.future) == future }
+
+  var isCancelled: Bool { future.isCancelled }
 }
 
 /// Decodes a `results` payload, `[u32 count]([u8 status][u32 length][bytes])*`, into one outcome

@@ -17,6 +17,8 @@ extension PoolCore {
     let ring: ReplyRing?
     /// Readable once the process has exited (nil where pidfds are not available).
     let pidfd: Socket?
+    /// The read end of its stderr (nil when inherited).
+    let standardError: Socket?
   }
 
   func runIOLoop() {
@@ -48,6 +50,8 @@ extension PoolCore {
   /// The loop proper; its locals (sockets among them) are released when it returns.
   private func serveWorkers() {
     var buffers: [ReadBuffer] = []
+    var errorStreams: [WorkerErrorStream] = []
+    var streamsPolled: [WorkerErrorStream] = []
     var pollSet: [pollfd] = []
     var watched: [Watched] = []
     var nextDeadline: MonotonicInstant?
@@ -59,7 +63,8 @@ extension PoolCore {
           watched.append(
             Watched(
               worker: worker.id, socket: worker.socket, pid: worker.pid, signalTarget: worker.signalTarget,
-              wantsWrite: worker.wantsWrite, ring: worker.ring, pidfd: worker.pidfd))
+              wantsWrite: worker.wantsWrite, ring: worker.ring, pidfd: worker.pidfd,
+              standardError: worker.standardError))
         }
         return state.lifecycle == .stopped && state.workers.isEmpty
       }
@@ -70,8 +75,20 @@ extension PoolCore {
         let events = Int16(POLLIN) | (entry.wantsWrite ? Int16(POLLOUT) : 0)
         pollSet.append(pollfd(fd: entry.socket.fd, events: events, revents: 0))
       }
-      // The processes themselves, after the sockets: a worker's exit, not the end of its
-      // socket (which a task's forked child may hold open), says that it is gone.
+      // Then the workers' stderr pipes still open, in `streamsPolled` order. A stream is made
+      // when its worker is first seen (workers are appended, so new ones are at the end).
+      for entry in watched.reversed() {
+        guard let pipe = entry.standardError else { continue }
+        if errorStreams.contains(where: { $0.worker == entry.worker }) { break }
+        errorStreams.append(
+          WorkerErrorStream(
+            worker: entry.worker, pid: entry.pid, socket: pipe, forward: configuration.workerStandardError == .forward))
+      }
+      streamsPolled.removeAll(keepingCapacity: true)
+      for stream in errorStreams where !stream.closed { streamsPolled.append(stream) }
+      for stream in streamsPolled { pollSet.append(pollfd(fd: stream.socket.fd, events: Int16(POLLIN), revents: 0)) }
+      // Then the processes themselves: a worker's exit, not the end of its socket (which a
+      // task's forked child may hold open), says that it is gone.
       for entry in watched {
         pollSet.append(pollfd(fd: entry.pidfd?.fd ?? -1, events: Int16(POLLIN), revents: 0))
       }
@@ -86,9 +103,13 @@ extension PoolCore {
       }
       for entry in watched { entry.ring?.setParentSleeping(false) }
       if pollSet[0].revents != 0 { drainWakeChannel(wake.fd) }
+      // Stderr first: a dying worker's last words are read before its death is handled.
+      for (offset, stream) in streamsPolled.enumerated() where pollSet[1 + watched.count + offset].revents != 0 {
+        stream.read()
+      }
       for (offset, entry) in watched.enumerated() {
         let revents = pollSet[offset + 1].revents
-        let exited = pollSet[offset + 1 + watched.count].revents != 0
+        let exited = pollSet[1 + watched.count + streamsPolled.count + offset].revents != 0
         if revents & Int16(POLLOUT) != 0 && !exited { resumeWriting(worker: entry.worker) }
         let readable = revents & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0
         guard readable || exited || entry.ring != nil else { continue }
@@ -112,7 +133,9 @@ extension PoolCore {
         }
         if !open {
           buffers.removeAll { $0 === buffer }
-          reap(entry, exited: exited)
+          let stream = errorStreams.first { $0.worker == entry.worker }
+          errorStreams.removeAll { $0.worker == entry.worker }
+          reap(entry, exited: exited, errorStream: stream)
         }
       }
       nextDeadline = transition { state, effects in state.checkDeadlines(now: .now, &effects) }
@@ -256,8 +279,8 @@ extension PoolCore {
   }
 
   /// The worker exited, or its socket ended: make sure the process is gone, collect its
-  /// status, hand it to the state.
-  private func reap(_ entry: Watched, exited: Bool) {
+  /// status, hand it to the state with the tail of its stderr for the errors its death causes.
+  private func reap(_ entry: Watched, exited: Bool, errorStream: WorkerErrorStream?) {
     let phase = state.withLock { state -> WorkerSlot.Phase? in
       guard let index = state.index(ofWorker: entry.worker) else { return nil }
       defer { state.workers[index].phase = .exited }
@@ -279,8 +302,31 @@ extension PoolCore {
       // ECHILD: SIGCHLD is ignored here, so the system reaped the worker and kept no status.
       termination = nil
     }
+    // Reaped: everything it wrote is in the pipe now.
+    let report = errorStream?.finish()
     transition { state, effects in
+      let failuresBefore = effects.failures.count
+      let logsBefore = effects.logs.count
       state.workerExited(worker: entry.worker, phase: phase ?? .exited, termination: termination, &effects)
+      if let report {
+        Self.attach(report, of: entry.pid, to: &effects, failuresFrom: failuresBefore, logsFrom: logsBefore)
+      }
+    }
+  }
+
+  /// Puts a dead worker's crash report on the errors its death caused (a crash, or a pool it
+  /// broke), and its reason on the log line that reports the death.
+  private static func attach(
+    _ report: String, of pid: Int32, to effects: inout PoolEffects, failuresFrom: Int, logsFrom: Int
+  ) {
+    for index in failuresFrom..<effects.failures.count {
+      let error = effects.failures[index].1
+      guard error.workerPID == pid, error.code == .workerCrashed || error.code == .brokenPool else { continue }
+      effects.failures[index].1.crashReport = report
+    }
+    guard let reason = ProcessPoolError.reason(inReport: report) else { return }
+    for index in logsFrom..<effects.logs.count where effects.logs[index].1.contains("worker \(pid)") {
+      effects.logs[index].1 += ": \(reason)"
     }
   }
 

@@ -20,6 +20,8 @@ final class PoolCore: Sendable {
   private let stopGate = ConditionLock()
   /// Guarded by `stopGate`: the I/O thread has returned (every socket it held is closed).
   private nonisolated(unsafe) var ioThreadDone = false
+  /// Tasks waiting for the I/O thread to return (`withProcessPool`); guarded by `stopGate`.
+  private nonisolated(unsafe) var ioThreadWaiters: [CheckedContinuation<Void, Never>] = []
 
   init(configuration: ProcessPoolExecutor.Configuration, initializerPayload: [UInt8]?) throws(ProcessPoolError) {
     self.configuration = configuration
@@ -81,7 +83,9 @@ final class PoolCore: Sendable {
     if !ensureIOThread(launcher: launcher) { return }
     let spawnedAt = MonotonicInstant.now
     do {
-      let worker = try WorkerSpawner.spawn(state.withLock { $0.launchers[launcher] })
+      let worker = try WorkerSpawner.spawn(
+        state.withLock { $0.launchers[launcher] }, standardError: configuration.workerStandardError,
+        backtraces: configuration.workerBacktraces)
       transition { state, effects in
         _ = state.workerSpawned(
           launcher: launcher, worker, spawnedAt: spawnedAt, initializer: initializerPayload, &effects)
@@ -219,9 +223,24 @@ final class PoolCore: Sendable {
   }
 
   func ioThreadExited() {
-    stopGate.withLock {
+    let waiters = stopGate.withLock {
       ioThreadDone = true
       stopGate.broadcast()
+      defer { ioThreadWaiters = [] }
+      return ioThreadWaiters
+    }
+    for waiter in waiters { waiter.resume() }
+  }
+
+  /// `waitForIOThread` without blocking a thread.
+  func ioThreadReturned() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let done = stopGate.withLock { () -> Bool in
+        if ioThreadDone || !state.withLock({ $0.ioThreadRunning }) { return true }
+        ioThreadWaiters.append(continuation)
+        return false
+      }
+      if done { continuation.resume() }
     }
   }
 

@@ -19,7 +19,8 @@ extension PoolState {
     nextWorkerID += 1
     var slot = WorkerSlot(
       id: nextWorkerID, launcher: launcher, launched: launchers[launcher].arguments != nil, pid: worker.pid,
-      socket: worker.socket, ring: worker.ring, pidfd: worker.pidfd, spawnedAt: spawnedAt)
+      socket: worker.socket, ring: worker.ring, pidfd: worker.pidfd, standardError: worker.standardError,
+      spawnedAt: spawnedAt)
     if let initializer {
       slot.initializing = true
       _ = slot.enqueue(.initialize, id: 0, payload: initializer)

@@ -93,6 +93,9 @@ struct JobQueue {
     head = 0
   }
 
+  /// How many jobs are not cancelled (cancelled ones wait to be skipped when their turn comes).
+  var liveCount: Int { items[head...].reduce(0) { $0 + ($1.sink.isCancelled ? 0 : 1) } }
+
   mutating func removeAll() -> [Job] {
     let all = Array(items[head...])
     items = []

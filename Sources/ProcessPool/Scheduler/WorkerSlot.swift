@@ -29,6 +29,8 @@ struct WorkerSlot {
   let ring: ReplyRing?
   /// A pidfd of `pid`: readable once it exited (nil where the kernel has none).
   let pidfd: Socket?
+  /// The read end of its stderr, read by the I/O thread (nil when inherited).
+  let standardError: Socket?
   var phase: Phase = .starting
   /// Jobs sent and not answered, oldest first; the first one is running.
   var inflight: [Job] = []
@@ -76,9 +78,10 @@ struct WorkerSlot {
 
   init(
     id: Int, launcher: Int, launched: Bool, pid: Int32, socket: Socket, ring: ReplyRing? = nil,
-    pidfd: Socket? = nil, spawnedAt: MonotonicInstant = .now
+    pidfd: Socket? = nil, standardError: Socket? = nil, spawnedAt: MonotonicInstant = .now
   ) {
     self.pidfd = pidfd
+    self.standardError = standardError
     self.id = id
     self.spawnedAt = spawnedAt
     self.launcher = launcher

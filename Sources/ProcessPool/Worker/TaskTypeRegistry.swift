@@ -17,11 +17,50 @@ enum TaskTypeRegistry {
     guard let name = _mangledTypeName(type), let resolved = _typeByName(name), resolved == type else {
       throw ProcessPoolError(
         .unknownTaskType,
-        "\(String(reflecting: type)) cannot be found by name in a worker process; "
+        "\(writtenName(type)) cannot be found by name in a worker process; "
           + "declare it at file scope or in a type, not private, fileprivate or inside a function")
     }
     names.withLock { $0[key] = name }
     return name
+  }
+
+  /// The type's name as a user writes it: `String(reflecting:)` without the runtime's
+  /// `(unknown context at $…).` that stands for a private or local scope, and with a local
+  /// type's `(LocalTask #1 in f())` as `LocalTask`.
+  static func writtenName(_ type: Any.Type) -> String {
+    var result = ""
+    var rest = Substring(String(reflecting: type))
+    let unknown = "(unknown context at $"
+    while let start = rest.firstRange(of: unknown)?.lowerBound {
+      result += rest[..<start]
+      rest = rest[start...]
+      // Skip to the matching `)` and the `.` after it.
+      guard let close = rest.firstIndex(of: ")") else { break }
+      rest = rest[rest.index(after: close)...]
+      if rest.first == "." { rest = rest.dropFirst() }
+    }
+    result += rest
+    // A local type: `(LocalTask #1 in f())` becomes `LocalTask`.
+    while let open = result.firstIndex(of: "("), result[open...].hasPrefix("("),
+      let hash = result[open...].firstRange(of: " #")?.lowerBound, let inRange = result[hash...].firstRange(of: " in "),
+      let close = result[inRange.upperBound...].firstIndex(of: ")")
+    {
+      var depth = 0
+      var end = close
+      // The context may hold parentheses itself (`f()`): find the `)` closing `(`.
+      for index in result[open...].indices {
+        if result[index] == "(" { depth += 1 }
+        if result[index] == ")" {
+          depth -= 1
+          if depth == 0 {
+            end = index
+            break
+          }
+        }
+      }
+      result.replaceSubrange(open...end, with: result[result.index(after: open)..<hash])
+    }
+    return result
   }
 
   static func task(named name: String) -> (any ProcessTask.Type)? {

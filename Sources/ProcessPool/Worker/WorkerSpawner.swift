@@ -13,6 +13,8 @@ struct SpawnedWorker: Sendable {
   let ring: ReplyRing?
   /// Readable once the process exits (nil where the kernel has no pidfds).
   let pidfd: Socket?
+  /// The read end of its stderr (nil when inherited).
+  let standardError: Socket?
 }
 
 /// Why a worker could not be started.
@@ -51,8 +53,10 @@ enum WorkerSpawner {
 
   static let localEntryAvailable = pp_worker_entry_available() != 0
 
-  /// Starts a worker of `launcher`.
-  static func spawn(_ launcher: WorkerLauncher) throws(SpawnFailure) -> SpawnedWorker {
+  /// Starts a worker of `launcher`, with its stderr as `standardError` says.
+  static func spawn(
+    _ launcher: WorkerLauncher, standardError: ProcessPoolExecutor.WorkerStandardError, backtraces: Bool
+  ) throws(SpawnFailure) -> SpawnedWorker {
     if pp_started_as_worker() != 0 && !WorkerLoop.isActive.load(ordering: .acquiring) {
       throw SpawnFailure(
         ProcessPoolError(
@@ -90,6 +94,16 @@ enum WorkerSpawner {
       }
     }
     defer { if let ring { Syscall.close(ring.fd) } }
+    var errorPipe: (read: Socket, write: Int32)?
+    if standardError != .inherit {
+      do {
+        let ends = try Syscall.outputPipe()
+        errorPipe = (Socket(ends.read), ends.write)
+      } catch {
+        throw SpawnFailure("cannot create the worker's stderr pipe", error)
+      }
+    }
+    defer { if let errorPipe { Syscall.close(errorPipe.write) } }
 
     // Only a process the pool started may become a worker: the marker carries a token that is
     // new for each worker, and the worker checks that the same bytes come first on its socket
@@ -107,25 +121,32 @@ enum WorkerSpawner {
     }
     let markerPrefix = PP_WORKER_ENV + "="
     var environment: [UnsafeMutablePointer<CChar>?] = []
+    var backtraceSet = false
     if let base = pp_environ() {
       var index = 0
       while let entry = base[index] {
         // A marker of our own (set by the program after start) must not shadow the worker's.
         if strncmp(entry, markerPrefix, markerPrefix.utf8.count) != 0 { environment.append(entry) }
+        if strncmp(entry, "SWIFT_BACKTRACE=", 16) == 0 { backtraceSet = true }
         index += 1
       }
     }
     let launcherMarker = WorkerLauncher.environmentMarker + ":" + token
     let marker = strdup(command == nil ? markerPrefix + "3,4:" + token : launcherMarker)
+    // The runtime's backtracer makes a crash about ten times slower and prints some 70 lines;
+    // the message of a fatalError is printed without it. The user's own setting wins.
+    let noBacktrace = command == nil && !backtraceSet && !backtraces ? strdup(Self.backtracerOff) : nil
     // A launcher whose command line passes the marker on itself (`env PROCESSPOOL_WORKER_FD=stdio
     // app`, and the ssh launcher's remote command) gets this worker's token there too.
     let commandLine = command?.map { $0.replacing(WorkerLauncher.environmentMarker, with: launcherMarker) }
     let arguments = (commandLine ?? [CommandLine.arguments.first ?? "processpool-worker"]).map { strdup($0) } + [nil]
     defer {
       free(marker)
+      free(noBacktrace)
       for argument in arguments { free(argument) }
     }
     environment.append(marker)
+    if let noBacktrace { environment.append(noBacktrace) }
     environment.append(nil)
     let program = command?[0] ?? selfExecutable
 
@@ -133,7 +154,8 @@ enum WorkerSpawner {
     let rc = arguments.withUnsafeBufferPointer { argv in
       environment.withUnsafeBufferPointer { envp in
         pp_spawn_worker(
-          &pid, program, argv.baseAddress, envp.baseAddress, ends.1, ring?.fd ?? -1, command == nil ? 0 : 1)
+          &pid, program, argv.baseAddress, envp.baseAddress, ends.1, ring?.fd ?? -1, command == nil ? 0 : 1,
+          errorPipe?.write ?? -1)
       }
     }
     guard rc == 0 else {
@@ -142,7 +164,8 @@ enum WorkerSpawner {
     // Without a pidfd (an old kernel, or no descriptor left) the end of the socket says when
     // the worker is gone, as before.
     let pidfd = try? Syscall.pidfdOpen(pid)
-    return SpawnedWorker(pid: pid, socket: parentEnd, ring: ring?.ring, pidfd: pidfd.map(Socket.init))
+    return SpawnedWorker(
+      pid: pid, socket: parentEnd, ring: ring?.ring, pidfd: pidfd.map(Socket.init), standardError: errorPipe?.read)
   }
 
   /// `PP_TOKEN_LENGTH` random hex digits.
@@ -159,6 +182,10 @@ enum WorkerSpawner {
     }
     return String(decoding: token, as: UTF8.self)
   }
+
+  /// What a local worker's environment gets unless the user set `SWIFT_BACKTRACE` or asked for
+  /// backtraces.
+  static let backtracerOff = "SWIFT_BACKTRACE=enable=no"
 
   /// `/proc/self/exe` resolves in the spawning process, so a rebuilt or moved binary still
   /// starts the code that is running.

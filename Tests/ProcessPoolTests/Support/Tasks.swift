@@ -318,3 +318,45 @@ struct PrintToStandardOutput: ProcessTask {
     return x
   }
 }
+
+/// Returns its input; the one equal to `at` first waits at the gate at `path`.
+struct HoldAt: ProcessTask {
+  var path: String
+  var at: Int
+  func run(_ x: Int) async throws -> Int {
+    if x == at { return try await WaitForGate(path: path).run(x) }
+    return x
+  }
+}
+
+/// Takes nothing and returns nothing, and fails on demand: `ProcessVoid` both ways.
+struct NoInputNoOutput: ProcessTask {
+  var fail = false
+  func run(_: ProcessVoid) async throws -> ProcessVoid {
+    if fail { throw GateError(message: "asked to fail") }
+    return ProcessVoid()
+  }
+}
+
+/// Returns nothing for an Int.
+struct Discard: ProcessTask {
+  func run(_: Int) async throws -> ProcessVoid { ProcessVoid() }
+}
+
+/// Dies with `fatalError("bad row \(x)")`.
+struct FailRow: ProcessTask {
+  func run(_ row: Int) async throws -> Int { fatalError("bad row \(row)") }
+}
+
+/// Writes `text` to its stderr (no newline added) and returns its length.
+struct WriteToStandardError: ProcessTask {
+  func run(_ text: String) async throws -> Int {
+    var bytes = Array(text.utf8)
+    return bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+  }
+}
+
+/// The worker's `SWIFT_BACKTRACE` variable.
+struct ReadBacktraceSetting: ProcessTask {
+  func run(_: Int) async throws -> String? { getenv("SWIFT_BACKTRACE").map { String(cString: $0) } }
+}

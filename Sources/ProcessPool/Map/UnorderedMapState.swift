@@ -1,0 +1,115 @@
+import Synchronization
+
+/// The chunks of an unordered map that are submitted and not yet yielded, each with the
+/// position of its first input, and the order they finish in. Like `MapState`, only the one
+/// iterating task touches it; the futures' completion reaches it through `ChunkArrivals`.
+@usableFromInline
+final class UnorderedMapState {
+  private let source: ChunkSource
+  private let buffersize: Int?
+  private let deadline: ContinuousClock.Instant?
+  private let arrivals = ChunkArrivals()
+  /// Submitted chunks not yet handed to the iterator, by key, with their first position and
+  /// the id they are watched with.
+  @exclusivity(unchecked) private var pending: [Int: (chunk: MapChunk, start: Int, watch: Int)] = [:]
+  @exclusivity(unchecked) private var nextKey = 0
+  @exclusivity(unchecked) private var nextStart = 0
+  /// Whether a chunk was handed to the iterator (it counts against `buffersize` until the
+  /// iterator comes back for the next one).
+  @exclusivity(unchecked) private var opened = false
+  @exclusivity(unchecked) private var finished = false
+  private static var submitBatch: Int { 128 }
+
+  init(source: ChunkSource, buffersize: Int?, timeout: Duration?) {
+    self.source = source
+    self.buffersize = buffersize
+    self.deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
+  }
+
+  deinit {
+    cancelRemaining()
+    source.progress.end()
+  }
+
+  /// Submits chunks up to the buffer size (everything without one) and watches each.
+  func fill() throws {
+    while true {
+      let batch = max(1, Self.submitBatch / source.chunksize)
+      let room = buffersize.map { $0 - pending.count - (opened ? 1 : 0) } ?? batch
+      guard room > 0 else { return }
+      let submitted = try source.submitNext(upTo: min(room, batch))
+      if submitted.isEmpty { return }
+      for chunk in submitted {
+        let key = nextKey
+        nextKey += 1
+        let watch = arrivals.signal.nextID()
+        pending[key] = (chunk, nextStart, watch)
+        nextStart += chunk.count
+        let arrivals = self.arrivals
+        // No future: every input failed to encode, so the chunk is ready now.
+        if chunk.future?.watchCompletion(watch, { arrivals.arrived(key) }) != true { arrivals.arrived(key) }
+      }
+    }
+  }
+
+  /// The next finished chunk and the position of its first input (nil after the last).
+  @usableFromInline
+  func nextChunk(isolation: isolated (any Actor)?) async throws -> (Int, FinishedChunk)? {
+    guard !finished else { return nil }
+    if opened {
+      opened = false
+      try fill()
+    }
+    while true {
+      if let key = arrivals.take(), let (chunk, start, _) = pending.removeValue(forKey: key) {
+        opened = true
+        var sent: Result<RawOutcomes, any Error> = .success(RawOutcomes())
+        if let future = chunk.future {
+          // Finished or cancelled: it has an outcome. A failure fails each item in its turn.
+          sent = future.outcome ?? .failure(ProcessPoolError(.cancelled, "the future was cancelled"))
+        }
+        return (start, FinishedChunk(sent: sent, count: chunk.count, encodingFailures: chunk.encodingFailures))
+      }
+      if pending.isEmpty {
+        finished = true
+        return nil
+      }
+      if let deadline, deadline <= .now {
+        finished = true
+        cancelRemaining()
+        throw ProcessPoolError(.timedOut, "map did not finish within its timeout")
+      }
+      if Task.isCancelled {
+        finished = true
+        cancelRemaining()
+        throw CancellationError()
+      }
+      await arrivals.signal.wait(until: deadline)
+    }
+  }
+
+  private func cancelRemaining() {
+    for (chunk, _, watch) in pending.values {
+      chunk.future?.stopWatching(watch)
+      chunk.future?.cancel(terminatingWorker: source.terminatesRunningWork)
+    }
+    pending = [:]
+    opened = false
+  }
+}
+
+/// The keys of the chunks that finished, in the order they did, and the signal that wakes the
+/// iterator; told by the thread that finishes each chunk's future.
+final class ChunkArrivals: Sendable {
+  private let keys = Mutex<[Int]>([])
+  let signal = CompletionSignal()
+
+  func arrived(_ key: Int) {
+    keys.withLock { $0.append(key) }
+    signal.fire()
+  }
+
+  func take() -> Int? {
+    keys.withLock { $0.isEmpty ? nil : $0.removeFirst() }
+  }
+}
