@@ -127,8 +127,6 @@ final class MapState {
   /// while the iterator steps through it).
   @exclusivity(unchecked) private var headOpened = false
   @exclusivity(unchecked) private var finished = false
-  /// Inputs submitted per lock acquisition while filling.
-  private static var submitBatch: Int { 128 }
 
   init(source: ChunkSource, buffersize: Int?, timeout: Duration?) {
     self.source = source
@@ -145,13 +143,7 @@ final class MapState {
   /// Submits chunks up to the buffer size (everything without one).
   func fill() throws {
     while true {
-      // Chunks go to the pool in batches: one lock and one dispatch pass per batch.
-      // About `submitBatch` inputs per batch, so big chunks still reach the workers one by one
-      // while the next ones are encoded.
-      let batch = max(1, Self.submitBatch / source.chunksize)
-      let room = buffersize.map { $0 - (chunks.count - head) } ?? batch
-      guard room > 0 else { return }
-      let submitted = try source.submitNext(upTo: min(room, batch))
+      let submitted = try source.submitBatch(room: buffersize.map { $0 - (chunks.count - head) })
       if submitted.isEmpty { return }
       chunks.append(contentsOf: submitted.lazy.map { $0 })
     }

@@ -127,6 +127,20 @@ final class ChunkSource {
     self.progress = progress
   }
 
+  /// Inputs submitted per lock acquisition while a map fills.
+  static let submitBatch = 128
+
+  /// The next batch of chunks of a map with `room` chunks of its buffer free (nil: no
+  /// `buffersize`); none when there is no room or the input is exhausted. Chunks go to the pool
+  /// in batches, one lock and one dispatch pass per batch, of about `submitBatch` inputs, so big
+  /// chunks still reach the workers one by one while the next ones are encoded.
+  func submitBatch(room: Int?) throws -> [MapChunk] {
+    let batch = max(1, Self.submitBatch / chunksize)
+    let count = room.map { min($0, batch) } ?? batch
+    guard count > 0 else { return [] }
+    return try submitNext(upTo: count)
+  }
+
   /// Submits up to `limit` chunks at once and returns them (none when the input is exhausted).
   func submitNext(upTo limit: Int) throws -> [MapChunk] {
     var chunks: [MapChunk] = []

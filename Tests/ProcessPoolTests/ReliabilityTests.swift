@@ -139,8 +139,13 @@ extension WorkerProcessTests {
       }
     }
 
-    @Test func cancellingATaskQueuedBehindAnotherOnItsWorkerReturnsFalseAndItRunsOnce() async throws {
-      let path = Self.temporaryPath("cancel-mark")
+    /// One worker running a gated task (`head`) with a `LeaveMark` task handed to it behind
+    /// that one (`behind`), the gate reached.
+    static func withATaskQueuedBehindAnother(
+      _ body: (_ head: ProcessFuture<Int>, _ behind: ProcessFuture<Int>, _ gate: TestGate, _ marks: String) async throws
+        -> Void
+    ) async throws {
+      let path = temporaryPath("cancel-mark")
       defer { unlink(path) }
       var configuration = ProcessPoolExecutor.Configuration.workers(1)
       configuration.jobsPerWorker = 2
@@ -152,6 +157,12 @@ extension WorkerProcessTests {
         let behind = try pool.submit(LeaveMark(path: path), 2)
         #expect(await gate.waitForArrivals(1))
         #expect(behind.isRunning)  // handed to the worker, behind the head
+        try await body(head, behind, gate, path)
+      }
+    }
+
+    @Test func cancellingATaskQueuedBehindAnotherOnItsWorkerReturnsFalseAndItRunsOnce() async throws {
+      try await Self.withATaskQueuedBehindAnother { (head, behind, gate, path) async throws in
         // It cannot be stopped without stopping the head: not reported cancelled.
         #expect(behind.cancel(terminatingWorker: true) == false)
         #expect(!behind.isCancelled)
@@ -163,17 +174,7 @@ extension WorkerProcessTests {
     }
 
     @Test func cancellingTheRunningTaskStopsItsWorkerAndTheOneBehindRunsOnce() async throws {
-      let path = Self.temporaryPath("cancel-head-mark")
-      defer { unlink(path) }
-      var configuration = ProcessPoolExecutor.Configuration.workers(1)
-      configuration.jobsPerWorker = 2
-      configuration.adaptivePipelining = false
-      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
-        let gate = TestGate()
-        defer { gate.close() }
-        let head = try pool.submit(gate.task, 1)
-        let behind = try pool.submit(LeaveMark(path: path), 2)
-        #expect(await gate.waitForArrivals(1))
+      try await Self.withATaskQueuedBehindAnother { (head, behind, gate, path) async throws in
         #expect(head.cancel(terminatingWorker: true))
         #expect(head.isCancelled)
         await #expect { try await head.value } throws: { ($0 as? ProcessPoolError)?.code == .cancelled }

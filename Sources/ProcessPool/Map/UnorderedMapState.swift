@@ -18,7 +18,6 @@ final class UnorderedMapState {
   /// iterator comes back for the next one).
   @exclusivity(unchecked) private var opened = false
   @exclusivity(unchecked) private var finished = false
-  private static var submitBatch: Int { 128 }
 
   init(source: ChunkSource, buffersize: Int?, timeout: Duration?) {
     self.source = source
@@ -34,10 +33,7 @@ final class UnorderedMapState {
   /// Submits chunks up to the buffer size (everything without one) and watches each.
   func fill() throws {
     while true {
-      let batch = max(1, Self.submitBatch / source.chunksize)
-      let room = buffersize.map { $0 - pending.count - (opened ? 1 : 0) } ?? batch
-      guard room > 0 else { return }
-      let submitted = try source.submitNext(upTo: min(room, batch))
+      let submitted = try source.submitBatch(room: buffersize.map { $0 - pending.count - (opened ? 1 : 0) })
       if submitted.isEmpty { return }
       for chunk in submitted {
         let key = nextKey

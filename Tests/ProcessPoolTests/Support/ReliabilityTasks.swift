@@ -32,11 +32,7 @@ struct IgnoreTermAtGate: ProcessTask {
   var path: String
   func run(_ x: Int) async throws -> Int {
     signal(SIGTERM, SIG_IGN)
-    let fd = try connectToGate(path)
-    defer { close(fd) }
-    var byte: UInt8 = 0
-    while read(fd, &byte, 1) < 0 && errno == EINTR {}
-    return x
+    return try await WaitForGate(path: path).run(x)
   }
 }
 

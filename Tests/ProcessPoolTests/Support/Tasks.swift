@@ -69,20 +69,8 @@ struct Fail: ProcessTask {
 struct WaitForGate: ProcessTask {
   var path: String
   func run(_ x: Int) async throws -> Int {
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw GateError(message: "socket failed") }
+    let fd = try connectToGate(path)
     defer { close(fd) }
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    withUnsafeMutableBytes(of: &address.sun_path) { raw in
-      for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
-    }
-    let connected = withUnsafePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-      }
-    }
-    guard connected == 0 else { throw GateError(message: "cannot connect to \(path)") }
     var byte: UInt8 = 0
     while read(fd, &byte, 1) < 0 && errno == EINTR {}
     return x
