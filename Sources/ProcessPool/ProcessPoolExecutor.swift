@@ -164,6 +164,7 @@ public final class ProcessPoolExecutor: Sendable {
     }
   }
 
-  /// The pids of the live workers (for diagnostics and tests).
+  /// The pids of the live workers (for diagnostics and tests). Workers are started by the pool's
+  /// I/O thread, never by `submit`, so the worker for a task just submitted may not be listed yet.
   public var workerPIDs: [Int32] { core.state.withLock { $0.workers.map(\.pid) } }
 }

@@ -25,8 +25,10 @@ extension WorkerProcessTests {
         let gate = TestGate()
         defer { gate.close() }
         let future = try pool.submit(gate.task, 1)
+        let consumer = Task { try await future.value(cancelling: .terminatingWorker) }
+        #expect(await gate.waitForArrivals(1))
         let pid = try #require(pool.workerPIDs.first)
-        await Self.cancel(Task { try await future.value(cancelling: .terminatingWorker) }, after: 1, at: gate)
+        await Self.cancel(consumer, after: 0, at: gate)
         #expect(future.isCancelled)
         // The held worker was stopped: a new one runs the next task (the gate is still shut).
         #expect(try await pool.submit(Square(), 5).value == 25)

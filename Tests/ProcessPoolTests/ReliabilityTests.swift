@@ -31,6 +31,15 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test func submitNeverSpawnsAWorkerOnTheCallersThread() async throws {
+      try await withPool(.workers(4)) { (pool: ProcessPoolExecutor) async throws in
+        let futures = try (0..<8).map { try pool.submit(Square(), $0) }
+        for (x, future) in futures.enumerated() { #expect(try await future.value == x * x) }
+        #expect(pool.statistics.workersStarted >= 1)
+        #expect(pool.core.spawnsOffIOThread.load(ordering: .relaxed) == 0)
+      }
+    }
+
     @Test func workSubmittedRightBeforeExitStillRuns() async throws {
       let path = Self.temporaryPath("exit-mark")
       defer { unlink(path) }
@@ -254,6 +263,8 @@ extension WorkerProcessTests {
       configuration.crashPolicy = .breakPool
       try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
         let future = try pool.submit(Sleep(), 3_000)
+        // As soon as it exists (the pool's I/O thread spawns it), most likely before its hello.
+        while pool.workerPIDs.isEmpty { await Task.yield() }
         kill(pool.workerPIDs[0], SIGKILL)
         await #expect(throws: ProcessPoolError.self) { try await future.value }
         #expect { try pool.submit(Square(), 2) } throws: { ($0 as? ProcessPoolError)?.code == .brokenPool }

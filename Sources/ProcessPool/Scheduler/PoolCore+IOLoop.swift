@@ -49,7 +49,8 @@ extension PoolCore {
 
   /// The loop proper; its locals (sockets among them) are released when it returns.
   private func serveWorkers() {
-    var buffers: [ReadBuffer] = []
+    // By worker id: found in constant time, whatever the number of workers.
+    var buffers: [Int: ReadBuffer] = [:]
     var errorStreams: [WorkerErrorStream] = []
     var streamsPolled: [WorkerErrorStream] = []
     var pollSet: [pollfd] = []
@@ -57,6 +58,7 @@ extension PoolCore {
     var nextDeadline: MonotonicInstant?
     guard let wake = state.withLock({ $0.wakeChannel?.read }) else { return }
     while true {
+      spawnPendingWorkers()
       watched.removeAll(keepingCapacity: true)
       let stopped = state.withLock { state -> Bool in
         for worker in state.workers where worker.phase != .exited {
@@ -97,7 +99,7 @@ extension PoolCore {
       var timeout = Self.milliseconds(until: nextDeadline)
       for entry in watched { entry.ring?.setParentSleeping(true) }
       pp_fence()
-      if buffers.contains(where: { $0.ring?.hasFrames == true }) { timeout = 0 }
+      if buffers.values.contains(where: { $0.ring?.hasFrames == true }) { timeout = 0 }
       _ = try? pollSet.withUnsafeMutableBufferPointer { fds in
         try Syscall.poll(fds.baseAddress!, fds.count, timeoutMilliseconds: timeout)
       }
@@ -114,11 +116,11 @@ extension PoolCore {
         let readable = revents & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0
         guard readable || exited || entry.ring != nil else { continue }
         let buffer: ReadBuffer
-        if let known = buffers.first(where: { $0.worker == entry.worker }) {
+        if let known = buffers[entry.worker] {
           buffer = known
         } else {
           buffer = ReadBuffer(worker: entry.worker, ring: entry.ring)
-          buffers.append(buffer)
+          buffers[entry.worker] = buffer
         }
         var open = read(entry, into: buffer, readable: readable || exited)
         if exited {
@@ -132,7 +134,7 @@ extension PoolCore {
           open = false
         }
         if !open {
-          buffers.removeAll { $0 === buffer }
+          buffers[entry.worker] = nil
           let stream = errorStreams.first { $0.worker == entry.worker }
           errorStreams.removeAll { $0.worker == entry.worker }
           reap(entry, exited: exited, errorStream: stream)

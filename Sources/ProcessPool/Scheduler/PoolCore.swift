@@ -72,15 +72,37 @@ final class PoolCore: Sendable {
     for workerID in effects.flushes { flush(worker: workerID) }
     for sink in effects.cancellations { sink.cancelAll() }
     for (sink, error) in effects.failures { sink.fail(error) }
-    if effects.wakeIO { wakeIOThread() }
-    for launcher in effects.spawns { spawnWorker(launcher: launcher) }
+    if !effects.spawns.isEmpty { requestSpawns(effects.spawns) }
+    if effects.wakeIO || !effects.spawns.isEmpty { wakeIOThread() }
     if effects.stopped { resumeStopWaiters() }
   }
 
   // MARK: Workers
 
+  /// Hands spawns to the I/O thread (started here if need be): a submit never waits for a
+  /// process to start, and a pool of hundreds of workers fills up without holding its caller.
+  private func requestSpawns(_ launchers: [Int]) {
+    guard startIOThreadIfNeeded(failing: launchers) else { return }
+    state.withLock { $0.pendingSpawns += launchers }
+  }
+
+  /// Spawns what `requestSpawns` queued; on the I/O thread.
+  func spawnPendingWorkers() {
+    while true {
+      let launchers = state.withLock { state -> [Int] in
+        defer { state.pendingSpawns = [] }
+        return state.pendingSpawns
+      }
+      if launchers.isEmpty { return }
+      for launcher in launchers { spawnWorker(launcher: launcher) }
+    }
+  }
+
+  /// Workers spawned on a thread other than the I/O thread (kept at zero; tests check it).
+  let spawnsOffIOThread = Atomic<Int>(0)
+
   private func spawnWorker(launcher: Int) {
-    if !ensureIOThread(launcher: launcher) { return }
+    if pp_is_io_thread() == 0 { spawnsOffIOThread.add(1, ordering: .relaxed) }
     let spawnedAt = MonotonicInstant.now
     do {
       let worker = try WorkerSpawner.spawn(
@@ -97,8 +119,9 @@ final class PoolCore: Sendable {
     }
   }
 
-  /// Starts the I/O thread if it is not running; false (and the pool broken) if it cannot start.
-  private func ensureIOThread(launcher: Int) -> Bool {
+  /// Starts the I/O thread if it is not running; false (and the pool broken, the spawns of
+  /// `launchers` uncounted) if it cannot start.
+  private func startIOThreadIfNeeded(failing launchers: [Int]) -> Bool {
     let start = state.withLock { state -> Bool in
       if state.ioThreadRunning { return false }
       state.ioThreadRunning = true
@@ -119,8 +142,8 @@ final class PoolCore: Sendable {
       ActivePools.unregister(self)
       transition { state, effects in
         state.ioThreadRunning = false
-        state.spawning -= 1
-        state.launcherSpawning[launcher] -= 1
+        state.spawning -= launchers.count
+        for launcher in launchers { state.launcherSpawning[launcher] -= 1 }
         state.breakPool(ProcessPoolError(.brokenPool, "cannot start the pool's I/O thread: \(error)"), &effects)
       }
       return false

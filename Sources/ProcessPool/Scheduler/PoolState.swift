@@ -30,6 +30,8 @@ struct PoolState: ~Copyable {
   var launcherGivenUp: [Bool]
   /// Workers being spawned right now, over all launchers (counted against the capacity).
   var spawning = 0
+  /// Spawns the I/O thread is to make (launcher indices, already counted in `spawning`).
+  var pendingSpawns: [Int] = []
   /// Spawning waits until then: the system ran out of descriptors or processes.
   var spawnRetryAt: MonotonicInstant?
   var nextJobID: UInt64 = 1

@@ -163,9 +163,11 @@ struct DoubleNonNegative: ProcessTask {
 struct StartNestedSleeper: ProcessTask {
   func run(_: Int) async throws -> Int32 {
     let pool = try ProcessPoolExecutor(maxWorkers: 1)
+    // The one worker's pid, from the worker itself (it is spawned by the pool's I/O thread).
+    let pid = try await pool.submit(ProcessID(), 0).value
     _ = try pool.submit(Sleep(), 3_600_000)
     NestedPools.keep(pool)
-    return pool.workerPIDs.first ?? -1
+    return pid
   }
 }
 
