@@ -21,7 +21,8 @@ extension ProcessPoolExecutor {
     /// Replace a worker after it has run this many tasks (a `map` chunk counts as one).
     public var maxTasksPerChild: Int?
     /// Default per-task time limit; past it the task fails with
-    /// ``ProcessPoolError/Code/taskTimedOut`` and its worker is stopped and replaced.
+    /// ``ProcessPoolError/Code/taskTimedOut`` and its worker is stopped and replaced. Must be
+    /// positive; limits beyond about 68 years (`.seconds(Int64.max)`) mean no limit.
     public var taskTimeout: Duration?
     /// What a worker crash does to the pool.
     public var crashPolicy: CrashPolicy = .replaceWorker
@@ -34,8 +35,10 @@ extension ProcessPoolExecutor {
     /// Has no effect when `jobsPerWorker` is 1.
     public var adaptivePipelining = true
     /// How long a worker stopped by SIGTERM (timeout, `terminateWorkers`) has before SIGKILL.
+    /// Must be positive; periods beyond about 68 years mean SIGKILL is never sent.
     public var terminationGracePeriod: Duration = .seconds(3)
-    /// How long a worker of a statically linked build may wait for `ProcessPoolWorker.bootstrap()`.
+    /// How long a worker of a statically linked build may wait for `ProcessPoolWorker.bootstrap()`
+    /// (must be positive).
     public var bootstrapTimeout: Duration = .seconds(10)
 
     /// The defaults.
@@ -65,6 +68,13 @@ extension ProcessPoolExecutor {
       }
       if let taskTimeout, taskTimeout <= .zero {
         throw ProcessPoolError(.invalidArgument, "taskTimeout must be positive (got \(taskTimeout))")
+      }
+      guard terminationGracePeriod > .zero else {
+        throw ProcessPoolError(
+          .invalidArgument, "terminationGracePeriod must be positive (got \(terminationGracePeriod))")
+      }
+      guard bootstrapTimeout > .zero else {
+        throw ProcessPoolError(.invalidArgument, "bootstrapTimeout must be positive (got \(bootstrapTimeout))")
       }
       guard jobsPerWorker >= 1 else {
         throw ProcessPoolError(.invalidArgument, "jobsPerWorker must be at least 1 (got \(jobsPerWorker))")

@@ -16,7 +16,8 @@ extension ProcessPoolExecutor {
   ///     infinite or huge sequence runs in bounded memory. Default: the whole input is
   ///     submitted at once (as Python does).
   ///   - timeout: A deadline for the whole iteration. Past it, `next()` throws
-  ///     ``ProcessPoolError/Code/timedOut`` and the rest is cancelled.
+  ///     ``ProcessPoolError/Code/timedOut`` and the rest is cancelled (at once, for a zero or
+  ///     negative one, at the first result not yet available).
   ///   - progress: Called with a ``ProcessPoolProgress`` each time a chunk finishes (and when a
   ///     lazy input runs out, which makes the total known), on the thread that finished it: keep
   ///     it short. ``ProcessMapSequence/progress`` offers the same

@@ -71,11 +71,16 @@ public final class ProcessPoolExecutor: Sendable {
   ///   - task: The task to run. Its type must be findable by name in the worker (declared at file
   ///     scope or in a type, not private or inside a function).
   ///   - input: The value passed to `task.run(_:)` in the worker.
-  ///   - timeout: This task's own time limit (overrides the pool's `taskTimeout`).
+  ///   - timeout: This task's own time limit (overrides the pool's `taskTimeout`). Must be
+  ///     positive (else ``ProcessPoolError/Code/invalidArgument`` is thrown); limits beyond about
+  ///     68 years (`.seconds(Int64.max)`) mean no limit.
   /// - Returns: A future for the task's output.
   public func submit<T: ProcessTask>(_ task: T, _ input: T.Input, timeout: Duration? = nil) throws -> ProcessFuture<
     T.Output
   > {
+    if let timeout, timeout <= .zero {
+      throw ProcessPoolError(.invalidArgument, "a task's timeout must be positive (got \(timeout))")
+    }
     var payload = try Frame.emptyHeader + Self.typedValueHeader(task)
     payload.appendLittleEndian(UInt32(1))
     do {
