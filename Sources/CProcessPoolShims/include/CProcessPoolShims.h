@@ -57,6 +57,11 @@ void pp_set_thread_name(const char *name);
 /// tests to wait for a worker whose parent was killed). Returns 0 or -1 with errno.
 int pp_set_child_subreaper(int on);
 
+/// Writes `count` bytes to stderr without ever raising SIGPIPE (stderr may be a pipe nobody
+/// reads): SIGPIPE is blocked in the calling thread for the write, and one it raised is consumed.
+/// Best effort: returns the bytes written, or -1 with errno.
+long pp_write_stderr(const void *bytes, unsigned long count);
+
 /// The process environment (`environ`), which Swift cannot name portably.
 char *const *pp_environ(void);
 
