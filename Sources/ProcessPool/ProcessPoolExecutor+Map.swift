@@ -111,7 +111,12 @@ final class ChunkSource {
     var payload = header
     let countOffset = payload.count
     payload.appendLittleEndian(UInt32(0))
-    let (count, failures) = payload.withByteWriter { codec.pull(chunksize, $0) }
+    // The chunk's inputs share one frame: an input that would take it past the limit fails at
+    // its own position (with `valueTooLarge`) and is left out.
+    let (count, failures) = payload.withByteWriter { writer in
+      writer.byteLimit = Frame.sendLimit.load(ordering: .relaxed)
+      return codec.pull(chunksize, writer)
+    }
     pulled += count
     if count < chunksize {
       exhausted = true

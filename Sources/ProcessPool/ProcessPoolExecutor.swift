@@ -84,9 +84,12 @@ public final class ProcessPoolExecutor: Sendable {
     var payload = try Frame.emptyHeader + Self.typedValueHeader(task)
     payload.appendLittleEndian(UInt32(1))
     do {
-      try payload.appendEncodedBlock(input)
+      try payload.withByteWriter { writer in
+        writer.byteLimit = Frame.sendLimit.load(ordering: .relaxed)
+        try writer.appendBlock(input)
+      }
     } catch {
-      throw ProcessPoolError(.encodingFailed, "cannot encode the input of \(T.self): \(error)")
+      throw ProcessPoolError.encoding(of: "the input of \(T.self)", error)
     }
     let future = ProcessFuture<T.Output>(acknowledgesCancel: true, stopWorker: core.stopWorkerHook)
     let job = Job(frame: consume payload, sink: TaskSink(future: future), timeout: timeout ?? configuration.taskTimeout)
@@ -108,9 +111,12 @@ public final class ProcessPoolExecutor: Sendable {
     var payload: [UInt8] = []
     payload.appendBlock(Array(name.utf8))
     do {
-      try payload.appendEncodedBlock(value)
+      try payload.withByteWriter { writer in
+        writer.byteLimit = Frame.sendLimit.load(ordering: .relaxed)
+        try writer.appendBlock(value)
+      }
     } catch {
-      throw ProcessPoolError(.encodingFailed, "cannot encode the value of \(T.self): \(error)")
+      throw ProcessPoolError.encoding(of: "the value of \(T.self)", error)
     }
     return payload
   }
