@@ -81,6 +81,28 @@ void pp_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), n
 
 int pp_set_child_subreaper(int on) { return prctl(PR_SET_CHILD_SUBREAPER, on, 0, 0, 0); }
 
+long pp_write_stderr(const void *bytes, unsigned long count) {
+    sigset_t pipe_only, previous, pending;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &previous);
+    // A SIGPIPE already pending for the thread or the process is not ours to consume.
+    sigpending(&pending);
+    int was_pending = sigismember(&pending, SIGPIPE);
+    ssize_t written;
+    do {
+        written = write(2, bytes, count);
+    } while (written < 0 && errno == EINTR);
+    int saved = errno;
+    if (written < 0 && saved == EPIPE && !was_pending) {
+        const struct timespec now = {0, 0};
+        while (sigtimedwait(&pipe_only, NULL, &now) < 0 && errno == EINTR) {}
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    errno = saved;
+    return (long)written;
+}
+
 int pp_available_cpus(void) {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0) {
@@ -121,7 +143,7 @@ static int take_stdio(int *input, int *output) {
     if (*input < 0 || *output < 0) return -1;
     int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (null < 0 || dup2(null, 0) < 0 || dup2(2, 1) < 0) return -1;
-    close(null);
+    if (null != 0) close(null);  // 0 itself when stdin was closed
     return 0;
 }
 

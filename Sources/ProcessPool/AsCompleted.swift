@@ -3,8 +3,9 @@ import Synchronization
 /// The futures in the order they complete (finish, fail, or are cancelled), as Python's
 /// `concurrent.futures.as_completed`. Those already done come first; duplicates are yielded
 /// once; the futures may come from several pools. With a `timeout`, the iteration throws
-/// ``ProcessPoolError/Code/timedOut`` ("N (of M) futures unfinished") once it passes. The
-/// sequence keeps no reference to a future it has yielded.
+/// ``ProcessPoolError/Code/timedOut`` ("N (of M) futures unfinished") once it passes; a zero or
+/// negative `timeout` yields those already done, then throws. The sequence keeps no reference to
+/// a future it has yielded.
 ///
 /// ```swift
 /// for try await future in asCompleted(futures, timeout: .seconds(30)) {
@@ -92,7 +93,7 @@ final class AsCompletedStorage<Future: CompletionObservable & Hashable>: Sendabl
   private let deadline: ContinuousClock.Instant?
 
   init(_ futures: [Future], timeout: Duration?) {
-    deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
+    deadline = timeout.map { ContinuousClock.Instant.deadline(after: $0) }
     var seen = Set<Future>()
     var ready: [Future] = []
     var waiting: [Future] = []

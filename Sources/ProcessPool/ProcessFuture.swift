@@ -101,7 +101,8 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
 
   /// Blocks the calling thread until the future finishes or `timeout` passes, and returns the
   /// output. Throws ``ProcessPoolError/Code/timedOut`` when the wait times out (the task goes on),
-  /// ``ProcessPoolError/Code/cancelled`` when cancelled, or the task's error.
+  /// ``ProcessPoolError/Code/cancelled`` when cancelled, or the task's error. A zero or negative
+  /// `timeout` only polls; one beyond about 68 years (`.seconds(Int64.max)`) waits without limit.
   @available(*, noasync, message: "use `await future.value` in async code")
   public func result(timeout: Duration? = nil) throws -> Output {
     try waitForOutcome(timeout: timeout).get()
@@ -109,6 +110,7 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
 
   /// Blocks until the future finishes or `timeout` passes; returns the task's error, or nil when it
   /// returned a value. Throws ``ProcessPoolError/Code/timedOut`` or ``ProcessPoolError/Code/cancelled``.
+  /// A zero or negative `timeout` only polls.
   @available(*, noasync, message: "use `await future.value` in async code")
   public func error(timeout: Duration? = nil) throws -> (any Error)? {
     let outcome = try waitForOutcome(timeout: timeout)

@@ -131,7 +131,7 @@ final class MapState {
   init(source: ChunkSource, buffersize: Int?, timeout: Duration?) {
     self.source = source
     self.buffersize = buffersize
-    self.deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
+    self.deadline = timeout.map { ContinuousClock.Instant.deadline(after: $0) }
   }
 
   deinit {

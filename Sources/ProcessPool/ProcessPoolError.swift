@@ -34,6 +34,9 @@ public struct ProcessPoolError: Error, Sendable, Hashable, Codable, CustomString
     public static let unknownTaskType = Code("unknownTaskType")
     /// A value could not be encoded.
     public static let encodingFailed = Code("encodingFailed")
+    /// A value (an input, a `map` chunk's inputs, a task's output) encodes to more than one
+    /// message between the pool and a worker can carry (1 GiB); the message names both sizes.
+    public static let valueTooLarge = Code("valueTooLarge")
     /// A value could not be decoded.
     public static let decodingFailed = Code("decodingFailed")
     /// A worker sent something that is not the protocol, or of another version.

@@ -35,7 +35,8 @@ extension ProcessPoolExecutor {
     /// Replace a worker after it has run this many tasks (a `map` chunk counts as one).
     public var maxTasksPerChild: Int?
     /// Default per-task time limit; past it the task fails with
-    /// ``ProcessPoolError/Code/taskTimedOut`` and its worker is stopped and replaced.
+    /// ``ProcessPoolError/Code/taskTimedOut`` and its worker is stopped and replaced. Must be
+    /// positive; limits beyond about 68 years (`.seconds(Int64.max)`) mean no limit.
     public var taskTimeout: Duration?
     /// What a worker crash does to the pool.
     public var crashPolicy: CrashPolicy = .replaceWorker
@@ -52,6 +53,7 @@ extension ProcessPoolExecutor {
     /// finish; ``CancellationMode/terminatingWorker`` stops it (the worker is replaced).
     public var cancellation: CancellationMode = .pendingOnly
     /// How long a worker stopped by SIGTERM (timeout, `terminateWorkers`) has before SIGKILL.
+    /// Must be positive; periods beyond about 68 years mean SIGKILL is never sent.
     public var terminationGracePeriod: Duration = .seconds(3)
     /// Where workers' stderr goes; a worker that dies has the tail of it attached to the error
     /// (``ProcessPoolError/crashReport``) unless it is ``WorkerStandardError/inherit``.
@@ -96,6 +98,10 @@ extension ProcessPoolExecutor {
       }
       if let taskTimeout, taskTimeout <= .zero {
         throw ProcessPoolError(.invalidArgument, "taskTimeout must be positive (got \(taskTimeout))")
+      }
+      guard terminationGracePeriod > .zero else {
+        throw ProcessPoolError(
+          .invalidArgument, "terminationGracePeriod must be positive (got \(terminationGracePeriod))")
       }
       guard jobsPerWorker >= 1 else {
         throw ProcessPoolError(.invalidArgument, "jobsPerWorker must be at least 1 (got \(jobsPerWorker))")

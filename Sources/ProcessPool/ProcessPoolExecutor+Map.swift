@@ -16,7 +16,8 @@ extension ProcessPoolExecutor {
   ///     infinite or huge sequence runs in bounded memory. Default: the whole input is
   ///     submitted at once (as Python does).
   ///   - timeout: A deadline for the whole iteration. Past it, `next()` throws
-  ///     ``ProcessPoolError/Code/timedOut`` and the rest is cancelled.
+  ///     ``ProcessPoolError/Code/timedOut`` and the rest is cancelled (at once, for a zero or
+  ///     negative one, at the first result not yet available).
   ///   - taskTimeout: This map's time limit per chunk (overrides the pool's
   ///     ``Configuration/taskTimeout``; with `chunksize` 1 it is per item): a chunk running
   ///     longer fails its items with ``ProcessPoolError/Code/taskTimedOut`` and its worker is
@@ -161,7 +162,12 @@ final class ChunkSource {
     var payload = header
     let countOffset = payload.count
     payload.appendLittleEndian(UInt32(0))
-    let (count, failures) = payload.withByteWriter { codec.pull(chunksize, $0) }
+    // The chunk's inputs share one frame: an input that would take it past the limit fails at
+    // its own position (with `valueTooLarge`) and is left out.
+    let (count, failures) = payload.withByteWriter { writer in
+      writer.byteLimit = Frame.sendLimit.load(ordering: .relaxed)
+      return codec.pull(chunksize, writer)
+    }
     pulled += count
     if count < chunksize {
       exhausted = true

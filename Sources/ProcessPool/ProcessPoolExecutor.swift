@@ -78,17 +78,25 @@ public final class ProcessPoolExecutor: Sendable {
   ///   - task: The task to run. Its type must be findable by name in the worker (declared at file
   ///     scope or in a type, not private or inside a function).
   ///   - input: The value passed to `task.run(_:)` in the worker.
-  ///   - timeout: This task's own time limit (overrides the pool's `taskTimeout`).
+  ///   - timeout: This task's own time limit (overrides the pool's `taskTimeout`). Must be
+  ///     positive (else ``ProcessPoolError/Code/invalidArgument`` is thrown); limits beyond about
+  ///     68 years (`.seconds(Int64.max)`) mean no limit.
   /// - Returns: A future for the task's output.
   public func submit<T: ProcessTask>(_ task: T, _ input: T.Input, timeout: Duration? = nil) throws -> ProcessFuture<
     T.Output
   > {
+    if let timeout, timeout <= .zero {
+      throw ProcessPoolError(.invalidArgument, "a task's timeout must be positive (got \(timeout))")
+    }
     var payload = try Frame.emptyHeader + Self.typedValueHeader(task)
     payload.appendLittleEndian(UInt32(1))
     do {
-      try payload.appendEncodedBlock(input)
+      try payload.withByteWriter { writer in
+        writer.byteLimit = Frame.sendLimit.load(ordering: .relaxed)
+        try writer.appendBlock(input)
+      }
     } catch {
-      throw ProcessPoolError(.encodingFailed, "cannot encode the input of \(T.self): \(error)")
+      throw ProcessPoolError.encoding(of: "the input of \(T.self)", error)
     }
     let future = ProcessFuture<T.Output>(
       acknowledgesCancel: true, stopWorker: core.stopWorkerHook, cancellation: configuration.cancellation)
@@ -109,9 +117,12 @@ public final class ProcessPoolExecutor: Sendable {
     var payload: [UInt8] = []
     payload.appendBlock(Array(name.utf8))
     do {
-      try payload.appendEncodedBlock(value)
+      try payload.withByteWriter { writer in
+        writer.byteLimit = Frame.sendLimit.load(ordering: .relaxed)
+        try writer.appendBlock(value)
+      }
     } catch {
-      throw ProcessPoolError(.encodingFailed, "cannot encode the value of \(T.self): \(error)")
+      throw ProcessPoolError.encoding(of: "the value of \(T.self)", error)
     }
     return payload
   }

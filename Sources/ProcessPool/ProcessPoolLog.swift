@@ -1,8 +1,5 @@
+import CProcessPoolShims
 import Synchronization
-
-#if canImport(Glibc)
-  import Glibc
-#endif
 
 /// Where the pool reports what it cannot throw at a caller: a done-callback that threw, a worker
 /// that crashed and was replaced, a protocol error. The default handler writes one line to stderr.
@@ -36,8 +33,9 @@ public enum ProcessPoolLog {
     if let current = handler.withLock({ $0 }) {
       current(level, message)
     } else {
+      // stderr may be a pipe nobody reads (or closed): a log line must not kill the program.
       let line = Array("ProcessPool \(level.rawValue): \(message)\n".utf8)
-      line.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
+      line.withUnsafeBytes { _ = pp_write_stderr($0.baseAddress, UInt($0.count)) }
     }
   }
 }

@@ -11,7 +11,8 @@ public enum ReturnCondition: Sendable, Hashable {
 }
 
 /// Waits for futures, as Python's `concurrent.futures.wait`: returns the futures that are done
-/// (finished, failed or cancelled) and those that are not. A timeout returns; it does not throw.
+/// (finished, failed or cancelled) and those that are not. A timeout returns; it does not throw
+/// (a zero or negative one only polls).
 /// Duplicates count once; the futures may come from several pools.
 ///
 /// ```swift
@@ -61,7 +62,7 @@ private func waitFor<Future: CompletionObservable & Hashable>(
     return (future, id)
   }
   defer { for (future, id) in ids { future.stopWatching(id) } }
-  let deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
+  let deadline = timeout.map { ContinuousClock.Instant.deadline(after: $0) }
   while !satisfied() {
     if let deadline, deadline <= .now { break }
     if Task.isCancelled { break }
@@ -75,15 +76,14 @@ final class CompletionSignal: Sendable {
   private struct State {
     var fired = false
     var continuation: CheckedContinuation<Void, Never>?
-    var ids = 0
   }
   private let state = Mutex(State())
+  /// Watcher ids are unique in the process, not per signal: a future keeps its watchers by id,
+  /// so two waits on the same future (`wait` and `asCompleted` at once) must not share one.
+  private static let ids = Atomic(0)
 
   func nextID() -> Int {
-    state.withLock {
-      $0.ids += 1
-      return $0.ids
-    }
+    Self.ids.add(1, ordering: .relaxed).newValue
   }
 
   func fire() {

@@ -103,6 +103,11 @@ unsigned int pp_fork_generation(void);
 /// with errno (ENOSYS on kernels before 5.3).
 int pp_pidfd_open(pid_t pid);
 
+/// Writes `count` bytes to stderr without ever raising SIGPIPE (stderr may be a pipe nobody
+/// reads): SIGPIPE is blocked in the calling thread for the write, and one it raised is consumed.
+/// Best effort: returns the bytes written, or -1 with errno.
+long pp_write_stderr(const void *bytes, unsigned long count);
+
 /// The process environment (`environ`), which Swift cannot name portably.
 char *const *pp_environ(void);
 

@@ -14,7 +14,7 @@ struct BinaryEncoder {
     var bytes: [UInt8] = []
     try bytes.withByteWriter { writer in
       try writer.encodeValue(value, path: [])
-      writer.closeAll()
+      try writer.closeAll()
     }
     return bytes
   }
@@ -31,6 +31,10 @@ final class ByteWriter {
   /// Start offsets of open containers (their byte length is patched when they close).
   @exclusivity(unchecked) private var open: [(start: Int, token: Int)] = []
   @exclusivity(unchecked) private var nextToken = 0
+  /// The most `bytes` may hold (a frame's budget, see `Frame.sendLimit`); past it encoding
+  /// throws `CodecError.tooLarge`. Checked where a length is patched and before bulk copies, so
+  /// an oversized array is refused before it is copied.
+  @exclusivity(unchecked) var byteLimit = Int.max
 
   init(_ bytes: [UInt8]) { self.bytes = bytes }
 
@@ -96,7 +100,7 @@ final class ByteWriter {
     let start = bytes.count
     let encoder = ValueEncoder(writer: self, codingPath: path)
     try value.encode(to: encoder)
-    close(above: depth)
+    try close(above: depth)
     // A value that asked for no container encodes as an empty keyed container.
     if bytes.count == start { emptyKeyed() }
   }
@@ -107,22 +111,28 @@ final class ByteWriter {
     guard let kind = PrimitiveKind(T.self) else { return false }
     switch kind {
     case .int: signed(Int64(unsafeBitCast(value, to: Int.self)))
-    case .string: string(unsafeBitCast(value, to: String.self))
+    case .string:
+      let value = unsafeBitCast(value, to: String.self)
+      try checkLimit(adding: value.utf8.count)
+      string(value)
     case .double: double(unsafeBitCast(value, to: Double.self))
     case .bool: bool(unsafeBitCast(value, to: Bool.self))
     case .bytes:
       let value = unsafeBitCast(value, to: [UInt8].self)
+      try checkLimit(adding: value.count)
       tag(.bytes)
       varint(UInt64(value.count))
       bytes.append(contentsOf: value)
     case .ints:
       let value = unsafeBitCast(value, to: [Int].self)
+      try checkLimit(adding: value.count * 8)
       tag(.ints)
       varint(UInt64(value.count))
       bytes.reserveCapacity(bytes.count + value.count * 8)
       for element in value { bytes.appendLittleEndian(Int64(element)) }
     case .doubles:
       let value = unsafeBitCast(value, to: [Double].self)
+      try checkLimit(adding: value.count * 8)
       tag(.doubles)
       varint(UInt64(value.count))
       bytes.reserveCapacity(bytes.count + value.count * 8)
@@ -166,25 +176,44 @@ final class ByteWriter {
     guard let index = open.lastIndex(where: { $0.token == token }) else {
       throw CodecError.encoding("a container at \(CodecError.path(path)) was used after it was finished")
     }
-    close(above: index + 1)
+    try close(above: index + 1)
   }
 
   func incrementCount(at offset: Int) {
     bytes.withUnsafeMutableBytes { raw in
       let count = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-      raw.storeBytes(of: (count + 1).littleEndian, toByteOffset: offset, as: UInt32.self)
+      // Wrapping: 2^32 entries take more than 2^32 bytes, which `close` refuses.
+      raw.storeBytes(of: (count &+ 1).littleEndian, toByteOffset: offset, as: UInt32.self)
     }
   }
 
-  func close(above depth: Int) {
+  func close(above depth: Int) throws {
     while open.count > depth {
       let (start, _) = open.removeLast()
-      let length = UInt32(bytes.count - start - 4)
+      let length = try checkedLength(from: start)
       bytes.withUnsafeMutableBytes { $0.storeBytes(of: length.littleEndian, toByteOffset: start, as: UInt32.self) }
     }
   }
 
-  func closeAll() { close(above: 0) }
+  func closeAll() throws { try close(above: 0) }
+
+  /// The `u32` length of what follows the length field at `start`; throws when it does not fit
+  /// in 32 bits or the bytes are past `byteLimit` (never traps).
+  private func checkedLength(from start: Int) throws -> UInt32 {
+    try checkLimit(adding: 0)
+    guard let length = UInt32(exactly: bytes.count - start - 4) else {
+      throw CodecError.tooLarge(atLeast: bytes.count - start - 4, limit: Int(UInt32.max))
+    }
+    return length
+  }
+
+  /// Throws when `count` more bytes would pass `byteLimit`.
+  @inline(__always)
+  func checkLimit(adding count: Int) throws {
+    if count > byteLimit - bytes.count {
+      throw CodecError.tooLarge(atLeast: bytes.count + count, limit: byteLimit)
+    }
+  }
 
   /// Appends `[u32 length][encoding of value]`. When encoding throws, nothing of the value is
   /// left and the writer can go on with the next one (the items of a chunk share one writer).
@@ -192,15 +221,16 @@ final class ByteWriter {
   func appendBlock<T: Encodable>(_ value: T) throws {
     let start = bytes.count
     bytes.appendLittleEndian(UInt32(0))
+    let length: UInt32
     do {
       try encodeValue(value, path: [])
-      closeAll()
+      try closeAll()
+      length = try checkedLength(from: start)
     } catch {
       open.removeAll()
       bytes.removeSubrange(start...)
       throw error
     }
-    let length = UInt32(bytes.count - start - 4)
     bytes.withUnsafeMutableBytes { $0.storeBytes(of: length.littleEndian, toByteOffset: start, as: UInt32.self) }
   }
 }

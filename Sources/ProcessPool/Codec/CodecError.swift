@@ -2,11 +2,15 @@
 enum CodecError: Error, CustomStringConvertible {
   case encoding(String)
   case decoding(String)
+  /// The encoding grew past what its length field or its frame can carry.
+  case tooLarge(atLeast: Int, limit: Int)
 
   var description: String {
     switch self {
     case .encoding(let message): return "cannot encode: \(message)"
     case .decoding(let message): return "cannot decode: \(message)"
+    case .tooLarge(let size, let limit):
+      return "the encoding takes at least \(size) bytes, more than the limit of \(limit) bytes"
     }
   }
 
@@ -39,4 +43,19 @@ enum CodecTag: UInt8 {
   case ints = 11
   /// Varint count, 8 bytes little endian each (`[Double]` fast path).
   case doubles = 12
+}
+
+extension ProcessPoolError {
+  /// The error for `what` ("the input of Square") that could not be encoded:
+  /// ``Code/valueTooLarge`` when it outgrew its message (`base` is where that message starts in
+  /// the encoder's buffer), else ``Code/encodingFailed``.
+  static func encoding(of what: String, _ error: any Error, messageStart base: Int = 0) -> ProcessPoolError {
+    guard case .tooLarge(let size, let limit)? = error as? CodecError else {
+      return ProcessPoolError(.encodingFailed, "cannot encode \(what): \(error)")
+    }
+    return ProcessPoolError(
+      .valueTooLarge,
+      "\(what) is too large: its message takes at least \(size - base) bytes, more than the limit of "
+        + "\(limit - base) bytes")
+  }
 }

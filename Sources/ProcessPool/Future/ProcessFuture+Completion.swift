@@ -49,7 +49,7 @@ extension ProcessFuture {
       return true
     }
     if watching {
-      let deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
+      let deadline = timeout.map { ContinuousClock.Instant.deadline(after: $0) }
       _ = gate.withLock { gate.wait(until: deadline) { flag.withLock { $0 } || self.isDone } }
       state.withLock { _ = $0.wakeups.removeValue(forKey: id) }
     }

@@ -31,5 +31,5 @@ struct MapCodec {
 /// The error of a map input that cannot be encoded.
 @usableFromInline
 func inputEncodingFailure(_ task: Any.Type, _ error: any Error) -> ProcessPoolError {
-  ProcessPoolError(.encodingFailed, "cannot encode an input of \(task): \(error)")
+  ProcessPoolError.encoding(of: "an input of \(task)", error)
 }

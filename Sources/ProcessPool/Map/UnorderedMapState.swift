@@ -22,7 +22,7 @@ final class UnorderedMapState {
   init(source: ChunkSource, buffersize: Int?, timeout: Duration?) {
     self.source = source
     self.buffersize = buffersize
-    self.deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
+    self.deadline = timeout.map { ContinuousClock.Instant.deadline(after: $0) }
   }
 
   deinit {

@@ -12,7 +12,11 @@ struct MonotonicInstant: Comparable, Hashable, Sendable {
 
   static var now: MonotonicInstant { MonotonicInstant(sinceOrigin: origin.duration(to: .now)) }
 
-  func advanced(by duration: Duration) -> MonotonicInstant { MonotonicInstant(sinceOrigin: sinceOrigin + duration) }
+  /// `duration` is clamped to `Duration.longestMeasured`, so a deadline from any duration the
+  /// user passes (`.seconds(Int64.max)`) is representable and far enough to mean "never".
+  func advanced(by duration: Duration) -> MonotonicInstant {
+    MonotonicInstant(sinceOrigin: sinceOrigin + duration.clampedToLongestMeasured)
+  }
 
   func duration(to other: MonotonicInstant) -> Duration { other.sinceOrigin - sinceOrigin }
 

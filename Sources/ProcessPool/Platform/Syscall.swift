@@ -54,13 +54,35 @@ enum Syscall {
     try retrying("poll") { Glibc.poll(fds, nfds_t(count), timeoutMilliseconds) }
   }
 
-  /// A connected stream socket pair, both ends close-on-exec.
+  /// A connected stream socket pair, both ends close-on-exec (and above 2).
   static func socketPair() throws(Errno) -> (Int32, Int32) {
     var fds: [Int32] = [-1, -1]
     _ = try retrying("socketpair") {
       socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
     }
+    do {
+      fds[0] = try aboveStandardStreams(fds[0])
+    } catch {
+      close(fds[1])
+      throw error
+    }
+    do {
+      fds[1] = try aboveStandardStreams(fds[1])
+    } catch {
+      close(fds[0])
+      throw error
+    }
     return (fds[0], fds[1])
+  }
+
+  /// `fd`, or a close-on-exec copy of it numbered 3 or more (the original closed) when it took a
+  /// slot of stdin, stdout or stderr. A program started with those closed (a daemon) would
+  /// otherwise find the pool's sockets there: its own writes to stderr, and the pool's log
+  /// lines, would go into a worker's socket. Every descriptor the pool creates passes here.
+  static func aboveStandardStreams(_ fd: Int32) throws(Errno) -> Int32 {
+    guard fd >= 0 && fd <= 2 else { return fd }
+    defer { close(fd) }
+    return try retrying("fcntl") { fcntl(fd, F_DUPFD_CLOEXEC, 3) }
   }
 
   /// A non-blocking, close-on-exec socket pair that wakes the I/O thread. A socket rather than
@@ -110,7 +132,8 @@ enum Syscall {
 
   /// Anonymous shared memory of `size` bytes, as a close-on-exec descriptor (memfd).
   static func sharedMemory(size: Int) throws(Errno) -> Int32 {
-    let fd = try retrying("memfd_create") { pp_memfd_create("processpool-ring") }
+    let created = try retrying("memfd_create") { pp_memfd_create("processpool-ring") }
+    let fd = try aboveStandardStreams(created)
     do {
       _ = try retrying("ftruncate") { ftruncate(fd, off_t(size)) }
     } catch {

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The framing on a worker's socket: `[u32 length][u8 kind][u64 request id][payload]`, little
 /// endian, where `length` counts everything after itself. One socket per worker, so there is no
 /// multiplexing beyond the request id.
@@ -7,6 +9,11 @@ enum Frame {
   static let headerSize = 13
   /// The largest frame either side accepts; a bigger length is a protocol violation.
   static let maximumSize = 1 << 30
+  /// The largest whole frame (length field included) this process builds around a value: an
+  /// input, a chunk of inputs or a task's outputs that would make a bigger one fail with
+  /// `valueTooLarge` instead. `maximumSize` except in tests, which lower it (in the parent and,
+  /// through a task, in a worker) to try the limit without gigabytes.
+  static let sendLimit = Atomic(maximumSize)
 
   enum Kind: UInt8 {
     /// Worker to parent, first frame: protocol version and pid.

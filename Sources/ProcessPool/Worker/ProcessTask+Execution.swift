@@ -5,11 +5,14 @@ extension ProcessTask {
     try BinaryDecoder.decode(Self.self, from: bytes)
   }
 
-  /// Runs `self` over each input block and appends `[u32 count]([u8 status][u32 length][bytes])*`.
-  /// One reader and one writer serve the whole chunk.
-  func runChunk(_ inputs: InputBlocks, into payload: inout [UInt8]) async {
+  /// Runs `self` over each input block and appends `[u32 count]([u8 status][u32 length][bytes])*`
+  /// to the frame that starts at `frameStart` in `payload`. One reader and one writer serve the
+  /// whole chunk. An output that would take the frame past `Frame.sendLimit` becomes a
+  /// `valueTooLarge` failure (refused before a big array is copied).
+  func runChunk(_ inputs: InputBlocks, into payload: inout [UInt8], frameStart: Int) async {
     payload.appendLittleEndian(UInt32(inputs.count))
     let writer = ByteWriter(payload)
+    writer.byteLimit = frameStart + Frame.sendLimit.load(ordering: .relaxed)
     payload = []
     defer { payload = writer.bytes }
     let decoder = ByteReader(UnsafeRawBufferPointer(start: nil, count: 0))
@@ -25,7 +28,7 @@ extension ProcessTask {
         continue
       }
       do {
-        Self.append(try await run(value), to: writer)
+        Self.append(try await run(value), to: writer, frameStart: frameStart)
       } catch {
         appendFailureOutcome(error, to: writer)
       }
@@ -33,7 +36,7 @@ extension ProcessTask {
   }
 
   /// Appends a success outcome, or the encoding failure of `value`.
-  private static func append(_ value: Output, to writer: ByteWriter) {
+  private static func append(_ value: Output, to writer: ByteWriter, frameStart: Int) {
     let mark = writer.bytes.count
     writer.bytes.append(Frame.Status.success.rawValue)
     do {
@@ -41,7 +44,7 @@ extension ProcessTask {
     } catch {
       writer.bytes.removeSubrange(mark...)
       appendFailureOutcome(
-        ProcessPoolError(.encodingFailed, "cannot encode the output of \(Self.self) in the worker: \(error)"),
+        ProcessPoolError.encoding(of: "the output of \(Self.self) in the worker", error, messageStart: frameStart),
         to: writer)
     }
   }
@@ -53,6 +56,11 @@ func appendFailureOutcome(_ error: any Error, to payload: inout [UInt8]) {
 }
 
 func appendFailureOutcome(_ error: any Error, to writer: ByteWriter) {
+  // An error record is small and always goes out, whatever is left of the frame's budget (the
+  // frame as a whole is checked when it is finished).
+  let budget = writer.byteLimit
+  writer.byteLimit = .max
+  defer { writer.byteLimit = budget }
   writer.bytes.append(Frame.Status.failure.rawValue)
   let record = RemoteErrorRecord(error)
   do {

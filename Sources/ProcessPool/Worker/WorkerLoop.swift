@@ -176,15 +176,32 @@ final class WorkerLoop: @unchecked Sendable {
       for _ in 0..<count { _ = try check.block() }
       switch resolveTask(name: name, bytes: taskBytes) {
       case .success(let task):
-        await task.runChunk(InputBlocks(bytes: inputs, count: count), into: &out)
+        await task.runChunk(InputBlocks(bytes: inputs, count: count), into: &out, frameStart: start)
       case .failure(let error):
         out.appendLittleEndian(UInt32(count))
         for _ in 0..<count { appendFailureOutcome(error, to: &out) }
       }
+      refuseOversizedResults(from: start, count: count)
     } catch {
       _exit(PP_EXIT_REPLY_FAILED)
     }
     Frame.finish(at: start, in: &out)
+  }
+
+  /// A results frame past `Frame.sendLimit` (a chunk whose outputs fit one by one but not
+  /// together) is replaced by a `valueTooLarge` failure for each of its `count` inputs: the
+  /// parent gets an error it can name, not a frame it must call a protocol violation.
+  private func refuseOversizedResults(from start: Int, count: Int) {
+    let limit = Frame.sendLimit.load(ordering: .relaxed)
+    let size = out.count - start
+    guard size > limit else { return }
+    out.removeSubrange((start + Frame.headerSize)...)
+    out.appendLittleEndian(UInt32(count))
+    let error = ProcessPoolError(
+      .valueTooLarge,
+      "the outputs of a chunk of \(count) take \(size) bytes together, more than the limit of \(limit) bytes "
+        + "of one message (use a smaller chunksize)")
+    for _ in 0..<count { appendFailureOutcome(error, to: &out) }
   }
 
   private func handleInitialize(id: UInt64, _ payload: UnsafeRawBufferPointer) {

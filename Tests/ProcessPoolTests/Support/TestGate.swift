@@ -10,6 +10,7 @@ final class TestGate: @unchecked Sendable {
   let path: String
   private let listener: Int32
   private var arrivals: [Int32] = []
+  private var closed = false
 
   init() {
     path = "/tmp/pp-gate-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -62,8 +63,11 @@ final class TestGate: @unchecked Sendable {
     arrivals = []
   }
 
-  /// Releases everything and removes the socket.
+  /// Releases everything and removes the socket: tasks that have not arrived yet (or whose
+  /// connection was never accepted) return at once. Closing twice does nothing.
   func close() {
+    guard !closed else { return }
+    closed = true
     open()
     Glibc.close(listener)
     unlink(path)
