@@ -41,6 +41,7 @@ extension WorkerProcessTests {
     }
 
     @Test func workSubmittedRightBeforeExitStillRuns() async throws {
+      // CPython's test_interpreter_shutdown.
       let path = Self.temporaryPath("exit-mark")
       defer { unlink(path) }
       try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
