@@ -58,7 +58,7 @@ let workers = option("--workers") ?? 2
 let repeats = option("--repeat") ?? 3
 let scale = quick ? 10 : 1
 /// `--only a,b`: run just these sections (startup, latency, c1, c64, payload, countdown,
-/// as_completed, unordered, crashes), e.g. to profile one workload.
+/// as_completed, completion, unordered, crashes), e.g. to profile one workload.
 let only: Set<Substring>? = arguments.firstIndex(of: "--only").flatMap { index in
   index + 1 < arguments.count ? Set(arguments[index + 1].split(separator: ",")) : nil
 }
@@ -211,6 +211,26 @@ if enabled("as_completed") {
   }
   results.append(("as_completed_tasks_s", median(completedRates)))
   log("  as_completed done")
+}
+// asCompleted and wait over many futures that are already finished, at two sizes: the time per
+// future stays the same when both are linear (each was quadratic: 100k futures took seconds).
+if enabled("completion") {
+  for count in [25_000 / scale, 100_000 / scale] {
+    let futures = try await Array(
+      withThrowingTaskGroup(of: [ProcessFuture<Int>].self) { _ in
+        let futures = try (0..<count).map { try pool.submit(Identity(), $0) }
+        for future in futures { _ = try await future.value }
+        return futures
+      })
+    var seen = 0
+    let drained = try await clock.measure { for try await _ in asCompleted(futures) { seen += 1 } }
+    precondition(seen == count)
+    let waited = await clock.measure { _ = await wait(futures) }
+    let size = count >= 100_000 / scale ? "large" : "small"
+    results.append(("as_completed_\(size)_ns_per_future", seconds(drained) * 1e9 / Double(count)))
+    results.append(("wait_\(size)_ns_per_future", seconds(waited) * 1e9 / Double(count)))
+  }
+  log("  completion done")
 }
 // Work whose duration varies by item (every 8th item, the first among them, 40 times longer):
 // ordered `map` against `mapUnordered`, both with chunksize 1. Measured: when the first result

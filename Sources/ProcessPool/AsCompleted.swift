@@ -50,7 +50,14 @@ public struct AsCompletedSequence<Output: Sendable>: AsyncSequence, Sendable {
     /// The next finished future, or nil when all have been yielded. Throws
     /// ``ProcessPoolError/Code/timedOut`` when the timeout passes first.
     public mutating func next() async throws -> ProcessFuture<Output>? {
-      try await storage.next()
+      try await storage.next(isolation: nil)
+    }
+
+    /// What `for try await` calls: runs on the caller's executor, so a future that is already
+    /// done is handed over without a hop to the global executor and back.
+    public mutating func next(isolation actor: isolated (any Actor)?) async throws(any Error) -> ProcessFuture<Output>?
+    {
+      try await storage.next(isolation: actor)
     }
   }
 }
@@ -75,7 +82,13 @@ public struct AnyAsCompletedSequence: AsyncSequence, Sendable {
     /// The next finished future, or nil when all have been yielded. Throws
     /// ``ProcessPoolError/Code/timedOut`` when the timeout passes first.
     public mutating func next() async throws -> AnyProcessFuture? {
-      try await storage.next()
+      try await storage.next(isolation: nil)
+    }
+
+    /// What `for try await` calls: runs on the caller's executor, so a future that is already
+    /// done is handed over without a hop to the global executor and back.
+    public mutating func next(isolation actor: isolated (any Actor)?) async throws(any Error) -> AnyProcessFuture? {
+      try await storage.next(isolation: actor)
     }
   }
 }
@@ -85,7 +98,9 @@ public struct AnyAsCompletedSequence: AsyncSequence, Sendable {
 final class AsCompletedStorage<Future: CompletionObservable & Hashable>: Sendable {
   private struct State {
     var pending: [Future: Int] = [:]
+    /// Finished and not yet yielded from `readyHead` on (popped by index: linear in all).
     var ready: [Future] = []
+    var readyHead = 0
     var total = 0
   }
   private let state = Mutex(State())
@@ -124,10 +139,18 @@ final class AsCompletedStorage<Future: CompletionObservable & Hashable>: Sendabl
     signal.fire()
   }
 
-  func next() async throws -> Future? {
+  func next(isolation: isolated (any Actor)?) async throws -> Future? {
     while true {
       let (future, unfinished, total) = state.withLock { state -> (Future?, Int, Int) in
-        if !state.ready.isEmpty { return (state.ready.removeFirst(), 0, 0) }
+        if state.readyHead < state.ready.count {
+          let future = state.ready[state.readyHead]
+          state.readyHead += 1
+          if state.readyHead == state.ready.count {
+            state.ready.removeAll(keepingCapacity: true)
+            state.readyHead = 0
+          }
+          return (future, 0, 0)
+        }
         return (nil, state.pending.count, state.total)
       }
       if let future { return future }

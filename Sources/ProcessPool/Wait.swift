@@ -55,15 +55,33 @@ private func waitFor<Future: CompletionObservable & Hashable>(
   }
   if satisfied() { return partition() }
 
+  // Completions are counted as they come, so each wake-up checks the condition in constant time
+  // (a scan of every future per completion made the wait quadratic).
   let signal = CompletionSignal()
+  let counts = Mutex((completed: 0, failed: 0))
+  let record = { @Sendable (future: Future) in
+    counts.withLock {
+      $0.completed += 1
+      if future.hasFailed { $0.failed += 1 }
+    }
+    signal.fire()
+  }
   let ids = all.map { future in
     let id = signal.nextID()
-    _ = future.watchCompletion(id) { signal.fire() }
+    if !future.watchCompletion(id, { record(future) }) { record(future) }
     return (future, id)
   }
   defer { for (future, id) in ids { future.stopWatching(id) } }
+  func counted() -> Bool {
+    let (completed, failed) = counts.withLock { ($0.completed, $0.failed) }
+    switch condition {
+    case .allCompleted: return completed == all.count
+    case .firstCompleted: return completed > 0
+    case .firstException: return completed == all.count || failed > 0
+    }
+  }
   let deadline = timeout.map { ContinuousClock.Instant.deadline(after: $0) }
-  while !satisfied() {
+  while !counted() {
     if let deadline, deadline <= .now { break }
     if Task.isCancelled { break }
     await signal.wait(until: deadline)
