@@ -1,4 +1,5 @@
 import CProcessPoolShims
+import Synchronization
 import Testing
 
 @testable import ProcessPool
@@ -113,8 +114,27 @@ extension WorkerProcessTests {
     @Test func aLauncherThatCannotStartIsGivenUpWhileOthersGoOn() async throws {
       let configuration = Self.configuration(.command(["/bin/false"]), .local(workers: 1))
       try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
-        let results = try await pool.map(Square(), 0..<20, chunksize: 1).reduce(into: []) { $0.append($1) }
-        #expect(results == (0..<20).map { $0 * $0 })
+        // The local worker is held until the failing launcher has been given up, so the work
+        // waiting meanwhile keeps the pool trying it (three times, not fewer).
+        let gate = TestGate()
+        defer { gate.close() }
+        let givenUp = ConditionLock()
+        let said = Mutex(false)
+        ProcessPoolLog.setHandler { _, message in
+          guard message.contains("no more workers are started") else { return }
+          givenUp.withLock {
+            said.withLock { $0 = true }
+            givenUp.broadcast()
+          }
+        }
+        defer { ProcessPoolLog.setHandler { _, _ in } }
+        let held = try pool.submit(gate.task, -1)
+        let results = try pool.map(Square(), 0..<20, chunksize: 1)
+        #expect(givenUp.withLock { givenUp.wait(until: .now.advanced(by: .seconds(60))) { said.withLock { $0 } } })
+        #expect(await gate.waitForArrivals(1))
+        gate.open()
+        #expect(try await held.value == -1)
+        #expect(try await results.reduce(into: []) { $0.append($1) } == (0..<20).map { $0 * $0 })
         let statistics = pool.statistics
         #expect(statistics.workersCrashed == 0)
         #expect(statistics.workersFailedToStart == 3)

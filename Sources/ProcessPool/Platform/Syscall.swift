@@ -45,8 +45,12 @@ enum Syscall {
   }
 
   static func close(_ fd: Int32) {
-    // Linux closes the descriptor even when close reports EINTR, so it is never retried.
-    _ = Glibc.close(fd)
+    // Linux closes the descriptor even when close reports EINTR, so it is never retried. EBADF
+    // is a bug of ours, not a condition: a descriptor closed twice may by then be another
+    // thread's new one of the same number, so it traps (as NIO and swift-subprocess do).
+    if Glibc.close(fd) == -1 && errno == EBADF {
+      preconditionFailure("close(\(fd)): EBADF, a descriptor closed twice or never opened")
+    }
   }
 
   static func poll(_ fds: UnsafeMutablePointer<pollfd>, _ count: Int, timeoutMilliseconds: Int32) throws(Errno) -> Int32
@@ -172,6 +176,15 @@ enum Syscall {
     var status: Int32 = 0
     let result = try retrying("waitpid") { waitpid(pid, &status, noHang ? WNOHANG : 0) }
     return result == 0 ? nil : status
+  }
+
+  /// The process's soft limit on descriptors (RLIMIT_NOFILE), or nil when unlimited or unknown.
+  static func descriptorLimit() -> Int? {
+    var limit = rlimit()
+    guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max,
+      limit.rlim_cur < rlim_t(Int.max)
+    else { return nil }
+    return Int(limit.rlim_cur)
   }
 
   /// A pidfd of `pid` (close-on-exec): it becomes readable when the process exits.

@@ -73,6 +73,16 @@ enum WorkerSpawner {
     } catch {
       throw SpawnFailure("cannot create the worker's socket", error)
     }
+    // Descriptors are handed out lowest first, so a new one this close to the limit means all
+    // but a few are taken: the pool leaves those to the rest of the program (libdispatch, for
+    // one, traps when it cannot open a file) and goes on with the workers it has.
+    if let limit = Syscall.descriptorLimit(), Int(max(ends.0, ends.1)) >= limit - Self.reservedDescriptors {
+      Syscall.close(ends.0)
+      Syscall.close(ends.1)
+      throw SpawnFailure(
+        "another worker would leave fewer than \(Self.reservedDescriptors) descriptors to the rest of the program",
+        Errno(code: EMFILE, call: "socketpair"))
+    }
     let parentEnd = Socket(ends.0)
     defer { Syscall.close(ends.1) }
     do {
@@ -186,6 +196,9 @@ enum WorkerSpawner {
   /// What a local worker's environment gets unless the user set `SWIFT_BACKTRACE` or asked for
   /// backtraces.
   static let backtracerOff = "SWIFT_BACKTRACE=enable=no"
+
+  /// Descriptors below the process's limit that spawning leaves free.
+  static let reservedDescriptors = 8
 
   /// `/proc/self/exe` resolves in the spawning process, so a rebuilt or moved binary still
   /// starts the code that is running.

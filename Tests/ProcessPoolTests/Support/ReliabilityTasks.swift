@@ -130,8 +130,10 @@ struct MapNearTheDescriptorLimit: ProcessTask {
       while readdir(dir) != nil { open += 1 }
       closedir(dir)
     }
-    // Room for the nested pool's wake channel and two or three workers, not eight.
-    var limit = rlimit(rlim_cur: rlim_t(open + 10), rlim_max: rlim_t(open + 10))
+    // Room for the nested pool's wake channel, a few workers (three descriptors each) and the
+    // descriptors the pool leaves to the rest of the process, not for eight workers.
+    let room = rlim_t(open + WorkerSpawner.reservedDescriptors + 14)
+    var limit = rlimit(rlim_cur: room, rlim_max: room)
     guard setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else {
       throw GateError(message: "setrlimit failed")
     }
