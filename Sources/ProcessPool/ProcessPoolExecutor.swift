@@ -57,7 +57,7 @@ public final class ProcessPoolExecutor: Sendable {
     // A forked child's copy of the pool is its parent's: leave it alone.
     guard core.belongsToThisProcess else { return }
     // Not a kill: queued work finishes, then the workers stop (the I/O thread keeps the core).
-    core.transition { state, effects in state.shutdown(cancelFutures: false, &effects) }
+    core.transition { state, effects in state.shutdown(cancelFutures: false, now: .now, &effects) }
   }
 
   /// The configuration the pool runs with.
@@ -134,7 +134,7 @@ public final class ProcessPoolExecutor: Sendable {
   ///   - cancelFutures: Cancel the work that has not started.
   public func shutdown(wait: Bool = true, cancelFutures: Bool = false) async {
     guard core.belongsToThisProcess else { return }
-    core.transition { state, effects in state.shutdown(cancelFutures: cancelFutures, &effects) }
+    core.transition { state, effects in state.shutdown(cancelFutures: cancelFutures, now: .now, &effects) }
     if wait { await core.waitUntilStopped() }
   }
 
@@ -142,7 +142,7 @@ public final class ProcessPoolExecutor: Sendable {
   @available(*, noasync, message: "use `await pool.shutdown()` in async code")
   public func shutdownAndWait(cancelFutures: Bool = false) {
     guard core.belongsToThisProcess else { return }
-    core.transition { state, effects in state.shutdown(cancelFutures: cancelFutures, &effects) }
+    core.transition { state, effects in state.shutdown(cancelFutures: cancelFutures, now: .now, &effects) }
     core.blockUntilStopped()
   }
 

@@ -56,7 +56,7 @@ import Testing
         let sink = RecordingSink()
         return (Job(frame: Frame.emptyHeader, sink: sink, timeout: timeout), sink)
       }
-      let rejection = event { state, effects in state.submit(jobs.map(\.0), &effects) }
+      let rejection = event { state, effects in state.submit(jobs.map(\.0), now: .now, &effects) }
       #expect(rejection == nil)
       return jobs
     }
@@ -77,7 +77,7 @@ import Testing
 
     func hello(_ worker: (id: Int, pid: Int32)) {
       event { state, effects in
-        state.hello(worker: worker.id, version: Frame.protocolVersion, pid: worker.pid, &effects)
+        state.hello(worker: worker.id, version: Frame.protocolVersion, pid: worker.pid, now: .now, &effects)
       }
     }
 
@@ -88,14 +88,14 @@ import Testing
       // As the I/O thread does: one dispatch pass after a batch of results.
       return event { state, effects in
         defer { state.advance(&effects) }
-        return state.resultArrived(worker: worker.id, requestID: head?.id ?? 0, &effects)?.0
+        return state.resultArrived(worker: worker.id, requestID: head?.id ?? 0, now: .now, &effects)?.0
       }
     }
 
     func exited(_ worker: (id: Int, pid: Int32), _ termination: ProcessPoolError.Termination?) {
       let phase = slot(worker)?.phase ?? .exited
       event { state, effects in
-        state.workerExited(worker: worker.id, phase: phase, termination: termination, &effects)
+        state.workerExited(worker: worker.id, phase: phase, termination: termination, now: .now, &effects)
       }
     }
 
@@ -199,7 +199,7 @@ import Testing
     let worker = try machine.spawned(initializer: [1, 2, 3])
     machine.hello(worker)
     #expect(machine.running(worker).isEmpty)
-    machine.event { state, effects in state.initialized(worker: worker.id, failure: nil, &effects) }
+    machine.event { state, effects in state.initialized(worker: worker.id, failure: nil, now: .now, &effects) }
     #expect(machine.running(worker).count == 1)
   }
 
@@ -272,7 +272,7 @@ import Testing
     let head = try #require(machine.slot(worker)?.inflight.first)
     machine.event { state, effects in state.forceShutdown(signal: SIGTERM, now: .now, &effects) }
     let delivered = machine.event { state, effects in
-      state.resultArrived(worker: worker.id, requestID: head.id, &effects)
+      state.resultArrived(worker: worker.id, requestID: head.id, now: .now, &effects)
     }
     #expect(delivered == nil)
     #expect(machine.effects.logs.isEmpty)  // not a protocol violation
@@ -305,7 +305,7 @@ import Testing
     let jobs = machine.submit(3)
     let worker = try machine.spawned()
     machine.hello(worker)
-    machine.event { state, effects in state.shutdown(cancelFutures: true, &effects) }
+    machine.event { state, effects in state.shutdown(cancelFutures: true, now: .now, &effects) }
     #expect(machine.effects.cancellations.count == 1)
     #expect(machine.effects.failures.isEmpty)
     #expect(machine.lifecycle == .shuttingDown)
@@ -358,7 +358,7 @@ import Testing
     let jobs = machine.submit(1)
     let worker = try machine.spawned()
     machine.hello(worker)
-    machine.event { state, effects in state.initialized(worker: worker.id, failure: "forged", &effects) }
+    machine.event { state, effects in state.initialized(worker: worker.id, failure: "forged", now: .now, &effects) }
     #expect(machine.signals(worker) == [SIGKILL])
     #expect(machine.failures(of: jobs[0].1) == [.protocolViolation])
     #expect(machine.lifecycle == .running)

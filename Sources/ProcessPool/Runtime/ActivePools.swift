@@ -37,7 +37,7 @@ enum ActivePools {
     // A forked child inherits the list but not the I/O threads: its parent's pools are not its own.
     let cores = pools.withLock { Array($0.cores.values) }.filter(\.belongsToThisProcess)
     for core in cores {
-      core.transition { state, effects in state.shutdown(cancelFutures: false, &effects) }
+      core.transition { state, effects in state.shutdown(cancelFutures: false, now: .now, &effects) }
       core.blockUntilStopped()
     }
   }

@@ -167,7 +167,7 @@ extension PoolCore {
       try drain(buffer, from: entry, flushes: &flushes)
     } catch {
       buffer.broken = true
-      transition { state, effects in state.protocolViolation(worker: entry.worker, "\(error)", &effects) }
+      transition { state, effects in state.protocolViolation(worker: entry.worker, "\(error)", now: .now, &effects) }
     }
     for worker in flushes { flush(worker: worker) }
     return open
@@ -225,11 +225,14 @@ extension PoolCore {
     _ results: [(id: UInt64, payload: UnsafeRawBufferPointer)], from entry: Watched, flushes: inout [Int]
   ) {
     guard !results.isEmpty else { return }
+    let now = MonotonicInstant.now
     let deliveries = transition(deferringFlushesTo: &flushes) { state, effects in
       var deliveries: [(Job, Int32)] = []
       deliveries.reserveCapacity(results.count)
       for result in results {
-        guard let delivery = state.resultArrived(worker: entry.worker, requestID: result.id, &effects) else { break }
+        guard let delivery = state.resultArrived(worker: entry.worker, requestID: result.id, now: now, &effects) else {
+          break
+        }
         deliveries.append(delivery)
       }
       state.advance(&effects)
@@ -254,14 +257,15 @@ extension PoolCore {
           (try? BinaryDecoder.decode(RemoteErrorRecord.self, from: block))
           .map { "\($0.typeName): \($0.description)" } ?? "an error that could not be decoded"
       }
-      transition { state, effects in state.initialized(worker: entry.worker, failure: failure, &effects) }
+      transition { state, effects in state.initialized(worker: entry.worker, failure: failure, now: .now, &effects) }
     case .results:
       deliver([(id, payload)], from: entry, flushes: &flushes)
     case .hello:
       var reader = PayloadReader(payload)
       let version = try reader.integer(UInt32.self)
       let pid = try reader.integer(Int32.self)
-      transition { state, effects in state.hello(worker: entry.worker, version: version, pid: pid, &effects) }
+      transition { state, effects in state.hello(worker: entry.worker, version: version, pid: pid, now: .now, &effects)
+      }
     case .wake:
       break  // The ring is read on every pass.
     case .run, .stop, .initialize, .resultsOnSocket:
@@ -309,7 +313,8 @@ extension PoolCore {
     transition { state, effects in
       let failuresBefore = effects.failures.count
       let logsBefore = effects.logs.count
-      state.workerExited(worker: entry.worker, phase: phase ?? .exited, termination: termination, &effects)
+      state.workerExited(
+        worker: entry.worker, phase: phase ?? .exited, termination: termination, now: .now, &effects)
       if let report {
         Self.attach(report, of: entry.pid, to: &effects, failuresFrom: failuresBefore, logsFrom: logsBefore)
       }

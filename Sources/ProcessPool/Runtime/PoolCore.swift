@@ -40,7 +40,7 @@ final class PoolCore: Sendable {
       throw ProcessPoolError(
         .shutDown, "this pool belongs to the process this one was forked from; create a new pool in the child")
     }
-    let rejection = transition { state, effects in state.submit(jobs, &effects) }
+    let rejection = transition { state, effects in state.submit(jobs, now: .now, &effects) }
     if let rejection { throw rejection }
   }
 

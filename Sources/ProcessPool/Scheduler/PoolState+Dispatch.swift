@@ -6,7 +6,10 @@
 extension PoolState {
   /// Puts jobs in the queue, all or none, with one dispatch pass; nil when accepted, else the
   /// error to throw at the caller.
-  mutating func submit(_ jobs: some Collection<Job>, _ effects: inout PoolEffects) -> ProcessPoolError? {
+  mutating func submit(_ jobs: some Collection<Job>, now: MonotonicInstant, _ effects: inout PoolEffects)
+    -> ProcessPoolError?
+  {
+    self.now = now
     if let rejection { return rejection }
     for job in jobs { queue.append(job) }
     statistics.tasksSubmitted += jobs.count
@@ -97,10 +100,10 @@ extension PoolState {
       workers[index].jobsAssigned += 1
       workers[index].inflight.append(job)
       if workers[index].inflight.count == 1 && configuration.adaptivePipelining {
-        workers[index].headStartedAt = .now
+        workers[index].headStartedAt = now
       }
       if workers[index].inflight.count == 1 && workers[index].phase == .ready {
-        workers[index].headDeadline = job.timeout.map { MonotonicInstant.now.advanced(by: $0) }
+        workers[index].headDeadline = job.timeout.map { now.advanced(by: $0) }
         if job.timeout != nil { effects.wakeIO = true }
       }
       if workers[index].enqueue(job) {
@@ -131,7 +134,8 @@ extension PoolState {
   }
 
   /// Stops taking work. With `cancelFutures`, queued jobs are cancelled.
-  mutating func shutdown(cancelFutures: Bool, _ effects: inout PoolEffects) {
+  mutating func shutdown(cancelFutures: Bool, now: MonotonicInstant, _ effects: inout PoolEffects) {
+    self.now = now
     if lifecycle == .running { lifecycle = .shuttingDown }
     if cancelFutures { effects.cancellations += queue.removeAll().map(\.sink) }
     advance(&effects)
@@ -140,6 +144,7 @@ extension PoolState {
   /// `terminateWorkers`/`killWorkers`: cancel queued work, signal every worker (SIGTERM
   /// escalates to SIGKILL after the grace period), fail its work when it exits, replace nobody.
   mutating func forceShutdown(signal: Int32, now: MonotonicInstant, _ effects: inout PoolEffects) {
+    self.now = now
     if lifecycle == .running { lifecycle = .shuttingDown }
     forced = true
     effects.cancellations += queue.removeAll().map(\.sink)

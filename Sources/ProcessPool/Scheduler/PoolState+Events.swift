@@ -13,6 +13,7 @@ extension PoolState {
     launcher: Int, _ worker: SpawnedWorker, spawnedAt: MonotonicInstant, initializer: [UInt8]?,
     _ effects: inout PoolEffects
   ) -> Int {
+    now = spawnedAt
     spawnRetryAt = nil
     spawning -= 1
     launcherSpawning[launcher] -= 1
@@ -41,6 +42,7 @@ extension PoolState {
   mutating func spawnFailed(
     launcher: Int, _ error: ProcessPoolError, exhausted: Bool, now: MonotonicInstant, _ effects: inout PoolEffects
   ) {
+    self.now = now
     spawning -= 1
     launcherSpawning[launcher] -= 1
     // Out of descriptors or processes is the system's state, not the launcher's fault: while
@@ -86,12 +88,14 @@ extension PoolState {
     return false
   }
 
-  mutating func hello(worker id: Int, version: UInt32, pid: Int32, _ effects: inout PoolEffects) {
+  mutating func hello(worker id: Int, version: UInt32, pid: Int32, now: MonotonicInstant, _ effects: inout PoolEffects)
+  {
+    self.now = now
     guard let index = index(ofWorker: id) else { return }
     // A frame that only makes sense once, at start: from anything but a starting worker it is
     // forged (a task writing to its socket) or garbage.
     guard !workers[index].saidHello, workers[index].phase == .starting else {
-      protocolViolation(worker: id, "a hello from a worker that had already said hello", &effects)
+      protocolViolation(worker: id, "a hello from a worker that had already said hello", now: now, &effects)
       return
     }
     guard version == Frame.protocolVersion else {
@@ -100,23 +104,23 @@ extension PoolState {
       let message =
         "the worker (\(launchers[launcher])) speaks protocol version \(version), this program \(Frame.protocolVersion): "
         + "run the same build on both sides"
-      protocolViolation(worker: id, message, &effects)
+      protocolViolation(worker: id, message, now: now, &effects)
       giveUp(launcher: launcher, ProcessPoolError(.brokenPool, message), &effects)
       return
     }
     // A launched worker reports its own pid on its host; a local one must be the process spawned.
     if launchers[workers[index].launcher].arguments == nil, pid != workers[index].pid {
-      protocolViolation(worker: id, "the worker says it is pid \(pid), not \(workers[index].pid)", &effects)
+      protocolViolation(worker: id, "the worker says it is pid \(pid), not \(workers[index].pid)", now: now, &effects)
       return
     }
     workers[index].remotePID = pid
     workers[index].saidHello = true
-    statistics.timeStartingWorkers += workers[index].spawnedAt.duration(to: .now)
+    statistics.timeStartingWorkers += workers[index].spawnedAt.duration(to: now)
     if case .starting = workers[index].phase { workers[index].phase = .ready }
     // Started for good once its initializer, if any, has succeeded too.
     if !workers[index].initializing { launcherStartFailures[workers[index].launcher] = 0 }
     if let head = workers[index].inflight.first, let timeout = head.timeout {
-      workers[index].headDeadline = MonotonicInstant.now.advanced(by: timeout)
+      workers[index].headDeadline = now.advanced(by: timeout)
       effects.wakeIO = true
     }
     // A launched worker takes work from now on.
@@ -125,10 +129,12 @@ extension PoolState {
 
   /// The initializer's outcome; a failure breaks the pool with its error in the message. Only a
   /// worker running its initializer may send it: from any other it is forged (by a task).
-  mutating func initialized(worker id: Int, failure: String?, _ effects: inout PoolEffects) {
+  mutating func initialized(worker id: Int, failure: String?, now: MonotonicInstant, _ effects: inout PoolEffects) {
+    self.now = now
     guard let index = index(ofWorker: id) else { return }
     guard workers[index].initializing, workers[index].saidHello else {
-      protocolViolation(worker: id, "an initializer outcome from a worker that was not initializing", &effects)
+      protocolViolation(
+        worker: id, "an initializer outcome from a worker that was not initializing", now: now, &effects)
       return
     }
     workers[index].initializing = false
@@ -146,19 +152,22 @@ extension PoolState {
   /// A `results` frame: the head job is done. Returns it for delivery, or nil on a mismatch
   /// (then the worker is stopped as a protocol violation). The caller runs `advance` once after
   /// a batch of results.
-  mutating func resultArrived(worker id: Int, requestID: UInt64, _ effects: inout PoolEffects) -> (Job, Int32)? {
+  mutating func resultArrived(worker id: Int, requestID: UInt64, now: MonotonicInstant, _ effects: inout PoolEffects)
+    -> (Job, Int32)?
+  {
+    self.now = now
     guard let index = index(ofWorker: id) else { return nil }
     // A worker being stopped may still answer; its work was already failed or put back.
     if case .terminating = workers[index].phase { return nil }
     guard let head = workers[index].inflight.first, head.id == requestID else {
-      protocolViolation(worker: id, "a result for request \(requestID), which it was not running", &effects)
+      protocolViolation(worker: id, "a result for request \(requestID), which it was not running", now: now, &effects)
       return nil
     }
     workers[index].inflight.removeFirst()
-    if configuration.adaptivePipelining { workers[index].headFinished(at: .now) }
+    if configuration.adaptivePipelining { workers[index].headFinished(at: now) }
     statistics.tasksCompleted += 1
     if let next = workers[index].inflight.first, let timeout = next.timeout {
-      workers[index].headDeadline = MonotonicInstant.now.advanced(by: timeout)
+      workers[index].headDeadline = now.advanced(by: timeout)
       effects.wakeIO = true
     } else {
       workers[index].headDeadline = nil
@@ -168,14 +177,17 @@ extension PoolState {
 
   /// The worker broke the protocol (garbage, a flood, a bad handshake): it is killed and treated
   /// as crashed, with `message` as the reason.
-  mutating func protocolViolation(worker id: Int, _ message: String, _ effects: inout PoolEffects) {
+  mutating func protocolViolation(
+    worker id: Int, _ message: String, now: MonotonicInstant, _ effects: inout PoolEffects
+  ) {
+    self.now = now
     guard let index = index(ofWorker: id) else { return }
     let pid = workers[index].pid
     effects.logs.append((.error, "worker \(pid) broke the protocol: \(message)"))
     stop(
       workerAt: index,
       failing: ProcessPoolError(.protocolViolation, "the worker broke the protocol: \(message)", workerPID: pid),
-      signal: SIGKILL, now: .now, &effects)
+      signal: SIGKILL, now: now, &effects)
   }
 
   /// `cancel(terminatingWorker: true)` on a running future: stops the worker only when this
@@ -185,13 +197,14 @@ extension PoolState {
   mutating func stopWorker(running future: ObjectIdentifier, now: MonotonicInstant, _ effects: inout PoolEffects)
     -> Job?
   {
-    guard
-      let index = workers.firstIndex(where: {
-        $0.saidHello && !$0.initializing && $0.inflight.first?.sink.contains(future) == true
-      })
-    else { return nil }
+    self.now = now
+    // Its hello may not have been read yet (a local worker gets work before it): the job is
+    // still the one it runs or is about to run.
+    guard let index = workers.firstIndex(where: { $0.inflight.first?.sink.contains(future) == true }) else {
+      return nil
+    }
     switch workers[index].phase {
-    case .ready, .retiring: break
+    case .starting, .ready, .retiring: break
     default: return nil
     }
     return stop(
@@ -236,6 +249,7 @@ extension PoolState {
   /// Deadlines: per-task timeouts, SIGKILL after the grace period, a spawn retry.
   /// Returns the next deadline.
   mutating func checkDeadlines(now: MonotonicInstant, _ effects: inout PoolEffects) -> MonotonicInstant? {
+    self.now = now
     var next: MonotonicInstant?
     func consider(_ instant: MonotonicInstant?) {
       guard let instant else { return }
@@ -280,8 +294,10 @@ extension PoolState {
   /// the one the worker had when its exit was seen; `termination` is nil when the system kept
   /// no status (SIGCHLD ignored by this process).
   mutating func workerExited(
-    worker id: Int, phase: WorkerSlot.Phase, termination: ProcessPoolError.Termination?, _ effects: inout PoolEffects
+    worker id: Int, phase: WorkerSlot.Phase, termination: ProcessPoolError.Termination?, now: MonotonicInstant,
+    _ effects: inout PoolEffects
   ) {
+    self.now = now
     guard let index = index(ofWorker: id) else { return }
     var slot = workers.remove(at: index)
     slot.phase = phase

@@ -30,6 +30,9 @@ struct PoolState: ~Copyable {
   var launcherGivenUp: [Bool]
   /// Workers being spawned right now, over all launchers (counted against the capacity).
   var spawning = 0
+  /// The instant of the event being handled. Every event method takes it as an argument and the
+  /// transitions it runs use it: the state reads no clock, so tests choose the time.
+  var now = MonotonicInstant(sinceOrigin: .zero)
   /// Spawns the I/O thread is to make (launcher indices, already counted in `spawning`).
   var pendingSpawns: [Int] = []
   /// Spawning waits until then: the system ran out of descriptors or processes.

@@ -78,7 +78,7 @@ struct WorkerSlot {
 
   init(
     id: Int, launcher: Int, launched: Bool, pid: Int32, socket: Socket, ring: ReplyRing? = nil,
-    pidfd: Socket? = nil, standardError: Socket? = nil, spawnedAt: MonotonicInstant = .now
+    pidfd: Socket? = nil, standardError: Socket? = nil, spawnedAt: MonotonicInstant
   ) {
     self.pidfd = pidfd
     self.standardError = standardError

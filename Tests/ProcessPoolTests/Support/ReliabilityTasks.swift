@@ -167,7 +167,7 @@ struct CrashWithSIGCHLDIgnored: ProcessTask {
 extension ProcessPoolExecutor {
   /// `shutdownAndWait` from inside a task's synchronous cleanup.
   fileprivate func shutdownAndWaitFromTask() {
-    core.transition { state, effects in state.shutdown(cancelFutures: false, &effects) }
+    core.transition { state, effects in state.shutdown(cancelFutures: false, now: .now, &effects) }
     core.blockUntilStopped()
   }
 }
