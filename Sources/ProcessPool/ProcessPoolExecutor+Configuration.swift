@@ -35,6 +35,12 @@ extension ProcessPoolExecutor {
     public var adaptivePipelining = true
     /// How long a worker stopped by SIGTERM (timeout, `terminateWorkers`) has before SIGKILL.
     public var terminationGracePeriod: Duration = .seconds(3)
+    /// How long a worker started by a launcher (`ssh`, `srun`, a command) may take to say hello
+    /// (default: 60 seconds; nil: no limit). Past it the worker's process group is stopped and
+    /// it counts as a failed start: three in a row give its launcher up, with an error that
+    /// says what to check (a launcher that buffers the worker's output never delivers the
+    /// hello). Raise it for jobs that may wait in a busy queue.
+    public var launchTimeout: Duration? = .seconds(60)
     /// How long a worker of a statically linked build may wait for `ProcessPoolWorker.bootstrap()`.
     public var bootstrapTimeout: Duration = .seconds(10)
 
@@ -65,6 +71,9 @@ extension ProcessPoolExecutor {
       }
       if let taskTimeout, taskTimeout <= .zero {
         throw ProcessPoolError(.invalidArgument, "taskTimeout must be positive (got \(taskTimeout))")
+      }
+      if let launchTimeout, launchTimeout <= .zero {
+        throw ProcessPoolError(.invalidArgument, "launchTimeout must be positive (got \(launchTimeout))")
       }
       guard jobsPerWorker >= 1 else {
         throw ProcessPoolError(.invalidArgument, "jobsPerWorker must be at least 1 (got \(jobsPerWorker))")

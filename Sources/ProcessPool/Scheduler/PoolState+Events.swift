@@ -13,6 +13,9 @@ extension PoolState {
     var slot = WorkerSlot(
       id: nextWorkerID, launcher: launcher, launched: launchers[launcher].arguments != nil, pid: pid, socket: socket,
       ring: ring, spawnedAt: spawnedAt)
+    if slot.launched, let timeout = configuration.launchTimeout {
+      slot.launchDeadline = spawnedAt.advanced(by: timeout)
+    }
     if let initializer {
       slot.initializing = true
       _ = slot.enqueue(.initialize, id: 0, payload: initializer)
@@ -39,7 +42,7 @@ extension PoolState {
   /// the launcher up; the pool breaks with `error` when no launcher is left. Returns whether it
   /// broke.
   @discardableResult
-  private mutating func startFailed(launcher: Int, _ error: ProcessPoolError, _ effects: inout PoolEffects) -> Bool {
+  mutating func startFailed(launcher: Int, _ error: ProcessPoolError, _ effects: inout PoolEffects) -> Bool {
     statistics.workersFailedToStart += 1
     launcherStartFailures[launcher] += 1
     if launcherStartFailures[launcher] >= Self.startFailureLimit { return giveUp(launcher: launcher, error, &effects) }
@@ -63,6 +66,9 @@ extension PoolState {
 
   mutating func hello(worker id: Int, version: UInt32, pid: Int32, _ effects: inout PoolEffects) {
     guard let index = index(ofWorker: id) else { return }
+    // Held back by its launcher (srun without -u) until the pool stopped it at its launch
+    // timeout: it changes nothing, above all not the launcher's count of failed starts.
+    if case .terminating = workers[index].phase, workers[index].stopReason?.code == .workerStartFailed { return }
     guard version == Frame.protocolVersion else {
       // Most likely a worker binary of another release of this library (on another host).
       let launcher = workers[index].launcher
@@ -82,6 +88,7 @@ extension PoolState {
     workers[index].saidHello = true
     statistics.timeStartingWorkers += workers[index].spawnedAt.duration(to: .now)
     workers[index].startDeadline = nil
+    workers[index].launchDeadline = nil
     if case .starting = workers[index].phase { workers[index].phase = .ready }
     if case .awaitingBootstrap = workers[index].phase { workers[index].phase = .ready }
     launcherStartFailures[workers[index].launcher] = 0
@@ -177,7 +184,8 @@ extension PoolState {
     advance(&effects)
   }
 
-  /// Deadlines: per-task timeouts, SIGKILL after the grace period, a bootstrap that never came.
+  /// Deadlines: per-task timeouts, SIGKILL after the grace period, a bootstrap that never came,
+  /// a launched worker's hello that never came.
   /// Returns the next deadline.
   mutating func checkDeadlines(now: MonotonicInstant, _ effects: inout PoolEffects) -> MonotonicInstant? {
     var next: MonotonicInstant?
@@ -215,6 +223,14 @@ extension PoolState {
             ProcessPoolError(
               .workerStartFailed, "the worker loop never started; " + WorkerSpawner.bootstrapAdvice, workerPID: pid),
             &effects)
+        } else {
+          consider(deadline)
+        }
+      }
+      if let deadline = workers[index].launchDeadline {
+        if deadline <= now {
+          launchTimedOut(workerAt: index, &effects)
+          if case .terminating(let killAt?) = workers[index].phase { consider(killAt) }
         } else {
           consider(deadline)
         }
