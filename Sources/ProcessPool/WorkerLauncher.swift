@@ -8,6 +8,7 @@
 /// configuration.launchers = [
 ///   .local(workers: 2),
 ///   .ssh(host: "build-2.example.com", workers: 8),
+///   .ssh(host: "build-3.example.com", deployTo: WorkerLauncher.defaultCacheDirectory, workers: 8),
 ///   .slurm(workers: 16, arguments: ["--partition=compute", "--time=60"]),
 /// ]
 /// let pool = try ProcessPoolExecutor(configuration: configuration)

@@ -190,6 +190,18 @@ extension WorkerProcessTests {
       #expect(launcher.workers == 4 && launcher.description == "slurm")
     }
 
+    @Test func aDeployingSSHLauncherNamesTheCopyByItsHashUnderTheRemoteHome() throws {
+      #expect(WorkerLauncher.remotePath("~/.cache/processpool") == "\"$HOME\"/.cache/processpool")
+      #expect(WorkerLauncher.remotePath("/opt/my cache") == "'/opt/my cache'")
+      let name = try #require(Deployment.copyName)
+      #expect(
+        name.hasPrefix("ProcessPoolPackageTests.xctest-") && name.count == "ProcessPoolPackageTests.xctest-".count + 16)
+      let launcher = WorkerLauncher.ssh(host: "h", deployTo: WorkerLauncher.defaultCacheDirectory, workers: 3)
+      let script = try #require(launcher.arguments?.last)
+      #expect(script.contains("exec env PROCESSPOOL_WORKER_FD=stdio \"$HOME\"/.cache/processpool/\(name)"))
+      #expect(launcher.description == "ssh h" && launcher.workers == 3)
+    }
+
     @Test func sshArgumentsQuoteTheRemoteCommand() {
       let launcher = WorkerLauncher.ssh(host: "h", executable: "/opt/my app/it's", options: ["-p", "2222"])
       #expect(launcher.arguments?.first == "ssh")

@@ -11,8 +11,9 @@ import Testing
 extension WorkerProcessTests {
   @Suite(.enabled(if: SlurmFixture.available, Comment(rawValue: SlurmFixture.unavailableReason ?? "")))
   struct SlurmLauncherTests {
-    init() {
+    init() throws {
       ProcessPoolLog.setHandler { _, _ in }
+      try #require(SlurmFixture.clusterProblem == nil, Comment(rawValue: SlurmFixture.clusterProblem ?? ""))
     }
 
     static func configuration(_ launchers: WorkerLauncher...) -> ProcessPoolExecutor.Configuration {

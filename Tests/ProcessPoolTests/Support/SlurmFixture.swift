@@ -23,6 +23,14 @@ enum SlurmFixture {
 
   static var available: Bool { unavailableReason == nil }
 
+  /// Why no cluster answers (installed but not running), or nil: checked once, so that every
+  /// test fails at once with the reason instead of waiting for workers that cannot start.
+  static let clusterProblem: String? = {
+    if captureOutput(["/usr/bin/squeue", "--noheader", "--format=%i"]) != nil { return nil }
+    return "squeue cannot reach a Slurm controller: start one with `source Scripts/slurm-up.sh` "
+      + "(it exports SLURM_CONF), as .ci/run does"
+  }()
+
   /// The job name of this test process's workers, so that `squeue` shows only theirs.
   static let jobName = "pp-test-\(getpid())"
 
