@@ -34,11 +34,18 @@ if [ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null; then
   done
 fi
 
+# With Slurm's client installed and a controller answering (Scripts/slurm-up.sh starts a one-node
+# cluster), a worker run as an srun job step is measured too.
+slurm_args=()
+if command -v srun >/dev/null && command -v squeue >/dev/null && squeue --noheader >/dev/null 2>&1; then
+  slurm_args=(--slurm)
+fi
+
 cpu() { awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8, $5+$6}' /proc/stat; }
 read -r total0 idle0 < <(cpu)
 "$out/uds_pingpong" -j >"$out/c.json"
 python3 "$peers/python_peers.py" --workers 2 --json ${quick:+--quick} >"$out/python.json" 2>"$out/python.log" || true
-.build/release/Benchmarks --workers 2 --json ${quick:+--quick} "${ssh_args[@]}" >"$out/swift.json" 2>/dev/null
+.build/release/Benchmarks --workers 2 --json ${quick:+--quick} "${ssh_args[@]}" "${slurm_args[@]}" >"$out/swift.json" 2>/dev/null
 read -r total1 idle1 < <(cpu)
 busy=$(awk -v t="$((total1 - total0))" -v i="$((idle1 - idle0))" 'BEGIN { printf "%.0f", t ? 100 * (t - i) / t : 0 }')
 
@@ -57,8 +64,12 @@ limit = {
     "throughput_c1_tasks_s": c["pipelined_batched_msgs_s"], "payload_MB_s": c["bulk_echo_MB_s"],
     "startup_ms": c["posix_spawn_true_us"] / 1000,
 }
-# The ssh worker is compared with our own local worker.
-local = {"ssh_startup_ms": "startup_ms", "ssh_latency_p50_us": "latency_p50_us", "ssh_latency_p99_us": "latency_p99_us"}
+# The ssh and Slurm workers are compared with our own local worker.
+local = {
+    prefix + m: m
+    for prefix in ("ssh_", "slurm_")
+    for m in ("startup_ms", "latency_p50_us", "latency_p99_us")
+}
 metrics = [m for m in ours if m != "workers"]
 cols = ["swift"] + sorted(peers) + ["C limit", "vs best peer", "vs C limit"]
 rows = []

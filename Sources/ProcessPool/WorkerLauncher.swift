@@ -47,7 +47,8 @@ public struct WorkerLauncher: Sendable, Hashable, CustomStringConvertible {
   }
 
   /// Workers on another host, started with the system `ssh` client in batch mode (no password or
-  /// host-key prompts: set up keys and known hosts first).
+  /// host-key prompts: set up keys and known hosts first). The program must be there already;
+  /// ``ssh(host:deployTo:options:workers:)`` copies it there instead.
   ///
   /// - Parameters:
   ///   - host: What `ssh` connects to (`host`, `user@host`, or an alias from `~/.ssh/config`).
@@ -65,8 +66,11 @@ public struct WorkerLauncher: Sendable, Hashable, CustomStringConvertible {
       description: "ssh \(host)")
   }
 
-  /// Workers started by any command (`srun`, `kubectl exec -i`, a container runtime, …) whose
-  /// standard input and output reach the worker program's.
+  /// Workers started by any command (`kubectl exec -i`, a container runtime, …) whose standard
+  /// input and output reach the worker program's, unbuffered. For Slurm use
+  /// ``slurm(workers:arguments:executable:)``: a plain `srun` buffers the worker's output until a
+  /// newline, so its worker never says hello (and is stopped at
+  /// ``ProcessPoolExecutor/Configuration/launchTimeout``).
   ///
   /// The command runs with `PROCESSPOOL_WORKER_FD=stdio` added to its environment and is found
   /// through `PATH`. When it does not pass its environment on to the program it starts, put the
