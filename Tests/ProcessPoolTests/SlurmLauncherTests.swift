@@ -59,6 +59,33 @@ extension WorkerProcessTests {
       Self.expectNoJobsLeft()
     }
 
+    @Test func insideAnAllocationTheWorkersAreStepsOfItSideBySide() async throws {
+      // An allocation as salloc or sbatch make one; srun joins it through --jobid, as it does
+      // through SLURM_JOB_ID in a program that salloc or sbatch started.
+      let name = "\(SlurmFixture.jobName)-allocation"
+      try #require(
+        runProgram(["/usr/bin/salloc", "--no-shell", "--quiet", "--ntasks=2", "--time=5", "--job-name=\(name)"]) == 0)
+      defer { runProgram(["/usr/bin/scancel", "--name=\(name)"]) }
+      let allocation = try #require(
+        captureOutput(["/usr/bin/squeue", "--noheader", "--name=\(name)", "--format=%i"])?.split(separator: "\n").first
+          .map(String.init))
+      let launcher = WorkerLauncher.slurm(workers: 2, arguments: ["--jobid=\(allocation)"])
+      try await withPool(Self.configuration(launcher)) { (pool: ProcessPoolExecutor) async throws in
+        let gate = TestGate()
+        defer { gate.close() }
+        // Both steps run at once (each on its own share of the allocation, not queued behind the other).
+        let held = try (0..<2).map { try pool.submit(gate.task, $0) }
+        #expect(await gate.waitForArrivals(2))
+        gate.open()
+        for (index, future) in held.enumerated() { #expect(try await future.value == index) }
+        let jobs = try await Set(pool.map(SlurmJobID(), 0..<20, chunksize: 1).reduce(into: []) { $0.append($1) })
+        #expect(jobs == [allocation])
+      }
+      // Its steps ended with the pool; the allocation is still there until it is cancelled.
+      let steps = SlurmFixture.stepsLeft(of: allocation)
+      #expect(steps.isEmpty, "steps left in the allocation: \(steps)")
+    }
+
     @Test func aCrashBehindSrunFailsOnlyItsTaskWithTheTasksStatus() async throws {
       try await withPool(Self.configuration(SlurmFixture.launcher(workers: 1))) {
         (pool: ProcessPoolExecutor) async throws in

@@ -56,10 +56,28 @@ enum SlurmFixture {
   /// Slurm cleans up on its own time, and nothing signals it here, so look every 100 ms).
   /// Returns the jobs still there at `timeout`.
   static func jobsLeft(after timeout: Duration = .seconds(30), matching id: String? = nil) -> [String] {
+    waitUntilEmpty(timeout: timeout) {
+      jobs().filter { id == nil || $0.split(separator: " ").first.map(String.init) == id }
+    }
+  }
+
+  /// Waits until the job steps of `job` (its own batch and extern steps aside) are gone; returns
+  /// those still there at `timeout`.
+  static func stepsLeft(of job: String, after timeout: Duration = .seconds(30)) -> [String] {
+    waitUntilEmpty(timeout: timeout) {
+      let output =
+        captureOutput(["/usr/bin/squeue", "--noheader", "--steps", "--jobs=\(job)", "--format=%i"]) ?? "squeue failed"
+      return output.split(separator: "\n").map(String.init).filter {
+        !$0.hasSuffix(".batch") && !$0.hasSuffix(".extern")
+      }
+    }
+  }
+
+  private static func waitUntilEmpty(timeout: Duration, _ list: () -> [String]) -> [String] {
     let clock = ContinuousClock()
     let deadline = clock.now.advanced(by: timeout)
     while true {
-      let left = jobs().filter { id == nil || $0.split(separator: " ").first.map(String.init) == id }
+      let left = list()
       if left.isEmpty || clock.now >= deadline { return left }
       usleep(100_000)
     }
