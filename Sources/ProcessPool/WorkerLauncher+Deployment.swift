@@ -50,7 +50,7 @@ extension WorkerLauncher {
     let start = "exec env \(environmentMarker) \(copy)"
     // One lock per host and build on this machine, so workers starting together send
     // the program once; other machines and pools are kept apart by the rename.
-    let lock = "${TMPDIR:-/tmp}/processpool-deploy-\(Deployment.hex(Deployment.fnv1a(host + "\n" + name))).lock"
+    let lock = Deployment.lockFile(host: host, copy: name, directory: "${TMPDIR:-/tmp}")
     let script = """
       if command -v flock >/dev/null 2>&1; then exec 9>"\(lock)" && flock 9; fi
       if ! \(ssh) \(shellQuoted(check)) </dev/null; then
@@ -85,6 +85,11 @@ enum Deployment {
     let safe = String(program.map { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) ? $0 : "_" })
     return "\(safe)-\(hex(hash))"
   }()
+
+  /// The file this machine's starts of workers for one host and build lock while copying.
+  static func lockFile(host: String, copy name: String, directory: String) -> String {
+    "\(directory)/processpool-deploy-\(hex(fnv1a(host + "\n" + name))).lock"
+  }
 
   static func fnv1a(_ text: String) -> UInt64 {
     var hash: UInt64 = 0xcbf2_9ce4_8422_2325

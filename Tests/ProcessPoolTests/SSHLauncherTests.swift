@@ -90,6 +90,8 @@ extension WorkerProcessTests {
       defer { runProgram(["/bin/rm", "-rf", cache]) }
       let name = try #require(Deployment.copyName)
       let copy = "\(cache)/\(name)"
+      let temporary = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
+      defer { unlink(Deployment.lockFile(host: SSHFixture.host, copy: name, directory: temporary)) }
       let launcher = WorkerLauncher.ssh(host: SSHFixture.host, deployTo: cache, options: SSHFixture.options, workers: 2)
       var copies: [stat] = []
       for _ in 0..<2 {
