@@ -45,6 +45,13 @@ if [ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null; then
   done
 fi
 
+# With Slurm's client installed and a controller answering (Scripts/slurm-up.sh starts a one-node
+# cluster), a worker run as an srun job step is measured too.
+slurm_args=()
+if command -v srun >/dev/null && command -v squeue >/dev/null && squeue --noheader >/dev/null 2>&1; then
+  slurm_args=(--slurm)
+fi
+
 cpu() { awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8, $5+$6}' /proc/stat; }
 for run in $(seq 1 "$runs"); do
   dir="$out/run-$run"
@@ -53,7 +60,7 @@ for run in $(seq 1 "$runs"); do
   read -r total0 idle0 < <(cpu)
   "$out/uds_pingpong" -j >"$dir/c.json"
   python3 "$peers/python_peers.py" --workers 2 --json ${quick:+--quick} >"$dir/python.json" 2>"$dir/python.log" || true
-  .build/release/Benchmarks --workers 2 --json ${quick:+--quick} "${ssh_args[@]}" >"$dir/swift.json" 2>/dev/null
+  .build/release/Benchmarks --workers 2 --json ${quick:+--quick} "${ssh_args[@]}" "${slurm_args[@]}" >"$dir/swift.json" 2>/dev/null
   read -r total1 idle1 < <(cpu)
   awk -v t="$((total1 - total0))" -v i="$((idle1 - idle0))" 'BEGIN { printf "%.0f\n", t ? 100 * (t - i) / t : 0 }' \
     >"$dir/busy"
@@ -94,8 +101,12 @@ def limit(c, m):
     if m == "startup_ms":
         return c.get("posix_spawn_true_us", 0) / 1000 or None
     return c.get(limit_of[m]) if m in limit_of else None
-# The ssh worker is compared with our own local worker.
-local = {"ssh_startup_ms": "startup_ms", "ssh_latency_p50_us": "latency_p50_us", "ssh_latency_p99_us": "latency_p99_us"}
+# The ssh and Slurm workers are compared with our own local worker.
+local = {
+    prefix + m: m
+    for prefix in ("ssh_", "slurm_")
+    for m in ("startup_ms", "latency_p50_us", "latency_p99_us")
+}
 metrics = []
 for c, ours, peers, busy in samples:
     metrics += [m for m in ours if m != "workers" and m not in metrics]

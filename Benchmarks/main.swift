@@ -1,10 +1,11 @@
 // The same workloads and metric names as ../shared/peers/python_peers.py, for our pool.
 //
 //   swift run -c release Benchmarks [--workers N] [--repeat R] [--quick] [--json]
-//                                   [--ssh HOST [--ssh-option ARG]...]
+//                                   [--ssh HOST [--ssh-option ARG]...] [--slurm]
 //
 // With --ssh, the start-up and round trip of a worker on HOST (through the system ssh client)
-// are measured too, next to the local ones.
+// are measured too, next to the local ones; with --slurm, those of a worker run as an srun job
+// step (`.slurm`, on the cluster `srun` reaches).
 // Benchmarks/compare.sh runs this next to the C socket limit and the Python peers and prints
 // the ratios.
 import ProcessPool
@@ -304,35 +305,44 @@ if enabled("crashes") {
   log("  crashes done")
 }
 
-// A worker through ssh: start-up to the first result, and the round trip.
-if let host = stringOption("--ssh") {
-  // Each --ssh-option is one ssh argument (a ProxyCommand holds spaces).
-  let options = arguments.indices.filter { arguments[$0] == "--ssh-option" && $0 + 1 < arguments.count }
-    .map { arguments[$0 + 1] }
+/// A launched worker: start-up to the first result (median of three pools), and the round trip.
+@MainActor func measureLaunched(_ launcher: WorkerLauncher, as name: String) async throws {
   var configuration = ProcessPoolExecutor.Configuration()
-  configuration.launchers = [.ssh(host: host, options: options, workers: 1)]
-  var sshStarts: [Double] = []
+  configuration.launchers = [launcher]
+  var starts: [Double] = []
   for _ in 0..<3 {
     let t0 = clock.now
     let remote = try ProcessPoolExecutor(configuration: configuration)
     _ = try await remote.submit(Identity(), 1).value
-    sshStarts.append(seconds(t0.duration(to: clock.now)))
+    starts.append(seconds(t0.duration(to: clock.now)))
     await remote.shutdown()
   }
   let remote = try ProcessPoolExecutor(configuration: configuration)
   for i in 0..<(100 / scale) { _ = try await remote.submit(Identity(), i).value }
-  var sshLatencies: [Double] = []
+  var latencies: [Double] = []
   for i in 0..<(1000 / scale) {
     let t0 = clock.now
     _ = try await remote.submit(Identity(), i).value
-    sshLatencies.append(seconds(t0.duration(to: clock.now)))
+    latencies.append(seconds(t0.duration(to: clock.now)))
   }
   await remote.shutdown()
-  sshLatencies.sort()
-  results.append(("ssh_startup_ms", median(sshStarts) * 1e3))
-  results.append(("ssh_latency_p50_us", percentile(sshLatencies, 50) * 1e6))
-  results.append(("ssh_latency_p99_us", percentile(sshLatencies, 99) * 1e6))
-  log("  ssh done")
+  latencies.sort()
+  results.append(("\(name)_startup_ms", median(starts) * 1e3))
+  results.append(("\(name)_latency_p50_us", percentile(latencies, 50) * 1e6))
+  results.append(("\(name)_latency_p99_us", percentile(latencies, 99) * 1e6))
+  log("  \(name) done")
+}
+
+if let host = stringOption("--ssh") {
+  // Each --ssh-option is one ssh argument (a ProxyCommand holds spaces).
+  let options = arguments.indices.filter { arguments[$0] == "--ssh-option" && $0 + 1 < arguments.count }
+    .map { arguments[$0 + 1] }
+  try await measureLaunched(.ssh(host: host, options: options, workers: 1), as: "ssh")
+}
+
+// A worker as a Slurm job step (srun reaches the cluster SLURM_CONF names, or the default one).
+if arguments.contains("--slurm") {
+  try await measureLaunched(.slurm(workers: 1), as: "slurm")
 }
 
 func number(_ value: Double) -> String {

@@ -361,3 +361,30 @@ int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *cons
     posix_spawn_file_actions_destroy(&actions);
     return rc;
 }
+
+int pp_hash_file(const char *path, unsigned long long *hash) {
+    int fd;
+    do {
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return errno;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    unsigned char buffer[1 << 16];
+    for (;;) {
+        ssize_t n = read(fd, buffer, sizeof buffer);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            int saved = errno;
+            close(fd);
+            return saved;
+        }
+        if (n == 0) break;
+        for (ssize_t i = 0; i < n; i++) {
+            h ^= buffer[i];
+            h *= 0x100000001b3ULL;
+        }
+    }
+    close(fd);
+    *hash = h;
+    return 0;
+}

@@ -63,6 +63,12 @@ extension ProcessPoolExecutor {
     /// the message of a `fatalError` or `precondition` is printed either way. A
     /// `SWIFT_BACKTRACE` variable in this process's environment is passed on unchanged and wins.
     public var workerBacktraces = false
+    /// How long a worker started by a launcher (`ssh`, `srun`, a command) may take to say hello
+    /// (default: 60 seconds; nil: no limit). Past it the worker's process group is stopped and
+    /// it counts as a failed start: three in a row give its launcher up, with an error that
+    /// says what to check (a launcher that buffers the worker's output never delivers the
+    /// hello). Raise it for jobs that may wait in a busy queue.
+    public var launchTimeout: Duration? = .seconds(60)
     /// Unused: a worker of a statically linked build no longer waits for
     /// `ProcessPoolWorker.bootstrap()`. Kept so that code setting it still compiles.
     @available(*, deprecated, message: "workers no longer wait for ProcessPoolWorker.bootstrap()")
@@ -102,6 +108,9 @@ extension ProcessPoolExecutor {
       guard terminationGracePeriod > .zero else {
         throw ProcessPoolError(
           .invalidArgument, "terminationGracePeriod must be positive (got \(terminationGracePeriod))")
+      }
+      if let launchTimeout, launchTimeout <= .zero {
+        throw ProcessPoolError(.invalidArgument, "launchTimeout must be positive (got \(launchTimeout))")
       }
       guard jobsPerWorker >= 1 else {
         throw ProcessPoolError(.invalidArgument, "jobsPerWorker must be at least 1 (got \(jobsPerWorker))")

@@ -151,6 +151,48 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test func aLaunchedWorkerThatNeverSaysHelloIsStoppedAtTheLaunchTimeout() async throws {
+      // Never writes a byte: without the limit the pool would wait for ever.
+      var configuration = Self.configuration(.command(["sleep", "600"]))
+      configuration.launchTimeout = .milliseconds(300)
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
+        await #expect { try await pool.submit(Square(), 2).value } throws: {
+          let error = $0 as? ProcessPoolError
+          return error?.code == .brokenPool
+            && error!.message.hasSuffix(
+              "3 workers (sleep) in a row did not start: no hello from `sleep 600` within 300 ms: "
+                + "is its output buffered? for srun use `.slurm` or `-u`")
+        }
+        #expect(pool.statistics.workersFailedToStart == 3)
+        #expect(pool.statistics.workersCrashed == 0)
+      }
+    }
+
+    @Test func theLaunchTimeoutLeavesOtherLaunchersRunning() async throws {
+      var configuration = Self.configuration(.command(["sleep", "600"]), .local(workers: 1))
+      configuration.launchTimeout = .milliseconds(200)
+      configuration.jobsPerWorker = 1
+      let (messages, log) = AsyncStream.makeStream(of: String.self)
+      ProcessPoolLog.setHandler { _, message in log.yield(message) }
+      defer { ProcessPoolLog.setHandler { _, _ in } }
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
+        let gate = TestGate()
+        defer { gate.close() }
+        // Held work keeps the pool starting workers of the silent launcher until it gives up.
+        let held = try pool.submit(gate.task, 1)
+        #expect(await gate.waitForArrivals(1))
+        let queued = try pool.submit(Square(), 5)
+        for await message in messages where message.contains("no more workers are started with sleep") {
+          #expect(message.contains("no hello from `sleep 600` within 200 ms"))
+          break
+        }
+        #expect(pool.statistics.workersFailedToStart == 3)
+        gate.open()
+        #expect(try await held.value == 1)
+        #expect(try await queued.value == 25)
+      }
+    }
+
     @Test func invalidLaunchersAreRejected() throws {
       #expect { try ProcessPoolExecutor(configuration: Self.configuration(.command([]))) } throws: {
         ($0 as? ProcessPoolError)?.code == .invalidArgument
@@ -158,6 +200,37 @@ extension WorkerProcessTests {
       #expect { try ProcessPoolExecutor(configuration: Self.configuration(.local(workers: 0))) } throws: {
         ($0 as? ProcessPoolError)?.code == .invalidArgument
       }
+      var configuration = Self.configuration(.local(workers: 1))
+      configuration.launchTimeout = .zero
+      #expect { try ProcessPoolExecutor(configuration: configuration) } throws: {
+        ($0 as? ProcessPoolError)?.code == .invalidArgument
+      }
+    }
+
+    @Test func slurmRunsOneUnbufferedTaskPerStepWithTheUsersOptionsAndTheMarker() {
+      let launcher = WorkerLauncher.slurm(
+        workers: 4, arguments: ["--partition=debug", "--time=5"], executable: "/opt/app")
+      let arguments = launcher.arguments!
+      #expect(Array(arguments.prefix(2)) == ["/bin/sh", "-c"])
+      let srun = Array(arguments.dropFirst(4))
+      #expect(
+        srun == [
+          "srun", "--ntasks=1", "--exact", "--unbuffered", "--job-name=processpool", "--partition=debug", "--time=5",
+          "env", "PROCESSPOOL_WORKER_FD=stdio", "/opt/app",
+        ])
+      #expect(launcher.workers == 4 && launcher.description == "slurm")
+    }
+
+    @Test func aDeployingSSHLauncherNamesTheCopyByItsHashUnderTheRemoteHome() throws {
+      #expect(WorkerLauncher.remotePath("~/.cache/processpool") == "\"$HOME\"/.cache/processpool")
+      #expect(WorkerLauncher.remotePath("/opt/my cache") == "'/opt/my cache'")
+      let name = try #require(Deployment.copyName)
+      #expect(
+        name.hasPrefix("ProcessPoolPackageTests.xctest-") && name.count == "ProcessPoolPackageTests.xctest-".count + 16)
+      let launcher = WorkerLauncher.ssh(host: "h", deployTo: WorkerLauncher.defaultCacheDirectory, workers: 3)
+      let script = try #require(launcher.arguments?.last)
+      #expect(script.contains("exec env PROCESSPOOL_WORKER_FD=stdio \"$HOME\"/.cache/processpool/\(name)"))
+      #expect(launcher.description == "ssh h" && launcher.workers == 3)
     }
 
     @Test func sshArgumentsQuoteTheRemoteCommand() {

@@ -79,6 +79,10 @@ int pp_started_as_worker(void);
 int pp_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[],
                     int child_fd, int ring_fd, int stdio, int error_fd);
 
+/// The 64-bit FNV-1a hash of a file's contents (what names the copy of this executable that an
+/// ssh launcher deploys). Returns 0, or an errno value when the file cannot be read.
+int pp_hash_file(const char *path, unsigned long long *hash);
+
 /// The number of CPUs this process may run on (its affinity mask), at least 1.
 int pp_available_cpus(void);
 

@@ -22,6 +22,9 @@ extension PoolState {
       id: nextWorkerID, launcher: launcher, launched: launchers[launcher].arguments != nil, pid: worker.pid,
       socket: worker.socket, ring: worker.ring, pidfd: worker.pidfd, standardError: worker.standardError,
       spawnedAt: spawnedAt)
+    if slot.launched, let timeout = configuration.launchTimeout {
+      slot.launchDeadline = spawnedAt.advanced(by: timeout)
+    }
     if let initializer {
       slot.initializing = true
       _ = slot.enqueue(.initialize, id: 0, payload: initializer)
@@ -66,7 +69,7 @@ extension PoolState {
   /// the launcher up; the pool breaks with `error` when no launcher is left. Returns whether it
   /// broke.
   @discardableResult
-  private mutating func startFailed(launcher: Int, _ error: ProcessPoolError, _ effects: inout PoolEffects) -> Bool {
+  mutating func startFailed(launcher: Int, _ error: ProcessPoolError, _ effects: inout PoolEffects) -> Bool {
     statistics.workersFailedToStart += 1
     launcherStartFailures[launcher] += 1
     if launcherStartFailures[launcher] >= Self.startFailureLimit { return giveUp(launcher: launcher, error, &effects) }
@@ -92,6 +95,9 @@ extension PoolState {
   {
     self.now = now
     guard let index = index(ofWorker: id) else { return }
+    // Held back by its launcher (srun without -u) until the pool stopped it at its launch
+    // timeout: it changes nothing, above all not the launcher's count of failed starts.
+    if case .terminating = workers[index].phase, workers[index].stopReason?.code == .workerStartFailed { return }
     // A frame that only makes sense once, at start: from anything but a starting worker it is
     // forged (a task writing to its socket) or garbage.
     guard !workers[index].saidHello, workers[index].phase == .starting else {
@@ -116,6 +122,7 @@ extension PoolState {
     workers[index].remotePID = pid
     workers[index].saidHello = true
     statistics.timeStartingWorkers += workers[index].spawnedAt.duration(to: now)
+    workers[index].launchDeadline = nil
     if case .starting = workers[index].phase { workers[index].phase = .ready }
     // Started for good once its initializer, if any, has succeeded too.
     if !workers[index].initializing { launcherStartFailures[workers[index].launcher] = 0 }
@@ -246,7 +253,8 @@ extension PoolState {
     statistics.tasksFailed += 1
   }
 
-  /// Deadlines: per-task timeouts, SIGKILL after the grace period, a spawn retry.
+  /// Deadlines: per-task timeouts, SIGKILL after the grace period, a spawn retry, a launched
+  /// worker's hello that never came.
   /// Returns the next deadline.
   mutating func checkDeadlines(now: MonotonicInstant, _ effects: inout PoolEffects) -> MonotonicInstant? {
     self.now = now
@@ -284,6 +292,14 @@ extension PoolState {
           effects.signals.append((workers[index].signalTarget, SIGKILL))
         } else {
           consider(killAt)
+        }
+      }
+      if let deadline = workers[index].launchDeadline {
+        if deadline <= now {
+          launchTimedOut(workerAt: index, &effects)
+          if case .terminating(let killAt?) = workers[index].phase { consider(killAt) }
+        } else {
+          consider(deadline)
         }
       }
     }

@@ -44,6 +44,8 @@ struct WorkerSlot {
   var wantsWrite = false
   /// When the running job's per-task timeout ends (set once the worker has said hello).
   var headDeadline: MonotonicInstant?
+  /// When a launched worker that has not said hello is stopped (`Configuration.launchTimeout`).
+  var launchDeadline: MonotonicInstant?
   /// Why the pool is stopping this worker, reported to the job it was running, if any.
   var stopReason: ProcessPoolError?
   /// When the head job started (was sent to an idle worker, or the result before it arrived).
