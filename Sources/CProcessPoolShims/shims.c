@@ -68,6 +68,15 @@ __attribute__((constructor)) static void processpool_watch_forks(void) {
 }
 unsigned int pp_fork_generation(void) { return fork_generation; }
 
+int pp_pidfd_send_signal(int pidfd, int signal) {
+#ifdef SYS_pidfd_send_signal
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
 int pp_pidfd_open(pid_t pid) {
 #ifdef SYS_pidfd_open
     return (int)syscall(SYS_pidfd_open, pid, 0);

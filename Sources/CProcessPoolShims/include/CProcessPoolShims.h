@@ -107,6 +107,9 @@ unsigned int pp_fork_generation(void);
 /// with errno (ENOSYS on kernels before 5.3).
 int pp_pidfd_open(pid_t pid);
 
+/// pidfd_send_signal(2): `signal` to the process of `pidfd`; -1 with errno (ESRCH once it exited).
+int pp_pidfd_send_signal(int pidfd, int signal);
+
 /// Writes `count` bytes to stderr without ever raising SIGPIPE (stderr may be a pipe nobody
 /// reads): SIGPIPE is blocked in the calling thread for the write, and one it raised is consumed.
 /// Best effort: returns the bytes written, or -1 with errno.

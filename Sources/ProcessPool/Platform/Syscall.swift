@@ -192,6 +192,11 @@ enum Syscall {
     try retrying("pidfd_open") { pp_pidfd_open(pid) }
   }
 
+  /// Sends `signal` to the process of `pidfd`; a process that is already gone is not an error.
+  static func signal(pidfd: Int32, _ signal: Int32) {
+    _ = pp_pidfd_send_signal(pidfd, signal)
+  }
+
   /// Sends `signal` to `pid`; a process that is already gone is not an error.
   static func kill(_ pid: pid_t, _ signal: Int32) {
     _ = Glibc.kill(pid, signal)

@@ -68,7 +68,13 @@ final class PoolCore: Sendable {
 
   func perform(_ effects: PoolEffects) {
     for (level, message) in effects.logs { ProcessPoolLog.emit(level, message) }
-    for (pid, signal) in effects.signals { Syscall.kill(pid, signal) }
+    for signal in effects.signals {
+      if let pidfd = signal.pidfd {
+        Syscall.signal(pidfd: pidfd.fd, signal.signal)
+      } else {
+        Syscall.kill(signal.pid, signal.signal)
+      }
+    }
     for workerID in effects.flushes { flush(worker: workerID) }
     for sink in effects.cancellations { sink.cancelAll() }
     for (sink, error) in effects.failures { sink.fail(error) }

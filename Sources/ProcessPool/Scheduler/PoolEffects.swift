@@ -8,8 +8,15 @@ struct PoolEffects {
   var failures: [(any JobSink, ProcessPoolError)] = []
   /// Futures to cancel (shutdown with `cancelFutures`).
   var cancellations: [any JobSink] = []
+  /// A signal for a worker: through its pidfd when it has one (a pid is only safe to signal
+  /// until it is reaped; a pidfd stays its process's), else to its pid or process group.
+  struct Signal {
+    let pid: Int32
+    let pidfd: Socket?
+    let signal: Int32
+  }
   /// Signals to send to workers.
-  var signals: [(pid: Int32, signal: Int32)] = []
+  var signals: [Signal] = []
   /// The I/O thread must look again (a new socket, new write interest, a new deadline).
   var wakeIO = false
   /// The pool reached `stopped`: wake everyone waiting for shutdown.

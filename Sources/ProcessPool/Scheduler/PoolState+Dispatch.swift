@@ -157,13 +157,13 @@ extension PoolState {
         // Already being stopped: only a SIGKILL now can make that sooner.
         if signal == SIGKILL, earlier != nil {
           workers[index].phase = .terminating(killAt: nil)
-          effects.signals.append((workers[index].signalTarget, SIGKILL))
+          effects.signals.append(workers[index].signalling(SIGKILL))
         }
         continue
       }
       workers[index].phase = .terminating(killAt: killAt)
       workers[index].stopReason = ProcessPoolError(.brokenPool, "the pool was forcefully shut down")
-      effects.signals.append((workers[index].signalTarget, signal))
+      effects.signals.append(workers[index].signalling(signal))
     }
     effects.wakeIO = true
     advance(&effects)
@@ -187,7 +187,7 @@ extension PoolState {
       workers[index].headDeadline = nil
       if workers[index].phase != .exited {
         workers[index].phase = .terminating(killAt: nil)
-        effects.signals.append((workers[index].signalTarget, SIGKILL))
+        effects.signals.append(workers[index].signalling(SIGKILL))
       }
     }
     advance(&effects)

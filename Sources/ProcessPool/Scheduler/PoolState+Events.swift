@@ -237,7 +237,7 @@ extension PoolState {
     workers[index].stopReason = reason
     let grace = signal == SIGKILL ? nil : now.advanced(by: configuration.terminationGracePeriod)
     workers[index].phase = .terminating(killAt: grace)
-    effects.signals.append((workers[index].signalTarget, signal))
+    effects.signals.append(workers[index].signalling(signal))
     effects.wakeIO = true
     advance(&effects)
     return head
@@ -289,7 +289,7 @@ extension PoolState {
       if case .terminating(let killAt?) = workers[index].phase {
         if killAt <= now {
           workers[index].phase = .terminating(killAt: nil)
-          effects.signals.append((workers[index].signalTarget, SIGKILL))
+          effects.signals.append(workers[index].signalling(SIGKILL))
         } else {
           consider(killAt)
         }

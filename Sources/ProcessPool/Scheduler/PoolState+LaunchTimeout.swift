@@ -19,7 +19,7 @@ extension PoolState {
     let pid = workers[index].pid
     workers[index].stopReason = ProcessPoolError(.workerStartFailed, message, workerPID: pid)
     workers[index].phase = .terminating(killAt: now.advanced(by: configuration.terminationGracePeriod))
-    effects.signals.append((workers[index].signalTarget, SIGTERM))
+    effects.signals.append(workers[index].signalling(SIGTERM))
     effects.wakeIO = true
     startFailed(
       launcher: launcher,

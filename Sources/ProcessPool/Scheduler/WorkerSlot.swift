@@ -99,6 +99,12 @@ struct WorkerSlot {
   /// `sh -c 'app | filter'` must stop as a whole, or its other members would keep the socket).
   var signalTarget: Int32 { launched ? -pid : pid }
 
+  /// `signal` for this worker, as an effect: a local worker through its pidfd, a launcher's
+  /// process group by its id.
+  func signalling(_ signal: Int32) -> PoolEffects.Signal {
+    PoolEffects.Signal(pid: signalTarget, pidfd: launched ? nil : pidfd, signal: signal)
+  }
+
   /// Whether it may be given work now.
   func accepts(maxTasksPerChild: Int?) -> Bool {
     // No task before the initializer has succeeded: one that dies there is a failed start.
