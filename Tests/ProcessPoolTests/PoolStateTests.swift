@@ -26,6 +26,7 @@ import Testing
     func deliver(_ payload: UnsafeRawBufferPointer, workerPID: Int32) { record.withLock { $0.delivered += 1 } }
     func fail(_ error: ProcessPoolError) { record.withLock { $0.failures.append(error) } }
     func cancelAll() { record.withLock { $0.cancelled = true } }
+    func acknowledgeCancel() {}
     func contains(_ future: ObjectIdentifier) -> Bool { future == ObjectIdentifier(self) }
     var isCancelled: Bool { record.withLock { $0.cancelled } }
   }
@@ -385,6 +386,20 @@ import Testing
     #expect(machine.effects.spawns.isEmpty)  // not before the retry time
     machine.deadlines(at: start.advanced(by: .seconds(1)))
     #expect(machine.effects.spawns == [0])
+  }
+
+  @Test func aCancelledJobIsSkippedAndItsFuturesAreToldOnlyOnceTheLockIsReleased() throws {
+    let machine = Machine { $0.jobsPerWorker = 1 }
+    let jobs = machine.submit(2)
+    let worker = try machine.spawned()
+    machine.hello(worker)
+    jobs[1].1.cancelAll()
+    machine.result(worker)
+    // Skipped under the lock without running its futures' watchers: that is an effect.
+    #expect(machine.effects.acknowledgedCancels.count == 1)
+    #expect((machine.effects.acknowledgedCancels.first as? RecordingSink) === jobs[1].1)
+    #expect(machine.effects.failures.isEmpty)
+    #expect(machine.running(worker).isEmpty)
   }
 
   @Test func cancelTerminatingWorkerStopsOnlyTheWorkerRunningThatJob() throws {

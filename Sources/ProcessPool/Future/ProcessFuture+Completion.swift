@@ -19,10 +19,17 @@ extension ProcessFuture {
 
   /// The pool takes the task; false means it was cancelled and must be skipped.
   func setRunningOrNotifyCancel() -> Bool {
-    if state.withLock({ $0.setRunning() }) { return true }
-    state.withLock { $0.notifyCancel() }?.run(self)
+    if setRunning() { return true }
+    notifyCancel()
     return false
   }
+
+  /// Pending becomes running; false when it was cancelled or is done. Changes state only (the
+  /// pool calls it under its lock).
+  func setRunning() -> Bool { state.withLock { $0.setRunning() } }
+
+  /// Cancelled becomes cancelled-and-notified, and its watchers are told.
+  func notifyCancel() { state.withLock { $0.notifyCancel() }?.run(self) }
 
   /// Blocks until done or `timeout`; the outcome, or a `timedOut` error.
   func waitForOutcome(timeout: Duration?) throws -> Result<Output, any Error> {

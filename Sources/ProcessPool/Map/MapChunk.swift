@@ -95,7 +95,9 @@ struct MapChunkSink: JobSink {
   let future: ProcessFuture<RawOutcomes>
   let count: Int
 
-  func start() -> Bool { future.setRunningOrNotifyCancel() }
+  func start() -> Bool { future.setRunning() }
+
+  func acknowledgeCancel() { future.notifyCancel() }
 
   func deliver(_ payload: UnsafeRawBufferPointer, workerPID: Int32) {
     do {

@@ -77,6 +77,7 @@ final class PoolCore: Sendable {
     }
     for workerID in effects.flushes { flush(worker: workerID) }
     for sink in effects.cancellations { sink.cancelAll() }
+    for sink in effects.acknowledgedCancels { sink.acknowledgeCancel() }
     for (sink, error) in effects.failures { sink.fail(error) }
     if !effects.spawns.isEmpty { requestSpawns(effects.spawns) }
     if effects.wakeIO || !effects.spawns.isEmpty { wakeIOThread() }

@@ -21,8 +21,12 @@ final class Job: @unchecked Sendable {
 
 /// The futures a job finishes, with their output type erased.
 protocol JobSink: Sendable {
-  /// Marks the futures running; false when every one was cancelled (the job is skipped).
+  /// Marks the futures running; false when every one was cancelled (the job is skipped). Runs
+  /// under the pool's lock, so it only changes state: see `acknowledgeCancel`.
   func start() -> Bool
+  /// For a job `start` skipped: tells the cancelled futures' watchers that the pool saw the
+  /// cancel (run with the pool's lock released, as it resumes their waiters).
+  func acknowledgeCancel()
   /// Decodes a `results` payload and finishes the futures. A malformed payload fails them.
   func deliver(_ payload: UnsafeRawBufferPointer, workerPID: Int32)
   /// Fails every future not yet done, each with its own copy of `error`.
@@ -39,7 +43,9 @@ protocol JobSink: Sendable {
 struct TaskSink<Output: Codable & Sendable>: JobSink {
   let future: ProcessFuture<Output>
 
-  func start() -> Bool { future.setRunningOrNotifyCancel() }
+  func start() -> Bool { future.setRunning() }
+
+  func acknowledgeCancel() { future.notifyCancel() }
 
   func deliver(_ payload: UnsafeRawBufferPointer, workerPID: Int32) {
     do {

@@ -6,6 +6,8 @@ struct PoolEffects {
   var flushes: [Int] = []
   /// Futures to fail, each job with its own error value.
   var failures: [(any JobSink, ProcessPoolError)] = []
+  /// Cancelled jobs the pool skipped: their futures' watchers are told (outside the lock).
+  var acknowledgedCancels: [any JobSink] = []
   /// Futures to cancel (shutdown with `cancelFutures`).
   var cancellations: [any JobSink] = []
   /// A signal for a worker: through its pidfd when it has one (a pid is only safe to signal

@@ -94,7 +94,10 @@ extension PoolState {
   @discardableResult
   private mutating func assignNext(to index: Int, _ effects: inout PoolEffects) -> Bool {
     while let job = queue.popFirst() {
-      guard job.sink.start() else { continue }
+      guard job.sink.start() else {
+        effects.acknowledgedCancels.append(job.sink)
+        continue
+      }
       job.id = nextJobID
       nextJobID += 1
       workers[index].jobsAssigned += 1
