@@ -161,21 +161,9 @@ public final class ProcessPoolExecutor: Sendable {
   }
 
   /// Counters describing the pool now.
-  public var statistics: Statistics {
-    core.state.withLock { state in
-      var snapshot = state.statistics
-      snapshot.workersAlive = state.workers.count
-      snapshot.workersBusy = state.workers.filter { !$0.isIdle }.count
-      snapshot.workersIdle = state.workers.filter { $0.isIdle && $0.phase == .ready }.count
-      // Work that was cancelled (a map left early) no longer counts, though it waits in the
-      // queue until its turn comes to be skipped.
-      snapshot.tasksQueued = state.queue.liveCount
-      snapshot.tasksRunning = state.workers.reduce(0) { $0 + $1.inflight.count }
-      return snapshot
-    }
-  }
+  public var statistics: Statistics { core.read { $0.statisticsSnapshot } }
 
   /// The pids of the live workers (for diagnostics and tests). Workers are started by the pool's
   /// I/O thread, never by `submit`, so the worker for a task just submitted may not be listed yet.
-  public var workerPIDs: [Int32] { core.state.withLock { $0.workers.map(\.pid) } }
+  public var workerPIDs: [Int32] { core.read { $0.workerPIDs } }
 }

@@ -24,8 +24,7 @@ extension PoolCore {
   func runIOLoop() {
     serveWorkers()
     state.withLock {
-      $0.ioThreadRunning = false
-      $0.wakeChannel = nil
+      $0.ioThreadEnded()
     }
     ActivePools.unregister(self)
     ioThreadExited()
@@ -274,24 +273,14 @@ extension PoolCore {
   }
 
   private func resumeWriting(worker id: Int) {
-    let claimed = state.withLock { state -> Bool in
-      guard let index = state.index(ofWorker: id), state.workers[index].wantsWrite, !state.workers[index].flushing
-      else { return false }
-      state.workers[index].wantsWrite = false
-      state.workers[index].flushing = true
-      return true
-    }
+    let claimed = state.withLock { $0.claimWriting(worker: id) }
     if claimed { flush(worker: id) }
   }
 
   /// The worker exited, or its socket ended: make sure the process is gone, collect its
   /// status, hand it to the state with the tail of its stderr for the errors its death causes.
   private func reap(_ entry: Watched, exited: Bool, errorStream: WorkerErrorStream?) {
-    let phase = state.withLock { state -> WorkerSlot.Phase? in
-      guard let index = state.index(ofWorker: entry.worker) else { return nil }
-      defer { state.workers[index].phase = .exited }
-      return state.workers[index].phase
-    }
+    let phase = state.withLock { $0.workerEnded(worker: entry.worker) }
     let graceful = phase == .retiring
     // A worker closes its socket only by exiting, unless it misbehaves: make sure it is dead
     // before blocking in waitpid. (Not reaped yet, so the pid cannot have been reused; for a

@@ -44,6 +44,11 @@ final class PoolCore: Sendable {
     if let rejection { throw rejection }
   }
 
+  /// Reads something off the state under the lock (no transition).
+  func read<T>(_ body: (borrowing PoolState) -> T) -> T {
+    state.withLock { body($0) }
+  }
+
   /// Runs a transition under the lock, then its effects without it.
   @discardableResult
   func transition<T>(_ body: (inout PoolState, inout PoolEffects) -> T) -> T {
@@ -90,16 +95,13 @@ final class PoolCore: Sendable {
   /// process to start, and a pool of hundreds of workers fills up without holding its caller.
   private func requestSpawns(_ launchers: [Int]) {
     guard startIOThreadIfNeeded(failing: launchers) else { return }
-    state.withLock { $0.pendingSpawns += launchers }
+    state.withLock { $0.queueSpawns(launchers) }
   }
 
   /// Spawns what `requestSpawns` queued; on the I/O thread.
   func spawnPendingWorkers() {
     while true {
-      let launchers = state.withLock { state -> [Int] in
-        defer { state.pendingSpawns = [] }
-        return state.pendingSpawns
-      }
+      let launchers = state.withLock { $0.takePendingSpawns() }
       if launchers.isEmpty { return }
       for launcher in launchers { spawnWorker(launcher: launcher) }
     }
@@ -129,17 +131,12 @@ final class PoolCore: Sendable {
   /// Starts the I/O thread if it is not running; false (and the pool broken, the spawns of
   /// `launchers` uncounted) if it cannot start.
   private func startIOThreadIfNeeded(failing launchers: [Int]) -> Bool {
-    let start = state.withLock { state -> Bool in
-      if state.ioThreadRunning { return false }
-      state.ioThreadRunning = true
-      return true
-    }
-    guard start else { return true }
+    guard state.withLock({ $0.claimIOThreadStart() }) else { return true }
     // Registered here, on the submitting thread: `main` may return as soon as submit does.
     ActivePools.register(self)
     do {
       let pipe = try Syscall.wakeChannel()
-      state.withLock { $0.wakeChannel = (Socket(pipe.read), Socket(pipe.write)) }
+      state.withLock { $0.ioThreadStarting(wakeChannel: (Socket(pipe.read), Socket(pipe.write))) }
       try OSThread.start(name: "processpool-io") {
         pp_mark_io_thread()
         self.runIOLoop()
@@ -148,10 +145,7 @@ final class PoolCore: Sendable {
     } catch {
       ActivePools.unregister(self)
       transition { state, effects in
-        state.ioThreadRunning = false
-        state.spawning -= launchers.count
-        for launcher in launchers { state.launcherSpawning[launcher] -= 1 }
-        state.breakPool(ProcessPoolError(.brokenPool, "cannot start the pool's I/O thread: \(error)"), &effects)
+        state.ioThreadFailedToStart(spawns: launchers, "\(error)", now: .now, &effects)
       }
       return false
     }
@@ -169,20 +163,7 @@ final class PoolCore: Sendable {
   /// a full socket and hands the rest to the I/O thread, so no caller ever blocks on a worker.
   func flush(worker id: Int) {
     while true {
-      let claim = state.withLock { state -> (Socket, [UInt8], Int)? in
-        guard let index = state.index(ofWorker: id) else { return nil }
-        if state.workers[index].out.count == state.workers[index].outOffset || state.workers[index].phase == .exited {
-          state.workers[index].out = []
-          state.workers[index].outOffset = 0
-          state.workers[index].flushing = false
-          return nil
-        }
-        let bytes = state.workers[index].out
-        let offset = state.workers[index].outOffset
-        state.workers[index].out = []
-        state.workers[index].outOffset = 0
-        return (state.workers[index].socket, bytes, offset)
-      }
+      let claim = state.withLock { $0.takeOutgoing(worker: id) }
       guard let (socket, bytes, offset) = claim else { return }
       var sent = offset
       var blocked = false
@@ -200,15 +181,7 @@ final class PoolCore: Sendable {
         }
       }
       if blocked {
-        state.withLock { state in
-          guard let index = state.index(ofWorker: id) else { return }
-          let newer = state.workers[index].out
-          state.workers[index].out = bytes
-          state.workers[index].outOffset = sent
-          if !newer.isEmpty { state.workers[index].out.append(contentsOf: newer) }
-          state.workers[index].flushing = false
-          state.workers[index].wantsWrite = true
-        }
+        state.withLock { $0.socketFull(worker: id, unsent: bytes, from: sent) }
         wakeIOThread()
         return
       }

@@ -172,6 +172,36 @@ extension PoolState {
     advance(&effects)
   }
 
+  /// The first thread to need the I/O thread starts it: true for that one, false when it runs.
+  mutating func claimIOThreadStart() -> Bool {
+    if ioThreadRunning { return false }
+    ioThreadRunning = true
+    return true
+  }
+
+  /// The I/O thread is about to start, waking through `wakeChannel`.
+  mutating func ioThreadStarting(wakeChannel: (read: Socket, write: Socket)) {
+    self.wakeChannel = wakeChannel
+  }
+
+  /// The I/O thread returned: the pool is stopped and its wake-up channel goes with it.
+  mutating func ioThreadEnded() {
+    ioThreadRunning = false
+    wakeChannel = nil
+  }
+
+  /// The I/O thread could not start: the spawns asked for will not happen, and without that
+  /// thread the pool cannot run anything.
+  mutating func ioThreadFailedToStart(
+    spawns: [Int], _ reason: String, now: MonotonicInstant, _ effects: inout PoolEffects
+  ) {
+    self.now = now
+    ioThreadRunning = false
+    spawning -= spawns.count
+    for launcher in spawns { launcherSpawning[launcher] -= 1 }
+    breakPool(ProcessPoolError(.brokenPool, "cannot start the pool's I/O thread: \(reason)"), &effects)
+  }
+
   /// Fails everything and stops every worker: the pool takes no more work.
   mutating func breakPool(_ error: ProcessPoolError, _ effects: inout PoolEffects) {
     if case .broken(let first) = lifecycle {

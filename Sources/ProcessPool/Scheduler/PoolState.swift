@@ -57,6 +57,23 @@ struct PoolState: ~Copyable {
     workers.firstIndex { $0.id == id }
   }
 
+  /// The counters now, with the gauges (workers alive, busy and idle, tasks queued and running)
+  /// read off the state.
+  var statisticsSnapshot: ProcessPoolExecutor.Statistics {
+    var snapshot = statistics
+    snapshot.workersAlive = workers.count
+    snapshot.workersBusy = workers.filter { !$0.isIdle }.count
+    snapshot.workersIdle = workers.filter { $0.isIdle && $0.phase == .ready }.count
+    // Work that was cancelled (a map left early) no longer counts, though it waits in the
+    // queue until its turn comes to be skipped.
+    snapshot.tasksQueued = queue.liveCount
+    snapshot.tasksRunning = workers.reduce(0) { $0 + $1.inflight.count }
+    return snapshot
+  }
+
+  /// The pids of the workers alive.
+  var workerPIDs: [Int32] { workers.map(\.pid) }
+
   /// The error a submit gets when the pool takes no more work, or nil when it does.
   var rejection: ProcessPoolError? {
     switch lifecycle {
