@@ -59,7 +59,7 @@ let workers = option("--workers") ?? 2
 let repeats = option("--repeat") ?? 3
 let scale = quick ? 10 : 1
 /// `--only a,b`: run just these sections (startup, latency, c1, c64, payload, countdown,
-/// as_completed, completion, unordered, crashes), e.g. to profile one workload.
+/// as_completed, completion, recycle, many, unordered, crashes), e.g. to profile one workload.
 let only: Set<Substring>? = arguments.firstIndex(of: "--only").flatMap { index in
   index + 1 < arguments.count ? Set(arguments[index + 1].split(separator: ",")) : nil
 }
@@ -146,6 +146,51 @@ if enabled("c64") {
   results.append(("throughput_c64_tasks_s", try await mapRate(count: 200_000 / scale, chunksize: 64)))
 }
 log("  throughput done")
+
+// Recycling: `maxTasksPerChild: 1` starts a new worker for every task.
+if enabled("recycle") {
+  var configuration = ProcessPoolExecutor.Configuration()
+  configuration.maxWorkers = workers
+  configuration.maxTasksPerChild = 1
+  var rates: [Double] = []
+  let count = 200 / scale
+  for _ in 0..<repeats {
+    let recycling = try ProcessPoolExecutor(configuration: configuration)
+    let elapsed = try await clock.measure {
+      for try await _ in try recycling.map(Identity(), 0..<count, chunksize: 1) {}
+    }
+    await recycling.shutdown()
+    rates.append(Double(count) / seconds(elapsed))
+  }
+  results.append(("max_tasks_per_child_1_tasks_s", median(rates)))
+  log("  recycle done")
+}
+
+// Hundreds of workers on this machine's cores: chunksize 1 against the same with the small
+// pool above, and how long the first submits take (each may need a new worker).
+if enabled("many") {
+  let many = 256
+  var configuration = ProcessPoolExecutor.Configuration()
+  configuration.maxWorkers = many
+  let big = try ProcessPoolExecutor(configuration: configuration)
+  var futures: [ProcessFuture<Int>] = []
+  let submitting = try clock.measure {
+    futures = try (0..<many).map { try big.submit(Identity(), $0) }
+  }
+  for future in futures { _ = try await future.value }
+  let count = 20_000 / scale
+  var rates: [Double] = []
+  for _ in 0..<repeats {
+    let elapsed = try await clock.measure {
+      for try await _ in try big.map(Identity(), 0..<count, chunksize: 1) {}
+    }
+    rates.append(Double(count) / seconds(elapsed))
+  }
+  await big.shutdown()
+  results.append(("workers_256_first_submits_ms", seconds(submitting) * 1e3))
+  results.append(("workers_256_c1_tasks_s", median(rates)))
+  log("  many done")
+}
 
 // Payload: 1 MiB echoed.
 if enabled("payload") {
