@@ -84,12 +84,6 @@ struct FinishedChunk {
   }
 }
 
-/// The error of a `results` payload whose framing is broken.
-@usableFromInline
-func malformedResults(_ error: any Error, workerPID: Int32) -> ProcessPoolError {
-  ProcessPoolError(.protocolViolation, "malformed results from the worker: \(error)", workerPID: workerPID)
-}
-
 /// The sink of a map chunk: checks and keeps the chunk's results and finishes its future once.
 struct MapChunkSink: JobSink {
   let future: ProcessFuture<RawOutcomes>

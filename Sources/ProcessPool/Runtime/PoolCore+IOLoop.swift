@@ -246,16 +246,7 @@ extension PoolCore {
     switch kind {
     case .results where id == 0:
       // The initializer's outcome.
-      var reader = PayloadReader(payload)
-      _ = try reader.integer(UInt32.self)
-      let status = try reader.integer(UInt8.self)
-      let block = try reader.block()
-      var failure: String?
-      if status != Frame.Status.success.rawValue {
-        failure =
-          (try? BinaryDecoder.decode(RemoteErrorRecord.self, from: block))
-          .map { "\($0.typeName): \($0.description)" } ?? "an error that could not be decoded"
-      }
+      let failure = try initializerFailure(in: payload)
       transition { state, effects in state.initialized(worker: entry.worker, failure: failure, now: .now, &effects) }
     case .results:
       deliver([(id, payload)], from: entry, flushes: &flushes)

@@ -49,39 +49,3 @@ extension ProcessTask {
     }
   }
 }
-
-/// Appends a failure outcome: the error as a `RemoteErrorRecord` block.
-func appendFailureOutcome(_ error: any Error, to payload: inout [UInt8]) {
-  payload.withByteWriter { appendFailureOutcome(error, to: $0) }
-}
-
-func appendFailureOutcome(_ error: any Error, to writer: ByteWriter) {
-  // An error record is small and always goes out, whatever is left of the frame's budget (the
-  // frame as a whole is checked when it is finished).
-  let budget = writer.byteLimit
-  writer.byteLimit = .max
-  defer { writer.byteLimit = budget }
-  writer.bytes.append(Frame.Status.failure.rawValue)
-  let record = RemoteErrorRecord(error)
-  do {
-    try writer.appendBlock(record)
-  } catch {
-    let fallback = RemoteErrorRecord(ProcessPoolError(.encodingFailed, "cannot encode an error: \(error)"))
-    try! writer.appendBlock(fallback)
-  }
-}
-
-extension Array where Element == UInt8 {
-  /// Appends `[u32 length][encoding of value]`, patching the length after encoding in place.
-  mutating func appendEncodedBlock<T: Encodable>(_ value: T) throws {
-    try withByteWriter { try $0.appendBlock(value) }
-  }
-
-  /// Lends the array to a `ByteWriter` (moved, not copied) for several blocks in a row.
-  mutating func withByteWriter<R>(_ body: (ByteWriter) throws -> R) rethrows -> R {
-    let writer = ByteWriter(self)
-    self = []
-    defer { self = writer.bytes }
-    return try body(writer)
-  }
-}
