@@ -16,10 +16,20 @@ extension WorkerProcessTests {
         let findings = try await pool.submit(NestedPoolWithoutStandardStreams(), 7).value
         #expect(findings.crash == ProcessPoolError.Code.workerCrashed.rawValue)
         #expect(findings.square == 49)
-        // The pool's descriptors are sockets and its reply rings' memfds; libdispatch may
-        // legitimately put its own (an epoll, an eventfd) on the free slots.
-        let pools = findings.standardStreams.filter { $0.contains("socket:") || $0.contains("processpool") }
+        // Sockets, pipes (workers' stderr), the ring's memfd and pidfds are the pool's; libdispatch
+        // may take 0-2 for its own epoll, eventfd and timerfd.
+        let pools = findings.standardStreams.filter {
+          $0.contains("socket:") || $0.contains("pipe:") || $0.contains("processpool") || $0.contains("pidfd")
+        }
         #expect(pools == [], "all of 0-2: \(findings.standardStreams)")
+      }
+    }
+
+    @Test func everyDescriptorThePoolCreatesIsAboveTheStandardStreams() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let numbers = try await pool.submit(DescriptorsWithoutStandardStreams(), 0).value
+        #expect(!numbers.isEmpty)
+        for (name, fd) in numbers { #expect(fd > 2, "\(name) took \(fd)") }
       }
     }
 
@@ -61,6 +71,44 @@ struct NestedPoolWithoutStandardStreams: ProcessTask {
     let count = readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
     guard count > 0 else { return nil }
     return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+  }
+}
+
+/// Closes stdin, stdout and stderr, then creates each kind of descriptor the pool makes (a
+/// socket pair, a pipe for a worker's stderr, a memfd, a pidfd) right after checking that a
+/// slot below 3 is free for it (libdispatch may take them back), and reports their numbers.
+struct DescriptorsWithoutStandardStreams: ProcessTask {
+  func run(_: Int) async throws -> [String: Int32] {
+    for fd: Int32 in 0...2 { close(fd) }
+    var numbers: [String: Int32] = [:]
+    func lowSlotIsFree() -> Bool {
+      let probe = open("/dev/null", O_RDONLY | O_CLOEXEC)
+      close(probe)
+      return probe >= 0 && probe < 3
+    }
+    if lowSlotIsFree() {
+      let (a, b) = try Syscall.socketPair()
+      numbers["socket pair"] = min(a, b)
+      close(a)
+      close(b)
+    }
+    if lowSlotIsFree() {
+      let (read, write) = try Syscall.outputPipe()
+      numbers["stderr pipe"] = min(read, write)
+      close(read)
+      close(write)
+    }
+    if lowSlotIsFree() {
+      let memfd = try Syscall.sharedMemory(size: 4096)
+      numbers["memfd"] = memfd
+      close(memfd)
+    }
+    if lowSlotIsFree() {
+      let pidfd = try Syscall.pidfdOpen(getpid())
+      numbers["pidfd"] = pidfd
+      close(pidfd)
+    }
+    return numbers
   }
 }
 

@@ -64,19 +64,24 @@ enum Syscall {
     _ = try retrying("socketpair") {
       socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
     }
+    return try aboveStandardStreams(fds[0], fds[1])
+  }
+
+  /// Both ends of a new pair (socket pair or pipe) moved above 2; both closed on failure.
+  private static func aboveStandardStreams(_ first: Int32, _ second: Int32) throws(Errno) -> (Int32, Int32) {
+    let moved: Int32
     do {
-      fds[0] = try aboveStandardStreams(fds[0])
+      moved = try aboveStandardStreams(first)
     } catch {
-      close(fds[1])
+      close(second)
       throw error
     }
     do {
-      fds[1] = try aboveStandardStreams(fds[1])
+      return (moved, try aboveStandardStreams(second))
     } catch {
-      close(fds[0])
+      close(moved)
       throw error
     }
-    return (fds[0], fds[1])
   }
 
   /// `fd`, or a close-on-exec copy of it numbered 3 or more (the original closed) when it took a
@@ -108,6 +113,7 @@ enum Syscall {
   static func outputPipe() throws(Errno) -> (read: Int32, write: Int32) {
     var fds: [Int32] = [-1, -1]
     _ = try retrying("pipe2") { pp_pipe_cloexec(&fds) }
+    (fds[0], fds[1]) = try aboveStandardStreams(fds[0], fds[1])
     do {
       try setNonBlocking(fds[0])
     } catch {
@@ -189,7 +195,7 @@ enum Syscall {
 
   /// A pidfd of `pid` (close-on-exec): it becomes readable when the process exits.
   static func pidfdOpen(_ pid: pid_t) throws(Errno) -> Int32 {
-    try retrying("pidfd_open") { pp_pidfd_open(pid) }
+    try aboveStandardStreams(try retrying("pidfd_open") { pp_pidfd_open(pid) })
   }
 
   /// Sends `signal` to the process of `pidfd`; a process that is already gone is not an error.
