@@ -95,9 +95,10 @@ extension PoolState {
   {
     self.now = now
     guard let index = index(ofWorker: id) else { return }
-    // Held back by its launcher (srun without -u) until the pool stopped it at its launch
-    // timeout: it changes nothing, above all not the launcher's count of failed starts.
-    if case .terminating = workers[index].phase, workers[index].stopReason?.code == .workerStartFailed { return }
+    // A worker being stopped changes nothing by what it still sends, as with its results: a
+    // hello its launcher held back (srun without -u) until the launch timeout stopped it must
+    // not reset the launcher's count of failed starts.
+    if case .terminating = workers[index].phase { return }
     // A frame that only makes sense once, at start: from anything but a starting worker it is
     // forged (a task writing to its socket) or garbage.
     guard !workers[index].saidHello, workers[index].phase == .starting else {
