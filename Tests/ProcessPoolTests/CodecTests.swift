@@ -149,6 +149,67 @@ import Testing
     try roundTrip(Dog(name: "Rex", good: true))
   }
 
+  /// Asks for a super encoder for a key, one for "super" and one in an unkeyed container, uses
+  /// none of them, and writes more entries after each.
+  struct UnusedSuperEncoders: Codable, Equatable {
+    var before: Int
+    var after: String
+    var element: Int
+    enum CodingKeys: String, CodingKey { case before, base, after, list }
+    init(before: Int, after: String, element: Int) {
+      self.before = before
+      self.after = after
+      self.element = element
+    }
+    init(from decoder: any Decoder) throws {
+      let container = try decoder.container(keyedBy: CodingKeys.self)
+      before = try container.decode(Int.self, forKey: .before)
+      // The unused entries decode as empty keyed containers.
+      let base = try container.superDecoder(forKey: .base).container(keyedBy: CodingKeys.self)
+      #expect(base.allKeys.isEmpty)
+      #expect(try container.superDecoder().container(keyedBy: CodingKeys.self).allKeys.isEmpty)
+      after = try container.decode(String.self, forKey: .after)
+      var list = try container.nestedUnkeyedContainer(forKey: .list)
+      #expect(list.count == 2)
+      _ = try list.superDecoder()
+      element = try list.decode(Int.self)
+    }
+    func encode(to encoder: any Encoder) throws {
+      var container = encoder.container(keyedBy: CodingKeys.self)
+      try container.encode(before, forKey: .before)
+      _ = container.superEncoder(forKey: .base)
+      _ = container.superEncoder()
+      try container.encode(after, forKey: .after)
+      var list = container.nestedUnkeyedContainer(forKey: .list)
+      _ = list.superEncoder()
+      try list.encode(element)
+    }
+  }
+
+  /// Unused, last in their containers: the value is written when the container closes.
+  struct UnusedSuperEncoderLast: Codable, Equatable {
+    var value: Int
+    enum CodingKeys: String, CodingKey { case value, base }
+    init(value: Int) { self.value = value }
+    init(from decoder: any Decoder) throws {
+      let container = try decoder.container(keyedBy: CodingKeys.self)
+      value = try container.decode(Int.self, forKey: .value)
+      // A type that expects a value there gets a typed error, not garbage.
+      #expect(throws: CodecError.self) { try Int(from: container.superDecoder(forKey: .base)) }
+    }
+    func encode(to encoder: any Encoder) throws {
+      var container = encoder.container(keyedBy: CodingKeys.self)
+      try container.encode(value, forKey: .value)
+      _ = container.superEncoder(forKey: .base)
+    }
+  }
+
+  @Test func anUnusedSuperEncoderLeavesAnEmptyValueNotAKeyWithoutOne() throws {
+    try roundTrip(UnusedSuperEncoders(before: 1, after: "two", element: 3))
+    try roundTrip(UnusedSuperEncoderLast(value: 4))
+    try roundTrip([UnusedSuperEncoderLast(value: 5), UnusedSuperEncoderLast(value: 6)])
+  }
+
   @Test func everyTruncationThrows() throws {
     let bytes = try BinaryEncoder.encode(
       Shape.polygon([Point(x: 1, y: 2, label: "l", tags: ["t", "u"]), Point(x: -3, y: 4, label: nil, tags: [])]))

@@ -246,6 +246,105 @@ import Testing
     #expect(machine.state.statistics.workersCrashed == 0)
   }
 
+  @Test func aWorkerKilledBecauseThePoolBrokeIsStoppedNotAFailedStart() throws {
+    let machine = Machine {
+      $0.maxWorkers = 2
+      $0.crashPolicy = .breakPool
+    }
+    _ = machine.submit(2)
+    let first = try machine.spawned()
+    let second = try machine.spawned()
+    machine.hello(first)
+    machine.exited(first, .signaled(SIGSEGV))
+    #expect(machine.signals(second) == [SIGKILL])
+    machine.exited(second, .signaled(SIGKILL))
+    #expect(machine.state.statistics.workersFailedToStart == 0)
+    #expect(machine.state.statistics.workersStopped == 1)
+    #expect(!machine.effects.logs.contains { $0.1.contains("died while starting") })
+    #expect(machine.lifecycle == .stopped)
+  }
+
+  @Test func aWorkerRetiredDuringItsInitializerStillReportsItsOutcomeAndDyingThereIsAFailedStart() throws {
+    let machine = Machine()
+    _ = machine.submit(1)
+    let worker = try machine.spawned(initializer: [1])
+    machine.hello(worker)
+    #expect(machine.slot(worker)?.phase == .initializing)
+    machine.event { state, effects in state.shutdown(cancelFutures: true, now: .now, &effects) }
+    #expect(machine.slot(worker)?.phase == .retiring(from: .initializing))
+    machine.event { state, effects in state.initialized(worker: worker.id, failure: nil, now: .now, &effects) }
+    #expect(machine.signals(worker).isEmpty)  // not a protocol violation
+    #expect(machine.slot(worker)?.phase == .retiring(from: .ready))
+    machine.exited(worker, .exited(0))
+    #expect(machine.lifecycle == .stopped)
+
+    let dying = Machine()
+    _ = dying.submit(1)
+    let second = try dying.spawned(initializer: [1])
+    dying.hello(second)
+    dying.event { state, effects in state.shutdown(cancelFutures: true, now: .now, &effects) }
+    dying.exited(second, .exited(3))
+    #expect(dying.state.statistics.workersFailedToStart == 1)
+  }
+
+  @Test func aWorkerRetiredBeforeItsHelloStillSaysHelloAndExitsCleanly() throws {
+    let machine = Machine { $0.maxWorkers = 2 }
+    _ = machine.submit(2)
+    #expect(machine.effects.spawns == [0, 0])
+    let first = try machine.spawned()
+    machine.result(first)  // its first job done, it takes the second before the other worker came
+    #expect(machine.running(first).count == 1)
+    machine.result(first)
+    let second = try machine.spawned()
+    #expect(machine.running(second).isEmpty)
+    machine.event { state, effects in state.shutdown(cancelFutures: false, now: .now, &effects) }
+    #expect(machine.slot(second)?.phase == .retiring(from: .beforeHello(initializer: false)))
+    machine.hello(second)
+    #expect(machine.signals(second).isEmpty)  // not a protocol violation
+    #expect(machine.effects.logs.isEmpty)
+    #expect(machine.slot(second)?.phase == .retiring(from: .ready))
+    machine.exited(second, .exited(0))
+    #expect(machine.state.statistics.workersCrashed == 0 && machine.state.statistics.workersStopped == 0)
+    machine.hello(first)
+    machine.exited(first, .exited(0))
+    #expect(machine.lifecycle == .stopped)
+  }
+
+  @Test func anInitializerOutcomeFromAWorkerBeingStoppedChangesNothing() throws {
+    let machine = Machine()
+    _ = machine.submit(1)
+    let worker = try machine.spawned(initializer: [1])
+    machine.hello(worker)
+    machine.event { state, effects in state.forceShutdown(signal: SIGTERM, now: .now, &effects) }
+    machine.event { state, effects in
+      state.initialized(worker: worker.id, failure: "too late", now: .now, &effects)
+    }
+    #expect(machine.effects.logs.isEmpty)
+    #expect(machine.lifecycle == .shuttingDown)  // not broken by it
+  }
+
+  @Test func aLaunchedWorkerSilentPastTheLaunchTimeoutIsStoppedAsAFailedStart() throws {
+    let machine = Machine {
+      $0.launchers = [.command(["launcher"], workers: 1)]
+      $0.launchTimeout = .seconds(5)
+      $0.terminationGracePeriod = .seconds(3)
+    }
+    _ = machine.submit(1)
+    let start = MonotonicInstant.now
+    let worker = try machine.spawned()
+    #expect(machine.deadlines(at: start) != nil)
+    machine.deadlines(at: start.advanced(by: .seconds(6)))
+    #expect(machine.signals(worker) == [SIGTERM])
+    #expect(machine.state.statistics.workersFailedToStart == 1)
+    machine.hello(worker)  // held back by its launcher: changes nothing
+    #expect(machine.signals(worker).isEmpty)
+    machine.deadlines(at: start.advanced(by: .seconds(10)))
+    #expect(machine.signals(worker) == [SIGKILL])
+    machine.exited(worker, .signaled(SIGKILL))
+    #expect(machine.state.statistics.workersFailedToStart == 1)  // counted once
+    #expect(machine.effects.spawns == [0])  // a replacement for the queued job
+  }
+
   // MARK: Timeouts
 
   @Test func aTaskTimeoutSendsSIGTERMThenSIGKILLAfterTheGracePeriod() throws {
@@ -293,7 +392,7 @@ import Testing
     #expect(machine.running(first).count == 1)  // never more than its limit
     machine.hello(first)
     machine.result(first)
-    #expect(machine.slot(first)?.phase == .retiring)
+    #expect(machine.slot(first)?.phase == .retiring(from: .ready))
     #expect(machine.queued == 2)
     machine.exited(first, .exited(0))
     #expect(machine.effects.spawns == [0])
@@ -313,7 +412,7 @@ import Testing
     machine.result(worker)
     #expect(machine.slot(worker)?.phase == .ready)  // the job handed to it behind the first runs too
     machine.result(worker)
-    #expect(machine.slot(worker)?.phase == .retiring)
+    #expect(machine.slot(worker)?.phase == .retiring(from: .ready))
     machine.exited(worker, .exited(0))
     #expect(machine.lifecycle == .stopped)
     #expect(machine.effects.stopped)

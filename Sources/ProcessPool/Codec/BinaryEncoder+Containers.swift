@@ -44,14 +44,14 @@ struct KeyedWriter<Key: CodingKey>: KeyedEncodingContainerProtocol {
 
   mutating func superEncoder() -> any Encoder {
     // "super" need not be one of `Key`'s cases.
-    try? begin(name: "super")
-    return ValueEncoder(writer: writer, codingPath: codingPath + [IndexKey(stringValue: "super") ?? IndexKey(0)])
+    if (try? begin(name: "super")) != nil { writer.expectSuperValue() }
+    return ValueEncoder(writer: writer, codingPath: codingPath + [SuperKey()])
   }
 
   mutating func superEncoder(forKey key: Key) -> any Encoder {
-    try? begin(key)
-    // The entry's value is whatever the returned encoder writes; an unused one writes nothing,
-    // so a placeholder empty container is opened for it to fill or leave empty.
+    // The entry's value is whatever the returned encoder writes; if it writes nothing, an
+    // empty keyed container is written in its place before the next entry or the end.
+    if (try? begin(key)) != nil { writer.expectSuperValue() }
     return ValueEncoder(writer: writer, codingPath: codingPath + [key])
   }
 }
@@ -109,7 +109,7 @@ struct UnkeyedWriter: UnkeyedEncodingContainer {
 
   mutating func superEncoder() -> any Encoder {
     let path = elementPath
-    try? begin()
+    if (try? begin()) != nil { writer.expectSuperValue() }
     return ValueEncoder(writer: writer, codingPath: path)
   }
 }
@@ -124,6 +124,15 @@ struct SingleValueWriter: SingleValueEncodingContainer {
   mutating func encode<T: Encodable>(_ value: T) throws {
     try writer.encodeValue(value, path: codingPath)
   }
+}
+
+/// The coding key of the entry `superEncoder()` writes.
+struct SuperKey: CodingKey {
+  var stringValue: String { "super" }
+  var intValue: Int? { nil }
+  init() {}
+  init?(stringValue: String) { guard stringValue == "super" else { return nil } }
+  init?(intValue: Int) { nil }
 }
 
 /// A coding key for an array position.

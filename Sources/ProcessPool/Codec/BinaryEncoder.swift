@@ -35,6 +35,9 @@ final class ByteWriter {
   /// throws `CodecError.tooLarge`. Checked where a length is patched and before bulk copies, so
   /// an oversized array is refused before it is copied.
   @exclusivity(unchecked) var byteLimit = Int.max
+  /// Where the value of a `superEncoder` entry goes, while its encoder has written nothing
+  /// there: an encoder left unused still owes its entry a value (see `settleSuperValue`).
+  @exclusivity(unchecked) private var superValueAt: Int?
 
   init(_ bytes: [UInt8]) { self.bytes = bytes }
 
@@ -173,6 +176,7 @@ final class ByteWriter {
   /// Makes the container `token` the innermost open one (closing those opened after it), or
   /// throws if it was already closed (used out of order).
   func activate(_ token: Int, path: [any CodingKey]) throws {
+    settleSuperValue()
     guard let index = open.lastIndex(where: { $0.token == token }) else {
       throw CodecError.encoding("a container at \(CodecError.path(path)) was used after it was finished")
     }
@@ -187,7 +191,20 @@ final class ByteWriter {
     }
   }
 
+  /// A `superEncoder` entry was begun: its value starts here, whatever its encoder writes.
+  func expectSuperValue() { superValueAt = bytes.count }
+
+  /// Runs before anything else is written into an open container or one is closed: a
+  /// `superEncoder` entry whose encoder wrote nothing gets an empty keyed container, the
+  /// encoding of a value that asked for no container, so the entry still has a value.
+  @inline(__always) private func settleSuperValue() {
+    guard let start = superValueAt else { return }
+    superValueAt = nil
+    if bytes.count == start { emptyKeyed() }
+  }
+
   func close(above depth: Int) throws {
+    settleSuperValue()
     while open.count > depth {
       let (start, _) = open.removeLast()
       let length = try checkedLength(from: start)
@@ -228,6 +245,7 @@ final class ByteWriter {
       length = try checkedLength(from: start)
     } catch {
       open.removeAll()
+      superValueAt = nil
       bytes.removeSubrange(start...)
       throw error
     }

@@ -272,7 +272,8 @@ extension PoolCore {
   /// status, hand it to the state with the tail of its stderr for the errors its death causes.
   private func reap(_ entry: Watched, exited: Bool, errorStream: WorkerErrorStream?) {
     let phase = state.withLock { $0.workerEnded(worker: entry.worker) }
-    let graceful = phase == .retiring
+    var graceful = false
+    if case .retiring = phase { graceful = true }
     // A worker closes its socket only by exiting, unless it misbehaves: make sure it is dead
     // before blocking in waitpid. (Not reaped yet, so the pid cannot have been reused; for a
     // launcher, the rest of its process group goes too.)

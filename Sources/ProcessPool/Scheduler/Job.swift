@@ -1,7 +1,8 @@
 /// One `run` frame's worth of work: a task over one input (a `submit`) or several (a `map`
 /// chunk), with the futures it finishes.
 final class Job: @unchecked Sendable {
-  /// Set once by the pool when queued; read under the pool's lock afterwards.
+  /// Set by the pool, under its lock, each time the job is handed to a worker (a job put back in
+  /// the queue gets a new one): a result names the job by it.
   var id: UInt64 = 0
   /// The whole `run` frame: room for the header, filled in at dispatch, then the payload (task
   /// name, task value and the inputs). Handed to the socket's buffer without a copy (a large

@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-  import Glibc
-#endif
-
 /// Handing queued work to workers, retiring workers, and finishing a shutdown.
 extension PoolState {
   /// Puts jobs in the queue, all or none, with one dispatch pass; nil when accepted, else the
@@ -122,13 +118,16 @@ extension PoolState {
   private mutating func stopIdleWorkers(_ effects: inout PoolEffects) {
     let shuttingDown = lifecycle == .shuttingDown && queue.isEmpty
     for index in workers.indices where workers[index].isIdle {
+      let startup: WorkerSlot.Startup
       switch workers[index].phase {
-      case .starting, .ready: break
-      default: continue
+      case .starting(let initializer, _): startup = .beforeHello(initializer: initializer)
+      case .initializing: startup = .initializing
+      case .ready: startup = .ready
+      case .retiring, .terminating, .exited: continue
       }
       let atLimit = configuration.maxTasksPerChild.map { workers[index].jobsAssigned >= $0 } ?? false
       guard shuttingDown || atLimit else { continue }
-      workers[index].phase = .retiring
+      workers[index].phase = .retiring(from: startup)
       if atLimit { statistics.workersRetired += 1 }
       if workers[index].enqueue(.stop, id: 0, payload: []) {
         effects.flushes.append(workers[index].id)
@@ -151,21 +150,21 @@ extension PoolState {
     if lifecycle == .running { lifecycle = .shuttingDown }
     forced = true
     effects.cancellations += queue.removeAll().map(\.sink)
-    let killAt = signal == SIGKILL ? nil : now.advanced(by: configuration.terminationGracePeriod)
+    let killAt = signal == SignalNumber.kill ? nil : now.advanced(by: configuration.terminationGracePeriod)
     for index in workers.indices where workers[index].phase != .exited {
       // Its running work fails when it has exited (with how it ended); a result it sends
       // meanwhile (a task that ignores SIGTERM) is dropped, not delivered.
       workers[index].headDeadline = nil
-      if case .terminating(let earlier) = workers[index].phase {
+      if case .terminating(let reason, let earlier) = workers[index].phase {
         // Already being stopped: only a SIGKILL now can make that sooner.
-        if signal == SIGKILL, earlier != nil {
-          workers[index].phase = .terminating(killAt: nil)
-          effects.signals.append(workers[index].signalling(SIGKILL))
+        if signal == SignalNumber.kill, earlier != nil {
+          workers[index].phase = .terminating(reason: reason, killAt: nil)
+          effects.signals.append(workers[index].signalling(SignalNumber.kill))
         }
         continue
       }
-      workers[index].phase = .terminating(killAt: killAt)
-      workers[index].stopReason = ProcessPoolError(.brokenPool, "the pool was forcefully shut down")
+      workers[index].phase = .terminating(
+        reason: ProcessPoolError(.brokenPool, "the pool was forcefully shut down"), killAt: killAt)
       effects.signals.append(workers[index].signalling(signal))
     }
     effects.wakeIO = true
@@ -219,8 +218,9 @@ extension PoolState {
       workers[index].inflight = []
       workers[index].headDeadline = nil
       if workers[index].phase != .exited {
-        workers[index].phase = .terminating(killAt: nil)
-        effects.signals.append(workers[index].signalling(SIGKILL))
+        // Stopped by the pool: its death is no failed start or crash of its own.
+        workers[index].phase = .terminating(reason: error, killAt: nil)
+        effects.signals.append(workers[index].signalling(SignalNumber.kill))
       }
     }
     advance(&effects)

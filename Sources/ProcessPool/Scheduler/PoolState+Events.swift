@@ -1,9 +1,3 @@
-import CProcessPoolShims
-
-#if canImport(Glibc)
-  import Glibc
-#endif
-
 /// What happens to the pool when a worker starts, talks, times out or dies.
 extension PoolState {
   /// How many workers of a launcher in a row may die before their hello until it is given up.
@@ -18,15 +12,13 @@ extension PoolState {
     spawning -= 1
     launcherSpawning[launcher] -= 1
     nextWorkerID += 1
+    let launched = launchers[launcher].arguments != nil
+    let launchDeadline = launched ? configuration.launchTimeout.map { spawnedAt.advanced(by: $0) } : nil
     var slot = WorkerSlot(
-      id: nextWorkerID, launcher: launcher, launched: launchers[launcher].arguments != nil, pid: worker.pid,
-      socket: worker.socket, ring: worker.ring, pidfd: worker.pidfd, standardError: worker.standardError,
-      spawnedAt: spawnedAt)
-    if slot.launched, let timeout = configuration.launchTimeout {
-      slot.launchDeadline = spawnedAt.advanced(by: timeout)
-    }
+      id: nextWorkerID, launcher: launcher, launched: launched, pid: worker.pid, socket: worker.socket,
+      ring: worker.ring, pidfd: worker.pidfd, standardError: worker.standardError, spawnedAt: spawnedAt,
+      phase: .starting(initializer: initializer != nil, launchDeadline: launchDeadline))
     if let initializer {
-      slot.initializing = true
       _ = slot.enqueue(.initialize, id: 0, payload: initializer)
       slot.flushing = true
       effects.flushes.append(slot.id)
@@ -66,42 +58,47 @@ extension PoolState {
   }
 
   /// A worker of `launcher` died (or could not be spawned) before its hello. Three in a row give
-  /// the launcher up; the pool breaks with `error` when no launcher is left. Returns whether it
-  /// broke.
-  @discardableResult
-  mutating func startFailed(launcher: Int, _ error: ProcessPoolError, _ effects: inout PoolEffects) -> Bool {
+  /// the launcher up; the pool breaks with `error` when no launcher is left.
+  mutating func startFailed(launcher: Int, _ error: ProcessPoolError, _ effects: inout PoolEffects) {
     statistics.workersFailedToStart += 1
     launcherStartFailures[launcher] += 1
-    if launcherStartFailures[launcher] >= Self.startFailureLimit { return giveUp(launcher: launcher, error, &effects) }
+    if launcherStartFailures[launcher] >= Self.startFailureLimit {
+      giveUp(launcher: launcher, error, &effects)
+      return
+    }
     effects.logs.append((.error, error.message))
     advance(&effects)
-    return false
   }
 
   /// Starts no more workers with `launcher`; breaks the pool with `error` when it was the last.
-  @discardableResult
-  private mutating func giveUp(launcher: Int, _ error: ProcessPoolError, _ effects: inout PoolEffects) -> Bool {
+  private mutating func giveUp(launcher: Int, _ error: ProcessPoolError, _ effects: inout PoolEffects) {
     launcherGivenUp[launcher] = true
     if !launcherGivenUp.contains(false) {
       breakPool(error, &effects)
-      return true
+      return
     }
     effects.logs.append((.error, "\(error.message); no more workers are started with \(launchers[launcher])"))
     advance(&effects)
-    return false
   }
 
   mutating func hello(worker id: Int, version: UInt32, pid: Int32, now: MonotonicInstant, _ effects: inout PoolEffects)
   {
     self.now = now
     guard let index = index(ofWorker: id) else { return }
+    let initializer: Bool
+    let retiring: Bool
+    switch workers[index].phase {
+    case .starting(let runsInitializer, _): (initializer, retiring) = (runsInitializer, false)
+    // Told to stop before its hello arrived (the pool shut down while it started): its hello
+    // is still due, and it still counts as started only once it said it.
+    case .retiring(from: .beforeHello(let runsInitializer)): (initializer, retiring) = (runsInitializer, true)
     // A worker being stopped changes nothing by what it still sends, as with its results: a
     // hello its launcher held back (srun without -u) until the launch timeout stopped it must
     // not reset the launcher's count of failed starts.
-    if case .terminating = workers[index].phase { return }
+    case .terminating: return
     // A frame that only makes sense once, at start: from anything but a starting worker it is
     // forged (a task writing to its socket) or garbage.
-    guard !workers[index].saidHello, workers[index].phase == .starting else {
+    case .initializing, .ready, .retiring, .exited:
       protocolViolation(worker: id, "a hello from a worker that had already said hello", now: now, &effects)
       return
     }
@@ -120,13 +117,11 @@ extension PoolState {
       protocolViolation(worker: id, "the worker says it is pid \(pid), not \(workers[index].pid)", now: now, &effects)
       return
     }
-    workers[index].remotePID = pid
-    workers[index].saidHello = true
     statistics.timeStartingWorkers += workers[index].spawnedAt.duration(to: now)
-    workers[index].launchDeadline = nil
-    if case .starting = workers[index].phase { workers[index].phase = .ready }
+    let startup: WorkerSlot.Startup = initializer ? .initializing : .ready
+    workers[index].phase = retiring ? .retiring(from: startup) : initializer ? .initializing : .ready
     // Started for good once its initializer, if any, has succeeded too.
-    if !workers[index].initializing { launcherStartFailures[workers[index].launcher] = 0 }
+    if !initializer { launcherStartFailures[workers[index].launcher] = 0 }
     if let head = workers[index].inflight.first, let timeout = head.timeout {
       workers[index].headDeadline = now.advanced(by: timeout)
       effects.wakeIO = true
@@ -140,12 +135,16 @@ extension PoolState {
   mutating func initialized(worker id: Int, failure: String?, now: MonotonicInstant, _ effects: inout PoolEffects) {
     self.now = now
     guard let index = index(ofWorker: id) else { return }
-    guard workers[index].initializing, workers[index].saidHello else {
+    switch workers[index].phase {
+    case .initializing: workers[index].phase = .ready
+    case .retiring(from: .initializing): workers[index].phase = .retiring(from: .ready)
+    // Being stopped: what it still sends changes nothing (as with a hello or results).
+    case .terminating: return
+    case .starting, .ready, .retiring, .exited:
       protocolViolation(
         worker: id, "an initializer outcome from a worker that was not initializing", now: now, &effects)
       return
     }
-    workers[index].initializing = false
     if failure == nil { launcherStartFailures[workers[index].launcher] = 0 }
     if let failure {
       breakPool(
@@ -195,7 +194,7 @@ extension PoolState {
     stop(
       workerAt: index,
       failing: ProcessPoolError(.protocolViolation, "the worker broke the protocol: \(message)", workerPID: pid),
-      signal: SIGKILL, now: now, &effects)
+      signal: SignalNumber.kill, now: now, &effects)
   }
 
   /// `cancel(terminatingWorker: true)` on a running future: stops the worker only when this
@@ -212,14 +211,14 @@ extension PoolState {
       return nil
     }
     switch workers[index].phase {
-    case .starting, .ready, .retiring: break
-    default: return nil
+    case .starting, .initializing, .ready, .retiring: break
+    case .terminating, .exited: return nil
     }
     return stop(
       workerAt: index,
       reason: ProcessPoolError(
         .cancelled, "the task was cancelled while running; its worker was stopped", workerPID: workers[index].pid),
-      signal: SIGTERM, now: now, &effects)
+      signal: SignalNumber.terminate, now: now, &effects)
   }
 
   /// Stops a worker by signal (SIGKILL after the grace period for SIGTERM) and returns the job
@@ -228,16 +227,17 @@ extension PoolState {
   private mutating func stop(
     workerAt index: Int, reason: ProcessPoolError, signal: Int32, now: MonotonicInstant, _ effects: inout PoolEffects
   ) -> Job? {
-    if workers[index].phase == .exited { return nil }
-    if case .terminating = workers[index].phase { return nil }
+    switch workers[index].phase {
+    case .starting, .initializing, .ready, .retiring: break
+    case .terminating, .exited: return nil
+    }
     var inflight = workers[index].inflight[...]
     let head = inflight.popFirst()
     queue.prepend(inflight)
     workers[index].inflight = []
     workers[index].headDeadline = nil
-    workers[index].stopReason = reason
-    let grace = signal == SIGKILL ? nil : now.advanced(by: configuration.terminationGracePeriod)
-    workers[index].phase = .terminating(killAt: grace)
+    let grace = signal == SignalNumber.kill ? nil : now.advanced(by: configuration.terminationGracePeriod)
+    workers[index].phase = .terminating(reason: reason, killAt: grace)
     effects.signals.append(workers[index].signalling(signal))
     effects.wakeIO = true
     advance(&effects)
@@ -282,26 +282,28 @@ extension PoolState {
             workerAt: index,
             failing: ProcessPoolError(
               .taskTimedOut, "the task ran longer than \(limit); its worker was stopped", workerPID: pid),
-            signal: SIGTERM, now: now, &effects)
+            signal: SignalNumber.terminate, now: now, &effects)
         } else {
           consider(deadline)
         }
       }
-      if case .terminating(let killAt?) = workers[index].phase {
+      switch workers[index].phase {
+      case .terminating(let reason, let killAt?):
         if killAt <= now {
-          workers[index].phase = .terminating(killAt: nil)
-          effects.signals.append(workers[index].signalling(SIGKILL))
+          workers[index].phase = .terminating(reason: reason, killAt: nil)
+          effects.signals.append(workers[index].signalling(SignalNumber.kill))
         } else {
           consider(killAt)
         }
-      }
-      if let deadline = workers[index].launchDeadline {
+      case .starting(_, let deadline?):
         if deadline <= now {
           launchTimedOut(workerAt: index, &effects)
-          if case .terminating(let killAt?) = workers[index].phase { consider(killAt) }
+          if case .terminating(_, let killAt?) = workers[index].phase { consider(killAt) }
         } else {
           consider(deadline)
         }
+      default:
+        break
       }
     }
     return next
@@ -316,92 +318,105 @@ extension PoolState {
   ) {
     self.now = now
     guard let index = index(ofWorker: id) else { return }
-    var slot = workers.remove(at: index)
-    slot.phase = phase
-    let pid = slot.pid
-    let ended = Self.describe(termination)
-    let graceful =
-      slot.phase == .retiring && slot.inflight.isEmpty && (termination == .exited(0) || termination == nil)
-    if graceful {
+    let slot = workers.remove(at: index)
+    switch phase {
+    case .retiring where termination == .exited(0) || termination == nil:
+      // Retired as asked (a retiring worker is given no work, so it held none).
       advance(&effects)
-      return
+    case .starting, .retiring(from: .beforeHello):
+      diedStarting(slot, during: "before its hello", termination, &effects)
+    case .initializing, .retiring(from: .initializing):
+      diedStarting(slot, during: "in its initializer", termination, &effects)
+    case .terminating(let reason, _):
+      stopped(slot, reason, termination, &effects)
+    case .ready, .retiring(from: .ready), .exited:
+      crashed(slot, termination, &effects)
     }
-    // Work it had not finished goes back to the queue first, so a pool broken below fails it
-    // with the rest instead of forgetting it.
-    let unfinished = slot.inflight
-    slot.inflight = []
-    // Not started: no hello yet, or its initializer had not finished (it was given no work).
-    let diedStarting = (!slot.saidHello || slot.initializing) && slot.stopReason == nil
-    if diedStarting {
-      // A job sent before the hello provably never started (the hello comes first).
-      queue.prepend(unfinished)
-    } else {
-      slot.inflight = unfinished
-    }
-    if diedStarting {
-      let during = slot.saidHello ? "in its initializer" : "before its hello"
-      if configuration.crashPolicy == .breakPool {
-        // CPython's rule: any unexpected death of a worker breaks the pool.
-        breakPool(
-          ProcessPoolError(
-            .brokenPool, "a worker\(whereRunning(slot)) died \(during) with \(ended)", workerPID: pid,
-            termination: termination), &effects)
-        return
-      }
-      let launcher = launchers[slot.launcher]
-      let broke = startFailed(
-        launcher: slot.launcher,
+  }
+
+  /// A worker died before it had started (no hello, or its initializer had not finished): a
+  /// failed start of its launcher, or a broken pool under `.breakPool`. Jobs sent to it before
+  /// its hello provably never started (the hello comes first): they go back to the queue.
+  private mutating func diedStarting(
+    _ slot: WorkerSlot, during: String, _ termination: ProcessPoolError.Termination?, _ effects: inout PoolEffects
+  ) {
+    // Back to the queue first, so a pool broken below fails them with the rest.
+    queue.prepend(slot.inflight)
+    let ended = Self.describe(termination)
+    if configuration.crashPolicy == .breakPool {
+      // CPython's rule: any unexpected death of a worker breaks the pool.
+      breakPool(
         ProcessPoolError(
-          .brokenPool,
-          "\(launcherStartFailures[slot.launcher] + 1) workers (\(launcher)) in a row died while starting "
-            + "(\(during)), the last with \(ended)", workerPID: pid, termination: termination), &effects)
-      _ = broke  // startFailed ran the dispatch pass, or broke the pool.
+          .brokenPool, "a worker\(whereRunning(slot)) died \(during) with \(ended)", workerPID: slot.pid,
+          termination: termination), &effects)
       return
     }
-    if case .terminating = slot.phase, forced {
+    // Runs the dispatch pass, or breaks the pool.
+    startFailed(
+      launcher: slot.launcher,
+      ProcessPoolError(
+        .brokenPool,
+        "\(launcherStartFailures[slot.launcher] + 1) workers (\(launchers[slot.launcher])) in a row died while starting "
+          + "(\(during)), the last with \(ended)", workerPID: slot.pid, termination: termination), &effects)
+  }
+
+  /// A worker the pool was stopping exited: the job it ran fails with the reason it was stopped
+  /// for (with how it ended); under a forced shutdown all its work fails.
+  private mutating func stopped(
+    _ slot: WorkerSlot, _ reason: ProcessPoolError, _ termination: ProcessPoolError.Termination?,
+    _ effects: inout PoolEffects
+  ) {
+    statistics.workersStopped += 1
+    if forced {
       for job in slot.inflight {
         effects.failures.append(
           (
             job.sink,
-            ProcessPoolError(.brokenPool, "the pool was forcefully shut down", workerPID: pid, termination: termination)
+            ProcessPoolError(
+              .brokenPool, "the pool was forcefully shut down", workerPID: slot.pid, termination: termination)
           ))
       }
-      statistics.workersStopped += 1
-      advance(&effects)
-      return
+    } else {
+      var inflight = slot.inflight[...]
+      if let head = inflight.popFirst() {
+        var error = reason
+        error.termination = termination
+        statistics.tasksFailed += 1
+        effects.failures.append((head.sink, error))
+      }
+      queue.prepend(inflight)
     }
+    advance(&effects)
+  }
+
+  /// A started worker died on its own: the job it ran fails, the work queued behind it goes back
+  /// to the queue, and it is replaced (or the pool breaks under `.breakPool`).
+  private mutating func crashed(
+    _ slot: WorkerSlot, _ termination: ProcessPoolError.Termination?, _ effects: inout PoolEffects
+  ) {
+    let ended = Self.describe(termination)
     var inflight = slot.inflight[...]
     if let head = inflight.popFirst() {
-      let error =
-        slot.stopReason.map { reason -> ProcessPoolError in
-          var error = reason
-          error.termination = termination
-          return error
-        }
-        ?? ProcessPoolError(
-          .workerCrashed, "the worker\(whereRunning(slot)) running this task died with \(ended)", workerPID: pid,
-          termination: termination)
       statistics.tasksFailed += 1
-      effects.failures.append((head.sink, error))
-    }
-    var killedByPool = false
-    if case .terminating = slot.phase { killedByPool = true }
-    if killedByPool {
-      statistics.workersStopped += 1
-    } else if slot.phase != .retiring || termination != .exited(0) {
-      statistics.workersCrashed += 1
-      if let termination { statistics.crashes[termination, default: 0] += 1 }
-      if configuration.crashPolicy == .breakPool {
-        queue.prepend(inflight)
-        breakPool(
+      effects.failures.append(
+        (
+          head.sink,
           ProcessPoolError(
-            .brokenPool, "a worker\(whereRunning(slot)) died with \(ended)", workerPID: pid,
-            termination: termination), &effects)
-        return
-      }
-      effects.logs.append((.warning, "worker \(pid)\(whereRunning(slot)) died with \(ended); it is replaced"))
+            .workerCrashed, "the worker\(whereRunning(slot)) running this task died with \(ended)", workerPID: slot.pid,
+            termination: termination)
+        ))
     }
+    statistics.workersCrashed += 1
+    if let termination { statistics.crashes[termination, default: 0] += 1 }
     queue.prepend(inflight)
+    if configuration.crashPolicy == .breakPool {
+      breakPool(
+        ProcessPoolError(
+          .brokenPool, "a worker\(whereRunning(slot)) died with \(ended)", workerPID: slot.pid,
+          termination: termination), &effects)
+      return
+    }
+    effects.logs.append((.warning, "worker \(slot.pid)\(whereRunning(slot)) died with \(ended); it is replaced"))
     advance(&effects)
   }
 
@@ -417,13 +432,13 @@ extension PoolState {
 
   /// What the exit statuses a worker uses for itself mean (a task may use them too, hence "likely").
   static let workerExitMeanings: [Int32: String] = [
-    PP_EXIT_NO_THREAD: "likely: the worker could not start a thread",
-    PP_EXIT_UNEXPECTED_FRAME: "likely: the worker got a frame it does not understand",
-    PP_EXIT_READ_FAILED: "likely: the worker could not read a task (malformed or too large)",
-    PP_EXIT_REPLY_FAILED: "likely: the worker could not encode a reply",
-    PP_EXIT_NO_STDIO: "likely: the launched worker could not take over its standard input and output",
-    PP_EXIT_NO_RING: "likely: the worker could not map its reply ring (out of memory or descriptors)",
-    PP_EXIT_NO_ENTRY: "likely: the worker loop cannot run in this executable",
+    WorkerExitStatus.noThread: "likely: the worker could not start a thread",
+    WorkerExitStatus.unexpectedFrame: "likely: the worker got a frame it does not understand",
+    WorkerExitStatus.readFailed: "likely: the worker could not read a task (malformed or too large)",
+    WorkerExitStatus.replyFailed: "likely: the worker could not encode a reply",
+    WorkerExitStatus.noStandardIO: "likely: the launched worker could not take over its standard input and output",
+    WorkerExitStatus.noRing: "likely: the worker could not map its reply ring (out of memory or descriptors)",
+    WorkerExitStatus.noEntry: "likely: the worker loop cannot run in this executable",
   ]
 
   /// " (ssh host)" for a launched worker, "" for a local one: where a crash happened.

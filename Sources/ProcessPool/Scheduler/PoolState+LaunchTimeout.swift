@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-  import Glibc
-#endif
-
 /// A launched worker that never says hello: its launcher buffers the worker's output (`srun`
 /// without `-u`), its job waits in a queue, its host does not answer. Without a limit the pool
 /// would wait for it for ever.
@@ -10,16 +6,14 @@ extension PoolState {
   /// (SIGTERM, SIGKILL after the grace period) and it counts as a failed start of its launcher,
   /// with advice on what to check. Its exit is then a stop by the pool, not a second failure.
   mutating func launchTimedOut(workerAt index: Int, _ effects: inout PoolEffects) {
-    workers[index].launchDeadline = nil
-    guard !workers[index].saidHello, case .starting = workers[index].phase,
-      let timeout = configuration.launchTimeout
-    else { return }
+    guard case .starting = workers[index].phase, let timeout = configuration.launchTimeout else { return }
     let launcher = workers[index].launcher
     let message = launchers[launcher].launchTimeoutMessage(after: timeout)
     let pid = workers[index].pid
-    workers[index].stopReason = ProcessPoolError(.workerStartFailed, message, workerPID: pid)
-    workers[index].phase = .terminating(killAt: now.advanced(by: configuration.terminationGracePeriod))
-    effects.signals.append(workers[index].signalling(SIGTERM))
+    workers[index].phase = .terminating(
+      reason: ProcessPoolError(.workerStartFailed, message, workerPID: pid),
+      killAt: now.advanced(by: configuration.terminationGracePeriod))
+    effects.signals.append(workers[index].signalling(SignalNumber.terminate))
     effects.wakeIO = true
     startFailed(
       launcher: launcher,

@@ -63,7 +63,7 @@ struct PoolState: ~Copyable {
     var snapshot = statistics
     snapshot.workersAlive = workers.count
     snapshot.workersBusy = workers.filter { !$0.isIdle }.count
-    snapshot.workersIdle = workers.filter { $0.isIdle && $0.phase == .ready }.count
+    snapshot.workersIdle = workers.filter { $0.isIdle && ($0.phase == .ready || $0.phase == .initializing) }.count
     // Work that was cancelled (a map left early) no longer counts, though it waits in the
     // queue until its turn comes to be skipped.
     snapshot.tasksQueued = queue.liveCount
@@ -93,7 +93,6 @@ struct JobQueue {
 
   var isEmpty: Bool { head == items.count }
   var count: Int { items.count - head }
-  var first: Job? { isEmpty ? nil : items[head] }
 
   mutating func append(_ job: Job) { items.append(job) }
 

@@ -1,16 +1,35 @@
 /// The parent's view of one worker process. Lives in `PoolState.workers`.
 struct WorkerSlot {
+  /// Where a worker is in its life. Each case holds the facts that only it has, so no
+  /// impossible combination (a stop reason on a ready worker, a hello deadline after the hello)
+  /// can be stored.
   enum Phase: Equatable {
-    /// Spawned; its hello has not arrived (work may already be queued on its socket).
-    case starting
-    /// Said hello: running work.
+    /// Spawned; its hello has not arrived (a local worker may already have work queued on its
+    /// socket). `initializer`: it runs one after its hello. A launched worker not heard from by
+    /// `launchDeadline` is stopped (`Configuration.launchTimeout`).
+    case starting(initializer: Bool, launchDeadline: MonotonicInstant?)
+    /// Said hello and runs its initializer: it is given work only once that succeeded.
+    case initializing
+    /// Said hello (and initialized): runs work.
     case ready
-    /// Sent `stop` (retired, or the pool shuts down); will exit when it has read it.
-    case retiring
-    /// Being stopped by signal (timeout, forced shutdown, protocol violation); SIGKILL at `killAt`.
-    case terminating(killAt: MonotonicInstant?)
+    /// Sent `stop` (retired, or the pool shuts down); will exit when it has read it. A death
+    /// before it had started (`from` is not `.ready`) is a failed start.
+    case retiring(from: Startup)
+    /// Being stopped by signal (timeout, forced shutdown, protocol violation, a broken pool);
+    /// `reason` goes to the job it was running; SIGKILL at `killAt`.
+    case terminating(reason: ProcessPoolError, killAt: MonotonicInstant?)
     /// Its socket reached end of stream; waiting to be reaped and removed.
     case exited
+  }
+
+  /// How far a retiring worker had started when it was told to stop.
+  enum Startup: Equatable {
+    /// Its hello had not arrived; `initializer`: it runs one after its hello.
+    case beforeHello(initializer: Bool)
+    /// It had said hello; its initializer was running.
+    case initializing
+    /// It was ready.
+    case ready
   }
 
   let id: Int
@@ -22,8 +41,6 @@ struct WorkerSlot {
   let launched: Bool
   /// When it was spawned (for `Statistics.timeStartingWorkers`).
   let spawnedAt: MonotonicInstant
-  /// The pid the worker reported in its hello (on its own host, for a launched worker).
-  var remotePID: Int32?
   let socket: Socket
   /// Where a local worker's replies come (nil for a launched worker: all on the socket).
   let ring: ReplyRing?
@@ -31,12 +48,10 @@ struct WorkerSlot {
   let pidfd: Socket?
   /// The read end of its stderr, read by the I/O thread (nil when inherited).
   let standardError: Socket?
-  var phase: Phase = .starting
+  var phase: Phase
   /// Jobs sent and not answered, oldest first; the first one is running.
   var inflight: [Job] = []
   var jobsAssigned = 0
-  var saidHello = false
-  var initializing = false
   /// Bytes not yet written, from `outOffset` on; a thread that sets `flushing` owns the writing.
   var out: [UInt8] = []
   var outOffset = 0
@@ -44,10 +59,6 @@ struct WorkerSlot {
   var wantsWrite = false
   /// When the running job's per-task timeout ends (set once the worker has said hello).
   var headDeadline: MonotonicInstant?
-  /// When a launched worker that has not said hello is stopped (`Configuration.launchTimeout`).
-  var launchDeadline: MonotonicInstant?
-  /// Why the pool is stopping this worker, reported to the job it was running, if any.
-  var stopReason: ProcessPoolError?
   /// When the head job started (was sent to an idle worker, or the result before it arrived).
   var headStartedAt: MonotonicInstant?
   /// Jobs in a row that finished within `fastJob`: the pool pipelines deeper onto such a worker.
@@ -80,8 +91,10 @@ struct WorkerSlot {
 
   init(
     id: Int, launcher: Int, launched: Bool, pid: Int32, socket: Socket, ring: ReplyRing? = nil,
-    pidfd: Socket? = nil, standardError: Socket? = nil, spawnedAt: MonotonicInstant
+    pidfd: Socket? = nil, standardError: Socket? = nil, spawnedAt: MonotonicInstant,
+    phase: Phase = .starting(initializer: false, launchDeadline: nil)
   ) {
+    self.phase = phase
     self.pidfd = pidfd
     self.standardError = standardError
     self.id = id
@@ -107,15 +120,14 @@ struct WorkerSlot {
 
   /// Whether it may be given work now.
   func accepts(maxTasksPerChild: Int?) -> Bool {
-    // No task before the initializer has succeeded: one that dies there is a failed start.
-    if initializing { return false }
     switch phase {
     // A local worker's hello is on its socket before anything it runs, so work written to it
     // early is requeued safely if it dies unheard. A launched worker's hello can be lost in
     // the launcher (ssh killed) after a job ran: it gets work only once its hello arrived.
-    case .starting: if launched { return false }
+    // No task before the initializer has succeeded: one that dies there is a failed start.
+    case .starting(let initializer, _): if launched || initializer { return false }
     case .ready: break
-    default: return false
+    case .initializing, .retiring, .terminating, .exited: return false
     }
     if let maxTasksPerChild, jobsAssigned >= maxTasksPerChild { return false }
     return true

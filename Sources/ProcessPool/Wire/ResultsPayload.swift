@@ -1,8 +1,8 @@
 /// The `results` payload, in one place: `[u32 count]([u8 status][u32 length][bytes])*`, one
 /// outcome per input, each a success (the output's encoding) or a failure (a
-/// `RemoteErrorRecord`). The worker writes it (`appendFailureOutcome`, and `runChunk` for
-/// successes); the pool checks it when it arrives (`forEachOutcome`) and decodes it for the
-/// caller's output type (`decodeOutcomes`).
+/// `RemoteErrorRecord`). The worker writes it (`appendOutcomeCount`, then
+/// `appendSuccessOutcome` or `appendFailureOutcome` per input); the pool checks it when it
+/// arrives (`forEachOutcome`) and decodes it for the caller's output type (`decodeOutcomes`).
 
 /// Decodes a `results` payload, `[u32 count]([u8 status][u32 length][bytes])*`, into one outcome
 /// per input, with one reader for all of them. Throws only when the payload itself is malformed;
@@ -79,6 +79,34 @@ func initializerFailure(in payload: UnsafeRawBufferPointer) throws -> String? {
 @usableFromInline
 func malformedResults(_ error: any Error, workerPID: Int32) -> ProcessPoolError {
   ProcessPoolError(.protocolViolation, "malformed results from the worker: \(error)", workerPID: workerPID)
+}
+
+/// Starts a `results` payload: how many outcomes follow.
+func appendOutcomeCount(_ count: Int, to payload: inout [UInt8]) {
+  payload.appendLittleEndian(UInt32(count))
+}
+
+/// Appends a success outcome: `value`'s encoding as a block. When it cannot be encoded (or would
+/// pass the writer's byte limit), nothing of it is left and the failure `encodingFailure` makes
+/// of the error is appended instead. Inlined: it runs for every output in the worker's hot path.
+@inline(__always)
+func appendSuccessOutcome<T: Encodable>(
+  _ value: T, to writer: ByteWriter, encodingFailure: (any Error) -> any Error
+) {
+  let mark = writer.bytes.count
+  writer.bytes.append(Frame.Status.success.rawValue)
+  do {
+    try writer.appendBlock(value)
+  } catch {
+    writer.bytes.removeSubrange(mark...)
+    appendFailureOutcome(encodingFailure(error), to: writer)
+  }
+}
+
+/// Appends a success outcome with no value (an initializer's).
+func appendEmptySuccessOutcome(to payload: inout [UInt8]) {
+  payload.append(Frame.Status.success.rawValue)
+  payload.appendLittleEndian(UInt32(0))
 }
 
 /// Appends a failure outcome: the error as a `RemoteErrorRecord` block.

@@ -5,12 +5,12 @@ extension ProcessTask {
     try BinaryDecoder.decode(Self.self, from: bytes)
   }
 
-  /// Runs `self` over each input block and appends `[u32 count]([u8 status][u32 length][bytes])*`
+  /// Runs `self` over each input block and appends a `results` payload (`ResultsPayload.swift`)
   /// to the frame that starts at `frameStart` in `payload`. One reader and one writer serve the
   /// whole chunk. An output that would take the frame past `Frame.sendLimit` becomes a
   /// `valueTooLarge` failure (refused before a big array is copied).
   func runChunk(_ inputs: InputBlocks, into payload: inout [UInt8], frameStart: Int) async {
-    payload.appendLittleEndian(UInt32(inputs.count))
+    appendOutcomeCount(inputs.count, to: &payload)
     let writer = ByteWriter(payload)
     writer.byteLimit = frameStart + Frame.sendLimit.load(ordering: .relaxed)
     payload = []
@@ -28,24 +28,12 @@ extension ProcessTask {
         continue
       }
       do {
-        Self.append(try await run(value), to: writer, frameStart: frameStart)
+        appendSuccessOutcome(try await run(value), to: writer) { error in
+          ProcessPoolError.encoding(of: "the output of \(Self.self) in the worker", error, messageStart: frameStart)
+        }
       } catch {
         appendFailureOutcome(error, to: writer)
       }
-    }
-  }
-
-  /// Appends a success outcome, or the encoding failure of `value`.
-  private static func append(_ value: Output, to writer: ByteWriter, frameStart: Int) {
-    let mark = writer.bytes.count
-    writer.bytes.append(Frame.Status.success.rawValue)
-    do {
-      try writer.appendBlock(value)
-    } catch {
-      writer.bytes.removeSubrange(mark...)
-      appendFailureOutcome(
-        ProcessPoolError.encoding(of: "the output of \(Self.self) in the worker", error, messageStart: frameStart),
-        to: writer)
     }
   }
 }

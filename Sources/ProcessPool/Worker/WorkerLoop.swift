@@ -178,7 +178,7 @@ final class WorkerLoop: @unchecked Sendable {
       case .success(let task):
         await task.runChunk(InputBlocks(bytes: inputs, count: count), into: &out, frameStart: start)
       case .failure(let error):
-        out.appendLittleEndian(UInt32(count))
+        appendOutcomeCount(count, to: &out)
         for _ in 0..<count { appendFailureOutcome(error, to: &out) }
       }
       refuseOversizedResults(from: start, count: count)
@@ -196,7 +196,7 @@ final class WorkerLoop: @unchecked Sendable {
     let size = out.count - start
     guard size > limit else { return }
     out.removeSubrange((start + Frame.headerSize)...)
-    out.appendLittleEndian(UInt32(count))
+    appendOutcomeCount(count, to: &out)
     let error = ProcessPoolError(
       .valueTooLarge,
       "the outputs of a chunk of \(count) take \(size) bytes together, more than the limit of \(limit) bytes "
@@ -206,7 +206,7 @@ final class WorkerLoop: @unchecked Sendable {
 
   private func handleInitialize(id: UInt64, _ payload: UnsafeRawBufferPointer) {
     let start = Frame.begin(.results, id: id, into: &out)
-    out.appendLittleEndian(UInt32(1))
+    appendOutcomeCount(1, to: &out)
     var failed = false
     do {
       var reader = PayloadReader(payload)
@@ -225,8 +225,7 @@ final class WorkerLoop: @unchecked Sendable {
         }
       }
       if let error = outcome.withLock({ $0 }) { throw error.error }
-      out.append(Frame.Status.success.rawValue)
-      out.appendLittleEndian(UInt32(0))
+      appendEmptySuccessOutcome(to: &out)
     } catch {
       failed = true
       appendFailureOutcome(error, to: &out)
