@@ -9,8 +9,7 @@ import Testing
 /// The scheduler's rule for tiny tasks, on a worker slot alone (instants given, so no timing).
 @Suite struct AdaptivePipeliningTests {
   static func slot() -> WorkerSlot {
-    WorkerSlot(
-      id: 1, launcher: 0, launched: false, pid: 1, socket: Socket(open("/dev/null", O_RDONLY)), spawnedAt: .now)
+    WorkerSlot(id: 1, launcher: 0, launched: false, pid: 1, spawnedAt: .now)
   }
 
   static func configuration(jobsPerWorker: Int, adaptive: Bool = true) -> ProcessPoolExecutor.Configuration {

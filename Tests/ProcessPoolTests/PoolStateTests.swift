@@ -64,14 +64,11 @@ import Testing
 
     /// A worker of `launcher` was spawned (as the I/O thread reports it); returns its id and pid.
     func spawned(launcher: Int = 0, initializer: [UInt8]? = nil) throws -> (id: Int, pid: Int32) {
-      let (parent, child) = try Syscall.socketPair()
-      Syscall.close(child)
       nextPID += 1
-      let worker = SpawnedWorker(
-        pid: nextPID, socket: Socket(parent), ring: nil, pidfd: nil, standardError: nil)
-      let id = event { state, effects in
+      let id = Int(nextPID)
+      event { state, effects in
         state.workerSpawned(
-          launcher: launcher, worker, spawnedAt: .now, initializer: initializer, &effects)
+          worker: id, launcher: launcher, pid: nextPID, spawnedAt: .now, initializer: initializer, &effects)
       }
       return (id, nextPID)
     }

@@ -9,33 +9,33 @@ extension PoolState {
   /// How many workers of a launcher in a row may die before their hello until it is given up.
   static let startFailureLimit = 3
 
+  /// Worker `id` (an id the runtime chose, new) of `launcher` was spawned as process `pid`.
   mutating func workerSpawned(
-    launcher: Int, _ worker: SpawnedWorker, spawnedAt: MonotonicInstant, initializer: [UInt8]?,
+    worker id: Int, launcher: Int, pid: Int32, spawnedAt: MonotonicInstant, initializer: [UInt8]?,
     _ effects: inout PoolEffects
-  ) -> Int {
+  ) {
     now = spawnedAt
     spawnRetryAt = nil
     spawning -= 1
     launcherSpawning[launcher] -= 1
-    nextWorkerID += 1
     var slot = WorkerSlot(
-      id: nextWorkerID, launcher: launcher, launched: launchers[launcher].arguments != nil, pid: worker.pid,
-      socket: worker.socket, ring: worker.ring, pidfd: worker.pidfd, standardError: worker.standardError,
-      spawnedAt: spawnedAt)
+      id: id, launcher: launcher, launched: launchers[launcher].arguments != nil, pid: pid, spawnedAt: spawnedAt)
     if slot.launched, let timeout = configuration.launchTimeout {
       slot.launchDeadline = spawnedAt.advanced(by: timeout)
     }
     if let initializer {
       slot.initializing = true
-      _ = slot.enqueue(.initialize, id: 0, payload: initializer)
-      slot.flushing = true
-      effects.flushes.append(slot.id)
+      var frame: [UInt8] = []
+      let start = Frame.begin(.initialize, id: 0, into: &frame)
+      frame.append(contentsOf: initializer)
+      Frame.finish(at: start, in: &frame)
+      effects.writes.append(PoolEffects.Write(worker: id, bytes: frame))
     }
-    workers.append(slot)
+    addSlot(slot)
+    listIfAvailable(workers.count - 1)
     statistics.workersStarted += 1
     effects.wakeIO = true
     advance(&effects)
-    return slot.id
   }
 
   /// How long to wait before spawning again after the system ran out of descriptors or
@@ -125,6 +125,7 @@ extension PoolState {
     statistics.timeStartingWorkers += workers[index].spawnedAt.duration(to: now)
     workers[index].launchDeadline = nil
     if case .starting = workers[index].phase { workers[index].phase = .ready }
+    listIfAvailable(index)
     // Started for good once its initializer, if any, has succeeded too.
     if !workers[index].initializing { launcherStartFailures[workers[index].launcher] = 0 }
     if let head = workers[index].inflight.first, let timeout = head.timeout {
@@ -146,6 +147,7 @@ extension PoolState {
       return
     }
     workers[index].initializing = false
+    listIfAvailable(index)
     if failure == nil { launcherStartFailures[workers[index].launcher] = 0 }
     if let failure {
       breakPool(
@@ -173,6 +175,7 @@ extension PoolState {
     }
     workers[index].inflight.removeFirst()
     if configuration.adaptivePipelining { workers[index].headFinished(at: now) }
+    listIfAvailable(index)
     statistics.tasksCompleted += 1
     if let next = workers[index].inflight.first, let timeout = next.timeout {
       workers[index].headDeadline = now.advanced(by: timeout)
@@ -316,7 +319,8 @@ extension PoolState {
   ) {
     self.now = now
     guard let index = index(ofWorker: id) else { return }
-    var slot = workers.remove(at: index)
+    var slot = removeSlot(at: index)
+    effects.closes.append(id)
     slot.phase = phase
     let pid = slot.pid
     let ended = Self.describe(termination)

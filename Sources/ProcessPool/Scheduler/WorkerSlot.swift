@@ -24,24 +24,14 @@ struct WorkerSlot {
   let spawnedAt: MonotonicInstant
   /// The pid the worker reported in its hello (on its own host, for a launched worker).
   var remotePID: Int32?
-  let socket: Socket
-  /// Where a local worker's replies come (nil for a launched worker: all on the socket).
-  let ring: ReplyRing?
-  /// A pidfd of `pid`: readable once it exited (nil where the kernel has none).
-  let pidfd: Socket?
-  /// The read end of its stderr, read by the I/O thread (nil when inherited).
-  let standardError: Socket?
   var phase: Phase = .starting
   /// Jobs sent and not answered, oldest first; the first one is running.
   var inflight: [Job] = []
   var jobsAssigned = 0
   var saidHello = false
   var initializing = false
-  /// Bytes not yet written, from `outOffset` on; a thread that sets `flushing` owns the writing.
-  var out: [UInt8] = []
-  var outOffset = 0
-  var flushing = false
-  var wantsWrite = false
+  /// The inflight count under which it is listed in `PoolState.available`, if it is.
+  var listedAt: Int?
   /// When the running job's per-task timeout ends (set once the worker has said hello).
   var headDeadline: MonotonicInstant?
   /// When a launched worker that has not said hello is stopped (`Configuration.launchTimeout`).
@@ -78,19 +68,12 @@ struct WorkerSlot {
     headStartedAt = inflight.isEmpty ? nil : now
   }
 
-  init(
-    id: Int, launcher: Int, launched: Bool, pid: Int32, socket: Socket, ring: ReplyRing? = nil,
-    pidfd: Socket? = nil, standardError: Socket? = nil, spawnedAt: MonotonicInstant
-  ) {
-    self.pidfd = pidfd
-    self.standardError = standardError
+  init(id: Int, launcher: Int, launched: Bool, pid: Int32, spawnedAt: MonotonicInstant) {
     self.id = id
     self.spawnedAt = spawnedAt
     self.launcher = launcher
     self.launched = launched
     self.pid = pid
-    self.socket = socket
-    self.ring = ring
   }
 
   var isIdle: Bool { inflight.isEmpty }
@@ -99,10 +82,10 @@ struct WorkerSlot {
   /// `sh -c 'app | filter'` must stop as a whole, or its other members would keep the socket).
   var signalTarget: Int32 { launched ? -pid : pid }
 
-  /// `signal` for this worker, as an effect: a local worker through its pidfd, a launcher's
-  /// process group by its id.
+  /// `signal` for this worker, as an effect (the runtime sends it through the worker's pidfd
+  /// when it has one).
   func signalling(_ signal: Int32) -> PoolEffects.Signal {
-    PoolEffects.Signal(pid: signalTarget, pidfd: launched ? nil : pidfd, signal: signal)
+    PoolEffects.Signal(worker: id, pid: signalTarget, signal: signal)
   }
 
   /// Whether it may be given work now.
@@ -118,31 +101,6 @@ struct WorkerSlot {
     default: return false
     }
     if let maxTasksPerChild, jobsAssigned >= maxTasksPerChild { return false }
-    return true
-  }
-
-  /// Appends a frame; returns true when the caller must now flush (it took the writer role).
-  mutating func enqueue(_ kind: Frame.Kind, id: UInt64, payload: [UInt8]) -> Bool {
-    let start = Frame.begin(kind, id: id, into: &out)
-    out.append(contentsOf: payload)
-    Frame.finish(at: start, in: &out)
-    return takeWriterRole()
-  }
-
-  /// Appends a job's `run` frame. Into an empty buffer the frame is shared, not copied.
-  mutating func enqueue(_ job: Job) -> Bool {
-    Frame.fillHeader(.run, id: job.id, in: &job.frame)
-    if out.isEmpty {
-      out = job.frame
-    } else {
-      out.append(contentsOf: job.frame)
-    }
-    return takeWriterRole()
-  }
-
-  private mutating func takeWriterRole() -> Bool {
-    if flushing || wantsWrite { return false }
-    flushing = true
     return true
   }
 }
