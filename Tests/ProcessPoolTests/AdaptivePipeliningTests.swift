@@ -37,6 +37,23 @@ import Testing
     #expect(slot.pipelineDepth(configuration) == 2)
   }
 
+  @Test func withManyWorkersPerProcessorAJobCountsAsFastForLonger() {
+    let configuration = Self.configuration(jobsPerWorker: 2)
+    var slot = Self.slot()
+    // 256 workers on 2 processors: a job's time here includes its worker's wait for one.
+    let stretched = WorkerSlot.fastJob * 128
+    for _ in 0..<8 {
+      let start = MonotonicInstant.now
+      slot.headStartedAt = start
+      slot.headFinished(at: start.advanced(by: .milliseconds(5)), fastWithin: stretched)
+    }
+    #expect(slot.pipelineDepth(configuration) == 32)
+    let start = MonotonicInstant.now
+    slot.headStartedAt = start
+    slot.headFinished(at: start.advanced(by: .milliseconds(50)), fastWithin: stretched)
+    #expect(slot.pipelineDepth(configuration) == 2)
+  }
+
   @Test func itNeverAppliesWithOneJobPerWorkerOrWhenTurnedOff() {
     var slot = Self.slot()
     for _ in 0..<8 { Self.finish(&slot, after: .microseconds(10)) }

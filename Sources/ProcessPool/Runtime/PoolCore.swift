@@ -32,7 +32,7 @@ final class PoolCore: Sendable {
   init(configuration: ProcessPoolExecutor.Configuration, initializerPayload: [UInt8]?) throws(ProcessPoolError) {
     self.configuration = configuration
     self.initializerPayload = initializerPayload
-    self.state = Mutex(PoolState(configuration: configuration))
+    self.state = Mutex(PoolState(configuration: configuration, processors: Int(pp_available_cpus())))
   }
 
   /// False in a child forked from the process that made the pool: the sockets and the I/O

@@ -54,7 +54,7 @@ extension PoolState {
   private mutating func dispatch(_ effects: inout PoolEffects) {
     // 1. Idle workers first (CPython reuses an idle worker before starting one).
     while !queue.isEmpty, let index = takeAvailable(holding: 0...0) {
-      assignNext(to: index, &effects)
+      fill(index, while: { $0.queue.count > 0 }, &effects)
       listIfAvailable(index)
     }
     guard !queue.isEmpty else { return }
@@ -75,7 +75,7 @@ extension PoolState {
     //    never waits for a round trip; jobs that new workers will take stay queued.
     let coming = workersComing
     while queue.count > coming, let index = takeAvailable(holding: 0...Int.max) {
-      let assigned = assignNext(to: index, &effects)
+      let assigned = fill(index, while: { $0.queue.count > coming }, &effects)
       listIfAvailable(index)
       if !assigned { break }
     }
@@ -88,10 +88,15 @@ extension PoolState {
     return false
   }
 
-  /// Whether `workers[index]` may take one more job now.
+  /// Whether `workers[index]` may take more jobs now. A deep pipeline (fast jobs) is topped
+  /// up once half of it is done, not one job per result: one write and one wake-up of the
+  /// worker for many jobs (hundreds of workers on a few processors would otherwise each be
+  /// woken for every job).
   private func isAvailable(_ index: Int) -> Bool {
-    workers[index].accepts(maxTasksPerChild: configuration.maxTasksPerChild)
-      && workers[index].inflight.count < workers[index].pipelineDepth(configuration)
+    guard workers[index].accepts(maxTasksPerChild: configuration.maxTasksPerChild) else { return false }
+    let depth = workers[index].pipelineDepth(configuration)
+    let held = workers[index].inflight.count
+    return depth > configuration.jobsPerWorker ? held <= depth / 2 : held < depth
   }
 
   /// Lists `workers[index]` for dispatch, by the jobs it holds, if it may take one more now.
@@ -123,6 +128,23 @@ extension PoolState {
       if workers[index].inflight.count == level && isAvailable(index) { return index }
     }
     return nil
+  }
+
+  /// Gives `workers[index]` the next job, and a worker with a deep pipeline (fast jobs) more
+  /// while `more` holds, up to its depth: one write and one wake-up of the worker for many
+  /// jobs, where hundreds of workers on a few processors would otherwise each be woken for
+  /// every job. False when the queue ran dry.
+  @discardableResult
+  private mutating func fill(
+    _ index: Int, while more: (borrowing PoolState) -> Bool, _ effects: inout PoolEffects
+  ) -> Bool {
+    var assigned = assignNext(to: index, &effects)
+    let depth = workers[index].pipelineDepth(configuration)
+    guard depth > configuration.jobsPerWorker else { return assigned }
+    while assigned && more(self) && workers[index].inflight.count < depth {
+      assigned = assignNext(to: index, &effects)
+    }
+    return assigned
   }
 
   /// Sends the next job that was not cancelled to `workers[index]`; false when the queue ran dry.

@@ -174,7 +174,9 @@ extension PoolState {
       return nil
     }
     workers[index].inflight.removeFirst()
-    if configuration.adaptivePipelining { workers[index].headFinished(at: now) }
+    if configuration.adaptivePipelining {
+      workers[index].headFinished(at: now, fastWithin: WorkerSlot.fastJob * max(1, workers.count / processors))
+    }
     listIfAvailable(index)
     statistics.tasksCompleted += 1
     if let next = workers[index].inflight.first, let timeout = next.timeout {

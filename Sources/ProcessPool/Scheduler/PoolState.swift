@@ -14,6 +14,8 @@ struct PoolState: ~Copyable {
   }
 
   let configuration: ProcessPoolExecutor.Configuration
+  /// The processors this process may run on: how many workers run at once.
+  let processors: Int
   var lifecycle: Lifecycle = .running
   /// Set by `terminateWorkers`/`killWorkers`: workers are not replaced and running work fails.
   var forced = false
@@ -53,8 +55,9 @@ struct PoolState: ~Copyable {
   var wakeChannel: (read: Socket, write: Socket)?
   var statistics = ProcessPoolExecutor.Statistics()
 
-  init(configuration: ProcessPoolExecutor.Configuration) {
+  init(configuration: ProcessPoolExecutor.Configuration, processors: Int = 1) {
     self.configuration = configuration
+    self.processors = max(1, processors)
     launchers = configuration.effectiveLaunchers
     launcherSpawning = Array(repeating: 0, count: launchers.count)
     launcherAlive = launcherSpawning

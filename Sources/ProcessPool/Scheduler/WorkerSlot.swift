@@ -58,9 +58,10 @@ struct WorkerSlot {
   }
 
   /// The head job is done at `now`: learn whether it was fast; the next one (already on the
-  /// worker's socket) starts now.
-  mutating func headFinished(at now: MonotonicInstant) {
-    if let started = headStartedAt, started.duration(to: now) <= Self.fastJob {
+  /// worker's socket) starts now. `fastWithin` is `fastJob` stretched by how many workers share each processor: a short
+  /// job's time as seen from here includes its worker's wait for a processor.
+  mutating func headFinished(at now: MonotonicInstant, fastWithin: Duration = fastJob) {
+    if let started = headStartedAt, started.duration(to: now) <= fastWithin {
       fastStreak = min(fastStreak + 1, Self.fastStreakNeeded)
     } else {
       fastStreak = 0
