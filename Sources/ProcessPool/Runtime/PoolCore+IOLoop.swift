@@ -9,8 +9,8 @@ import CProcessPoolShims
 /// pass touches the workers that have events and the reply rings of the busy ones, never every
 /// worker. It exits once the pool is stopped.
 extension PoolCore {
-  func runIOLoop(_ poller: EventPoller) {
-    serveWorkers(poller)
+  func runIOLoop(_ poller: EventPoller, wake: Int32) {
+    serveWorkers(poller, wake: wake)
     // Every worker was reaped and its channel closed with it.
     let leftover = channels.withLock { channels in
       defer { channels = [:] }
@@ -19,6 +19,7 @@ extension PoolCore {
     assert(leftover.isEmpty, "worker channels left open when the I/O thread ends")
     for channel in leftover { channel.close() }
     poller.close()
+    closeWakeChannel()
     state.withLock {
       $0.ioThreadEnded()
     }
@@ -65,7 +66,7 @@ extension PoolCore {
   private static let quietBeforeWaking = Duration.milliseconds(10)
 
   /// The loop proper; its locals are released when it returns.
-  private func serveWorkers(_ poller: EventPoller) {
+  private func serveWorkers(_ poller: EventPoller, wake: Int32) {
     // By worker id: found in constant time, whatever the number of workers.
     var readers: [Int: Reader] = [:]
     var hot: [Reader] = []
@@ -73,7 +74,6 @@ extension PoolCore {
     var events = [pp_epoll_event](repeating: pp_epoll_event(), count: 256)
     var nextDeadline: MonotonicInstant?
     var deadlinesDue = true
-    guard let wake = state.withLock({ $0.wakeChannel?.read }) else { return }
     while true {
       for channel in spawnPendingWorkers(poller) { readers[channel.worker] = Reader(channel) }
       let stopped = state.withLock { $0.lifecycle == .stopped && $0.workers.isEmpty }
@@ -91,7 +91,7 @@ extension PoolCore {
       for event in events[0..<count] {
         let (source, worker) = EventPoller.decode(event.data)
         if source == .wake {
-          drainWakeChannel(wake.fd)
+          drainWakeChannel(wake)
           deadlinesDue = true
           continue
         }

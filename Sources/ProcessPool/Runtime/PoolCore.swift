@@ -15,6 +15,9 @@ final class PoolCore: Sendable {
   /// closed when the state lets it go (`PoolEffects.closes`). Taken inside the state's lock
   /// (to queue frames) or alone, never the other way round.
   let channels = Mutex<[Int: WorkerChannel]>([:])
+  /// The socket pair that wakes the I/O thread. It lives exactly as long as that thread, which
+  /// closes it when it returns; a wake-up writes under the lock, never to a closed descriptor.
+  private let wakeChannel = Mutex<(read: Int32, write: Int32)?>(nil)
   /// The id of the last worker spawned (ids start at 1).
   private let lastWorkerID = Atomic<Int>(0)
   let configuration: ProcessPoolExecutor.Configuration
@@ -180,16 +183,23 @@ final class PoolCore: Sendable {
     ActivePools.register(self)
     do {
       let pipe = try Syscall.wakeChannel()
-      state.withLock { $0.ioThreadStarting(wakeChannel: (Socket(pipe.read), Socket(pipe.write))) }
-      let poller = try EventPoller()
+      wakeChannel.withLock { $0 = pipe }
+      let poller: EventPoller
+      do {
+        poller = try EventPoller()
+      } catch {
+        closeWakeChannel()
+        throw error
+      }
       do {
         try poller.add(pipe.read, .wake, worker: 0)
         try OSThread.start(name: "processpool-io") {
           pp_mark_io_thread()
-          self.runIOLoop(poller)
+          self.runIOLoop(poller, wake: pipe.read)
         }
       } catch {
         poller.close()
+        closeWakeChannel()
         throw error
       }
       return true
@@ -204,10 +214,22 @@ final class PoolCore: Sendable {
 
   /// Wakes the I/O thread out of its wait (a byte on its pipe; a full pipe already wakes it).
   func wakeIOThread() {
-    guard let pipe = state.withLock({ $0.wakeChannel?.write }) else { return }
-    var byte: UInt8 = 1
-    // A full buffer already means a pending wake-up; a closed one means the thread is gone.
-    _ = try? Syscall.send(pipe.fd, &byte, 1, nonBlocking: true)
+    wakeChannel.withLock { pipe in
+      guard let pipe else { return }
+      var byte: UInt8 = 1
+      // A full buffer already means a pending wake-up.
+      _ = try? Syscall.send(pipe.write, &byte, 1, nonBlocking: true)
+    }
+  }
+
+  /// Closes the I/O thread's wake-up channel (it returned, or never started).
+  func closeWakeChannel() {
+    wakeChannel.withLock { pipe in
+      guard let (read, write) = pipe else { return }
+      Syscall.close(read)
+      Syscall.close(write)
+      pipe = nil
+    }
   }
 
   /// What a future calls to stop the worker running it; weak, so futures do not keep the pool.

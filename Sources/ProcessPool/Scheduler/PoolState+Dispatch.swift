@@ -234,15 +234,9 @@ extension PoolState {
     return true
   }
 
-  /// The I/O thread is about to start, waking through `wakeChannel`.
-  mutating func ioThreadStarting(wakeChannel: (read: Socket, write: Socket)) {
-    self.wakeChannel = wakeChannel
-  }
-
-  /// The I/O thread returned: the pool is stopped and its wake-up channel goes with it.
+  /// The I/O thread returned: the pool is stopped.
   mutating func ioThreadEnded() {
     ioThreadRunning = false
-    wakeChannel = nil
   }
 
   /// The I/O thread could not start: the spawns asked for will not happen, and without that

@@ -51,8 +51,6 @@ struct PoolState: ~Copyable {
   let anyLaunched: Bool
   /// Whether the I/O thread runs (it is started with the first worker and ends when stopped).
   var ioThreadRunning = false
-  /// The pipe that wakes the I/O thread; it lives exactly as long as that thread.
-  var wakeChannel: (read: Socket, write: Socket)?
   var statistics = ProcessPoolExecutor.Statistics()
 
   init(configuration: ProcessPoolExecutor.Configuration, processors: Int = 1) {
