@@ -175,8 +175,9 @@ final class WorkerChannel: Sendable {
   /// Bytes queued and not written yet (tests look).
   var queuedBytes: Int { output.withLock { $0.bytes.count - $0.offset } }
 
-  /// Closes every descriptor, once: the worker was reaped and its stderr read to the end. Bytes
-  /// not written are dropped; a writer still sending closes the socket when it lets go of it.
+  /// Closes every descriptor and unmaps the ring, once: the worker was reaped, its stderr read to
+  /// the end and its ring read by the I/O thread (which reads it no more). Bytes not written are
+  /// dropped; a writer still sending closes the socket when it lets go of it.
   func close() {
     output.withLock { output in
       precondition(!output.closed, "worker \(worker)'s channel closed twice")
@@ -186,6 +187,7 @@ final class WorkerChannel: Sendable {
       output.wantsWrite = false
       closeDescriptors(socket: !output.flushing)
       if !output.flushing { output.socketOpen = false }
+      ring?.unmap()
     }
   }
 
