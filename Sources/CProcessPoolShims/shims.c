@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <errno.h>
 #include <spawn.h>
@@ -67,6 +68,24 @@ __attribute__((constructor)) static void processpool_watch_forks(void) {
     pthread_atfork(NULL, NULL, count_fork);
 }
 unsigned int pp_fork_generation(void) { return fork_generation; }
+
+int pp_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int pp_epoll_ctl(int epfd, int op, int fd, unsigned int events, unsigned long long data) {
+    struct epoll_event event = {.events = events, .data = {.u64 = data}};
+    return epoll_ctl(epfd, op, fd, &event);
+}
+
+int pp_epoll_wait(int epfd, pp_epoll_event *events, int count, int timeout) {
+    struct epoll_event raw[256];
+    if (count > 256) count = 256;
+    int ready = epoll_wait(epfd, raw, count, timeout);
+    for (int index = 0; index < ready; index++) {
+        events[index].events = raw[index].events;
+        events[index].data = raw[index].data.u64;
+    }
+    return ready;
+}
 
 int pp_pidfd_send_signal(int pidfd, int signal) {
 #ifdef SYS_pidfd_send_signal

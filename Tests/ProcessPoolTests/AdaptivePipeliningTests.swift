@@ -9,8 +9,7 @@ import Testing
 /// The scheduler's rule for tiny tasks, on a worker slot alone (instants given, so no timing).
 @Suite struct AdaptivePipeliningTests {
   static func slot() -> WorkerSlot {
-    WorkerSlot(
-      id: 1, launcher: 0, launched: false, pid: 1, socket: Socket(open("/dev/null", O_RDONLY)), spawnedAt: .now)
+    WorkerSlot(id: 1, launcher: 0, launched: false, pid: 1, spawnedAt: .now)
   }
 
   static func configuration(jobsPerWorker: Int, adaptive: Bool = true) -> ProcessPoolExecutor.Configuration {
@@ -35,6 +34,23 @@ import Testing
     Self.finish(&slot, after: .microseconds(50))
     #expect(slot.pipelineDepth(configuration) == 32)
     Self.finish(&slot, after: .milliseconds(1))
+    #expect(slot.pipelineDepth(configuration) == 2)
+  }
+
+  @Test func withManyWorkersPerProcessorAJobCountsAsFastForLonger() {
+    let configuration = Self.configuration(jobsPerWorker: 2)
+    var slot = Self.slot()
+    // 256 workers on 2 processors: a job's time here includes its worker's wait for one.
+    let stretched = WorkerSlot.fastJob * 128
+    for _ in 0..<8 {
+      let start = MonotonicInstant.now
+      slot.headStartedAt = start
+      slot.headFinished(at: start.advanced(by: .milliseconds(5)), fastWithin: stretched)
+    }
+    #expect(slot.pipelineDepth(configuration) == 32)
+    let start = MonotonicInstant.now
+    slot.headStartedAt = start
+    slot.headFinished(at: start.advanced(by: .milliseconds(50)), fastWithin: stretched)
     #expect(slot.pipelineDepth(configuration) == 2)
   }
 

@@ -64,14 +64,11 @@ import Testing
 
     /// A worker of `launcher` was spawned (as the I/O thread reports it); returns its id and pid.
     func spawned(launcher: Int = 0, initializer: [UInt8]? = nil) throws -> (id: Int, pid: Int32) {
-      let (parent, child) = try Syscall.socketPair()
-      Syscall.close(child)
       nextPID += 1
-      let worker = SpawnedWorker(
-        pid: nextPID, socket: Socket(parent), ring: nil, pidfd: nil, standardError: nil)
-      let id = event { state, effects in
+      let id = Int(nextPID)
+      event { state, effects in
         state.workerSpawned(
-          launcher: launcher, worker, spawnedAt: .now, initializer: initializer, &effects)
+          worker: id, launcher: launcher, pid: nextPID, spawnedAt: .now, initializer: initializer, &effects)
       }
       return (id, nextPID)
     }
@@ -440,6 +437,42 @@ import Testing
     #expect(machine.failures(of: jobs[0].1) == [.brokenPool])
     #expect(machine.effects.spawns.isEmpty)  // nobody is replaced
     #expect(machine.lifecycle == .stopped)
+  }
+
+  // MARK: Dispatch
+
+  @Test func aWorkerOfFastJobsGetsItsDeepPipelineInOneGoAndIsToppedUpOnlyAtHalf() throws {
+    let machine = Machine { $0.jobsPerWorker = 2 }
+    _ = machine.submit(1)
+    let worker = try machine.spawned()
+    machine.hello(worker)
+    machine.result(worker)
+    // Eight fast jobs in a row (as `AdaptivePipeliningTests` checks): depth 32 from now on.
+    machine.state.workers[0].fastStreak = WorkerSlot.fastStreakNeeded
+    _ = machine.submit(40)
+    #expect(machine.effects.writes.filter { $0.worker == worker.id }.count == 32)
+    #expect(machine.queued == 8)
+    _ = machine.submit(1)
+    #expect(machine.effects.writes.isEmpty)
+    #expect(machine.queued == 9)
+  }
+
+  @Test func jobsGoToTheLeastLoadedWorkersFirst() throws {
+    let machine = Machine {
+      $0.maxWorkers = 3
+      $0.jobsPerWorker = 2
+    }
+    _ = machine.submit(3)
+    let workers = try (0..<3).map { _ in try machine.spawned() }
+    for worker in workers { machine.hello(worker) }
+    #expect(workers.map { machine.running($0).count } == [1, 1, 1])
+    _ = machine.submit(2)
+    #expect(workers.map { machine.running($0).count }.sorted() == [1, 2, 2])
+    machine.result(workers[0])
+    machine.result(workers[1])
+    // The one left holding one job and the ones emptied take the next before any holds three.
+    _ = machine.submit(3)
+    #expect(workers.map { machine.running($0).count }.allSatisfy { $0 == 2 })
   }
 
   // MARK: Launched workers and frames

@@ -1,6 +1,7 @@
 #ifndef C_PROCESS_POOL_SHIMS_H
 #define C_PROCESS_POOL_SHIMS_H
 
+#include <sys/epoll.h>
 #include <sys/types.h>
 
 /// The environment variable that marks a process started as a pool worker. Its value is
@@ -109,6 +110,22 @@ int pp_pidfd_open(pid_t pid);
 
 /// pidfd_send_signal(2): `signal` to the process of `pidfd`; -1 with errno (ESRCH once it exited).
 int pp_pidfd_send_signal(int pidfd, int signal);
+
+/// One event of `pp_epoll_wait`: epoll's own struct is packed on x86-64, which Swift cannot
+/// import as such, so events are copied into this plain one.
+typedef struct {
+    unsigned int events;
+    unsigned long long data;
+} pp_epoll_event;
+
+/// epoll_create1(EPOLL_CLOEXEC); -1 with errno.
+int pp_epoll_create(void);
+
+/// epoll_ctl(2) with `events` and `data` as the event; -1 with errno.
+int pp_epoll_ctl(int epfd, int op, int fd, unsigned int events, unsigned long long data);
+
+/// epoll_wait(2) into `events` (at most `count`, no more than 256); -1 with errno.
+int pp_epoll_wait(int epfd, pp_epoll_event *events, int count, int timeout);
 
 /// Writes `count` bytes to stderr without ever raising SIGPIPE (stderr may be a pipe nobody
 /// reads): SIGPIPE is blocked in the calling thread for the write, and one it raised is consumed.

@@ -58,6 +58,28 @@ enum Syscall {
     try retrying("poll") { Glibc.poll(fds, nfds_t(count), timeoutMilliseconds) }
   }
 
+  /// A new epoll instance (close-on-exec, above 2).
+  static func epollCreate() throws(Errno) -> Int32 {
+    try aboveStandardStreams(try retrying("epoll_create1") { pp_epoll_create() })
+  }
+
+  /// `epoll_ctl`: adds (`EPOLL_CTL_ADD`), changes or removes `fd` with `events` and `data`.
+  static func epollControl(_ epoll: Int32, _ operation: Int32, _ fd: Int32, events: UInt32, data: UInt64)
+    throws(Errno)
+  {
+    _ = try retrying("epoll_ctl") { pp_epoll_ctl(epoll, operation, fd, events, data) }
+  }
+
+  /// `epoll_wait` into `events`; returns how many are ready (0 on timeout).
+  static func epollWait(
+    _ epoll: Int32, _ events: UnsafeMutableBufferPointer<pp_epoll_event>, timeoutMilliseconds: Int32
+  ) throws(Errno) -> Int {
+    Int(
+      try retrying("epoll_wait") {
+        pp_epoll_wait(epoll, events.baseAddress!, Int32(clamping: events.count), timeoutMilliseconds)
+      })
+  }
+
   /// A connected stream socket pair, both ends close-on-exec (and above 2).
   static func socketPair() throws(Errno) -> (Int32, Int32) {
     var fds: [Int32] = [-1, -1]

@@ -4,25 +4,22 @@ import CProcessPoolShims
   import Glibc
 #endif
 
-/// The I/O thread: one `poll` over every worker's socket and the wake-up pipe. It reads frames,
-/// writes what a caller could not, reaps workers whose socket ended, and enforces deadlines.
-/// It exits once the pool is stopped.
+/// The I/O thread: one epoll set over every worker's descriptors and the wake-up pipe. It reads
+/// frames, writes what a caller could not, reaps workers that exited, and enforces deadlines. A
+/// pass touches the workers that have events and the reply rings of the busy ones, never every
+/// worker. It exits once the pool is stopped.
 extension PoolCore {
-  private struct Watched {
-    let worker: Int
-    let socket: Socket
-    let pid: Int32
-    let signalTarget: Int32
-    let wantsWrite: Bool
-    let ring: ReplyRing?
-    /// Readable once the process has exited (nil where pidfds are not available).
-    let pidfd: Socket?
-    /// The read end of its stderr (nil when inherited).
-    let standardError: Socket?
-  }
-
-  func runIOLoop() {
-    serveWorkers()
+  func runIOLoop(_ poller: EventPoller, wake: Int32) {
+    serveWorkers(poller, wake: wake)
+    // Every worker was reaped and its channel closed with it.
+    let leftover = channels.withLock { channels in
+      defer { channels = [:] }
+      return Array(channels.values)
+    }
+    assert(leftover.isEmpty, "worker channels left open when the I/O thread ends")
+    for channel in leftover { channel.close() }
+    poller.close()
+    closeWakeChannel()
     state.withLock {
       $0.ioThreadEnded()
     }
@@ -30,152 +27,208 @@ extension PoolCore {
     ioThreadExited()
   }
 
-  /// A worker's read buffer and reply ring, boxed so they are read in place (no copy-on-write,
-  /// no dictionary round trip per read).
-  private final class ReadBuffer {
-    let worker: Int
+  /// What the I/O thread knows of one worker: its channel, what was read of its socket and
+  /// ring, and whether its ring is looked at on every pass.
+  private final class Reader {
+    let channel: WorkerChannel
     var frames = FrameBuffer()
     var ring: ReplyRing.Reader?
     /// It broke the protocol: it is being killed, and nothing more it sent is read.
     var broken = false
     /// The last read found the socket empty (`EAGAIN`).
     var empty = false
-    init(worker: Int, ring: ReplyRing?) {
-      self.worker = worker
-      self.ring = ring.map { ReplyRing.Reader($0) }
+    /// Its ring is read on every pass (it is busy); otherwise its ring asks for a `wake` frame
+    /// when it publishes, and is read when that comes.
+    var hot = false
+    /// When its ring last gave frames (or it became hot).
+    var lastFrames = MonotonicInstant(sinceOrigin: .zero)
+    /// The ring gave frames in this pass.
+    var tookFrames = false
+    /// This pass's events.
+    var readable = false
+    var writable = false
+    var exited = false
+    var touched = false
+    /// Read in this pass because of an event.
+    var served = false
+    /// Reaped: its channel is closed.
+    var gone = false
+    init(_ channel: WorkerChannel) {
+      self.channel = channel
+      ring = channel.ring.map { ReplyRing.Reader($0) }
     }
   }
 
-  /// The loop proper; its locals (sockets among them) are released when it returns.
-  private func serveWorkers() {
+  /// A hot ring that gave nothing for this long goes back to waking the I/O thread. Looking at
+  /// a ring costs a cache line; a `wake` costs the worker a system call and this thread a
+  /// read, so a worker that is busy but waits its turn for a core (hundreds of workers on a
+  /// few cores) stays hot.
+  private static let quietBeforeWaking = Duration.milliseconds(10)
+
+  /// The loop proper; its locals are released when it returns.
+  private func serveWorkers(_ poller: EventPoller, wake: Int32) {
     // By worker id: found in constant time, whatever the number of workers.
-    var buffers: [Int: ReadBuffer] = [:]
-    var errorStreams: [WorkerErrorStream] = []
-    var streamsPolled: [WorkerErrorStream] = []
-    var pollSet: [pollfd] = []
-    var watched: [Watched] = []
+    var readers: [Int: Reader] = [:]
+    var hot: [Reader] = []
+    var touched: [Reader] = []
+    var events = [pp_epoll_event](repeating: pp_epoll_event(), count: 256)
     var nextDeadline: MonotonicInstant?
-    guard let wake = state.withLock({ $0.wakeChannel?.read }) else { return }
+    var deadlinesDue = true
     while true {
-      spawnPendingWorkers()
-      watched.removeAll(keepingCapacity: true)
-      let stopped = state.withLock { state -> Bool in
-        for worker in state.workers where worker.phase != .exited {
-          watched.append(
-            Watched(
-              worker: worker.id, socket: worker.socket, pid: worker.pid, signalTarget: worker.signalTarget,
-              wantsWrite: worker.wantsWrite, ring: worker.ring, pidfd: worker.pidfd,
-              standardError: worker.standardError))
-        }
-        return state.lifecycle == .stopped && state.workers.isEmpty
-      }
+      for channel in spawnPendingWorkers(poller) { readers[channel.worker] = Reader(channel) }
+      let stopped = state.withLock { $0.lifecycle == .stopped && $0.workers.isEmpty }
       if stopped { break }
-      pollSet.removeAll(keepingCapacity: true)
-      pollSet.append(pollfd(fd: wake.fd, events: Int16(POLLIN), revents: 0))
-      for entry in watched {
-        let events = Int16(POLLIN) | (entry.wantsWrite ? Int16(POLLOUT) : 0)
-        pollSet.append(pollfd(fd: entry.socket.fd, events: events, revents: 0))
-      }
-      // Then the workers' stderr pipes still open, in `streamsPolled` order. A stream is made
-      // when its worker is first seen (workers are appended, so new ones are at the end).
-      for entry in watched.reversed() {
-        guard let pipe = entry.standardError else { continue }
-        if errorStreams.contains(where: { $0.worker == entry.worker }) { break }
-        errorStreams.append(
-          WorkerErrorStream(
-            worker: entry.worker, pid: entry.pid, socket: pipe, forward: configuration.workerStandardError == .forward))
-      }
-      streamsPolled.removeAll(keepingCapacity: true)
-      for stream in errorStreams where !stream.closed { streamsPolled.append(stream) }
-      for stream in streamsPolled { pollSet.append(pollfd(fd: stream.socket.fd, events: Int16(POLLIN), revents: 0)) }
-      // Then the processes themselves: a worker's exit, not the end of its socket (which a
-      // task's forked child may hold open), says that it is gone.
-      for entry in watched {
-        pollSet.append(pollfd(fd: entry.pidfd?.fd ?? -1, events: Int16(POLLIN), revents: 0))
-      }
-      // Replies a worker published while this thread was busy are taken without sleeping; one
-      // published after the flag is up makes the worker send a `wake` frame.
+      // Replies a busy worker published while this thread was awake are taken without
+      // sleeping; one published after the flag is up makes the worker send a `wake` frame.
       var timeout = Self.milliseconds(until: nextDeadline)
-      for entry in watched { entry.ring?.setParentSleeping(true) }
+      for reader in hot { reader.ring?.ring.setParentSleeping(true) }
       pp_fence()
-      if buffers.values.contains(where: { $0.ring?.hasFrames == true }) { timeout = 0 }
-      _ = try? pollSet.withUnsafeMutableBufferPointer { fds in
-        try Syscall.poll(fds.baseAddress!, fds.count, timeoutMilliseconds: timeout)
-      }
-      for entry in watched { entry.ring?.setParentSleeping(false) }
-      if pollSet[0].revents != 0 { drainWakeChannel(wake.fd) }
+      if hot.contains(where: { $0.ring?.hasFrames == true }) { timeout = 0 }
+      let count = events.withUnsafeMutableBufferPointer { poller.wait(into: $0, timeoutMilliseconds: timeout) }
+      for reader in hot { reader.ring?.ring.setParentSleeping(false) }
+      touched.removeAll(keepingCapacity: true)
       // Stderr first: a dying worker's last words are read before its death is handled.
-      for (offset, stream) in streamsPolled.enumerated() where pollSet[1 + watched.count + offset].revents != 0 {
-        stream.read()
-      }
-      for (offset, entry) in watched.enumerated() {
-        let revents = pollSet[offset + 1].revents
-        let exited = pollSet[1 + watched.count + streamsPolled.count + offset].revents != 0
-        if revents & Int16(POLLOUT) != 0 && !exited { resumeWriting(worker: entry.worker) }
-        let readable = revents & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0
-        guard readable || exited || entry.ring != nil else { continue }
-        let buffer: ReadBuffer
-        if let known = buffers[entry.worker] {
-          buffer = known
-        } else {
-          buffer = ReadBuffer(worker: entry.worker, ring: entry.ring)
-          buffers[entry.worker] = buffer
+      for event in events[0..<count] {
+        let (source, worker) = EventPoller.decode(event.data)
+        if source == .wake {
+          drainWakeChannel(wake)
+          deadlinesDue = true
+          continue
         }
-        var open = read(entry, into: buffer, readable: readable || exited)
-        if exited {
-          // Everything the worker wrote before it died is in the socket now: take it all (a
-          // bounded number of reads: a forked descendant may still be writing), then reap.
-          var reads = 0
-          while open && !buffer.empty && reads < 1024 {
-            open = read(entry, into: buffer, readable: true)
-            reads += 1
+        guard let reader = readers[worker] else { continue }
+        switch source {
+        case .standardError:
+          if let stream = reader.channel.errorStream {
+            stream.read()
+            // At its end a pipe stays readable: it is no longer watched.
+            if stream.closed { poller.remove(stream.fd) }
           }
-          open = false
+          continue
+        case .socket:
+          reader.readable = event.events & UInt32(EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0
+          reader.writable = event.events & EventPoller.writable != 0
+        case .process:
+          reader.exited = true
+        case .wake:
+          continue
         }
-        if !open {
-          buffers[entry.worker] = nil
-          let stream = errorStreams.first { $0.worker == entry.worker }
-          errorStreams.removeAll { $0.worker == entry.worker }
-          reap(entry, exited: exited, errorStream: stream)
+        if !reader.touched {
+          reader.touched = true
+          touched.append(reader)
         }
       }
-      nextDeadline = transition { state, effects in state.checkDeadlines(now: .now, &effects) }
+      for reader in touched {
+        reader.touched = false
+        defer {
+          reader.readable = false
+          reader.writable = false
+          reader.exited = false
+        }
+        if reader.writable && !reader.exited { reader.channel.resumeWriting() }
+        guard reader.readable || reader.exited else { continue }
+        // It has something to say: its ring is read on every pass until it goes quiet.
+        if !reader.hot, reader.ring != nil {
+          reader.hot = true
+          reader.lastFrames = .now
+          reader.ring?.ring.setParentSleeping(false)
+          hot.append(reader)
+        }
+        serve(reader, readers: &readers)
+      }
+      for reader in hot where !reader.served {
+        // No event: its ring alone.
+        _ = read(reader, readable: false)
+      }
+      // Quiet rings go back to waking this thread; one that got a frame meanwhile stays.
+      let now = MonotonicInstant.now
+      var index = 0
+      while index < hot.count {
+        let reader = hot[index]
+        if reader.gone {
+          hot.swapAt(index, hot.count - 1)
+          hot.removeLast()
+          continue
+        }
+        if reader.tookFrames { reader.lastFrames = now }
+        reader.tookFrames = false
+        reader.served = false
+        if reader.lastFrames.duration(to: now) >= Self.quietBeforeWaking, let ring = reader.ring {
+          ring.ring.setParentSleeping(true)
+          pp_fence()
+          if !ring.hasFrames {
+            reader.hot = false
+            hot.swapAt(index, hot.count - 1)
+            hot.removeLast()
+            continue
+          }
+          ring.ring.setParentSleeping(false)
+          reader.lastFrames = now
+        }
+        index += 1
+      }
+      if deadlinesDue || nextDeadline.map({ $0 <= .now }) == true {
+        deadlinesDue = false
+        nextDeadline = transition { state, effects in state.checkDeadlines(now: .now, &effects) }
+      }
     }
+  }
+
+  /// Reads a worker that has events: its socket and ring, all of it once it exited, then reaps
+  /// it at its end.
+  private func serve(_ reader: Reader, readers: inout [Int: Reader]) {
+    reader.served = true
+    var open = read(reader, readable: true)
+    if reader.exited {
+      // Everything the worker wrote before it died is in the socket now: take it all (a
+      // bounded number of reads: a forked descendant may still be writing), then reap.
+      var reads = 0
+      while open && !reader.empty && reads < 1024 {
+        open = read(reader, readable: true)
+        reads += 1
+      }
+      open = false
+    }
+    guard !open else { return }
+    reader.gone = true
+    readers[reader.channel.worker] = nil
+    reap(reader.channel, exited: reader.exited)
   }
 
   /// Reads what the socket has (when `readable`) and handles it together with what the reply
   /// ring holds; false at end of stream. The ring is read to its end first, so the replies of a
   /// worker that died are all taken before its death is.
-  private func read(_ entry: Watched, into buffer: ReadBuffer, readable: Bool) -> Bool {
+  private func read(_ reader: Reader, readable: Bool) -> Bool {
     var open = true
-    buffer.empty = false
+    reader.empty = false
     if readable {
       do {
-        open = try buffer.frames.fill(from: entry.socket.fd)
+        open = try reader.frames.fill(from: reader.channel.socket)
       } catch  where error.code == EAGAIN || error.code == EWOULDBLOCK {
-        buffer.empty = true
+        reader.empty = true
       } catch {
         open = false
       }
     }
     // The jobs the results make room for are written once, after every frame of this read:
     // one write for the lot instead of one per job.
-    guard !buffer.broken else { return open }
-    var flushes: [Int] = []
+    guard !reader.broken else { return open }
+    var flushes: [WorkerChannel] = []
     do {
-      try drain(buffer, from: entry, flushes: &flushes)
+      try drain(reader, flushes: &flushes)
     } catch {
-      buffer.broken = true
-      transition { state, effects in state.protocolViolation(worker: entry.worker, "\(error)", now: .now, &effects) }
+      reader.broken = true
+      let worker = reader.channel.worker
+      transition { state, effects in state.protocolViolation(worker: worker, "\(error)", now: .now, &effects) }
     }
-    for worker in flushes { flush(worker: worker) }
+    for channel in flushes { channel.flush() }
     return open
   }
 
   /// Handles the socket's frames and the ring's in the order the worker wrote them: a results
   /// frame on the socket (too big for the ring) waits until the ring's `resultsOnSocket` frame
   /// that announces it has been read.
-  private func drain(_ buffer: ReadBuffer, from entry: Watched, flushes: inout [Int]) throws {
+  private func drain(_ buffer: Reader, flushes: inout [WorkerChannel]) throws {
+    let worker = buffer.channel.worker
     let ringed = buffer.ring != nil
     while true {
       var progressed = false
@@ -189,7 +242,7 @@ extension PoolCore {
       }
       try buffer.frames.drainFrames(stoppingBefore: holdBack) { kind, id, payload in
         if ringed && kind == .results && id != 0 { buffer.ring!.expectedOnSocket -= 1 }
-        try handle(kind, id: id, payload, from: entry, flushes: &flushes)
+        try handle(kind, id: id, payload, from: worker, flushes: &flushes)
         progressed = true
       }
       while let ring = buffer.ring, ring.expectedOnSocket == 0 {
@@ -208,8 +261,9 @@ extension PoolCore {
           results.append((header.id, UnsafeRawBufferPointer(rebasing: bytes[header.payload])))
         }
         if results.isEmpty && !announced { break }
-        deliver(results, from: entry, flushes: &flushes)
+        deliver(results, from: worker, flushes: &flushes)
         buffer.ring!.release()
+        buffer.tookFrames = true
         if announced { buffer.ring!.expectedOnSocket += 1 }
         progressed = true
       }
@@ -221,7 +275,7 @@ extension PoolCore {
   /// their futures. A result the worker was not running stops the batch (the worker is being
   /// killed for it).
   private func deliver(
-    _ results: [(id: UInt64, payload: UnsafeRawBufferPointer)], from entry: Watched, flushes: inout [Int]
+    _ results: [(id: UInt64, payload: UnsafeRawBufferPointer)], from worker: Int, flushes: inout [WorkerChannel]
   ) {
     guard !results.isEmpty else { return }
     let now = MonotonicInstant.now
@@ -229,7 +283,7 @@ extension PoolCore {
       var deliveries: [(Job, Int32)] = []
       deliveries.reserveCapacity(results.count)
       for result in results {
-        guard let delivery = state.resultArrived(worker: entry.worker, requestID: result.id, now: now, &effects) else {
+        guard let delivery = state.resultArrived(worker: worker, requestID: result.id, now: now, &effects) else {
           break
         }
         deliveries.append(delivery)
@@ -241,64 +295,66 @@ extension PoolCore {
   }
 
   private func handle(
-    _ kind: Frame.Kind, id: UInt64, _ payload: UnsafeRawBufferPointer, from entry: Watched, flushes: inout [Int]
+    _ kind: Frame.Kind, id: UInt64, _ payload: UnsafeRawBufferPointer, from worker: Int,
+    flushes: inout [WorkerChannel]
   ) throws {
     switch kind {
     case .results where id == 0:
       // The initializer's outcome.
       let failure = try initializerFailure(in: payload)
-      transition { state, effects in state.initialized(worker: entry.worker, failure: failure, now: .now, &effects) }
+      transition { state, effects in state.initialized(worker: worker, failure: failure, now: .now, &effects) }
     case .results:
-      deliver([(id, payload)], from: entry, flushes: &flushes)
+      deliver([(id, payload)], from: worker, flushes: &flushes)
     case .hello:
       var reader = PayloadReader(payload)
       let version = try reader.integer(UInt32.self)
       let pid = try reader.integer(Int32.self)
-      transition { state, effects in state.hello(worker: entry.worker, version: version, pid: pid, now: .now, &effects)
+      transition { state, effects in state.hello(worker: worker, version: version, pid: pid, now: .now, &effects)
       }
     case .wake:
-      break  // The ring is read on every pass.
+      break  // The ring is read with every event of its worker.
     case .run, .stop, .initialize, .resultsOnSocket:
       throw WireError("the worker sent a \(kind == .resultsOnSocket ? "ring" : "parent's") frame on its socket")
     }
   }
 
-  private func resumeWriting(worker id: Int) {
-    let claimed = state.withLock { $0.claimWriting(worker: id) }
-    if claimed { flush(worker: id) }
-  }
-
   /// The worker exited, or its socket ended: make sure the process is gone, collect its
   /// status, hand it to the state with the tail of its stderr for the errors its death causes.
-  private func reap(_ entry: Watched, exited: Bool, errorStream: WorkerErrorStream?) {
-    let phase = state.withLock { $0.workerEnded(worker: entry.worker) }
+  private func reap(_ channel: WorkerChannel, exited: Bool) {
+    let phase = state.withLock { $0.workerEnded(worker: channel.worker) }
     var graceful = false
     if case .retiring = phase { graceful = true }
+    let signalTarget = channel.launched ? -channel.pid : channel.pid
     // A worker closes its socket only by exiting, unless it misbehaves: make sure it is dead
     // before blocking in waitpid. (Not reaped yet, so the pid cannot have been reused; for a
     // launcher, the rest of its process group goes too.)
-    if !graceful || (exited && entry.signalTarget < 0) { Syscall.kill(entry.signalTarget, SIGKILL) }
+    if !graceful || (exited && signalTarget < 0) { Syscall.kill(signalTarget, SIGKILL) }
     var termination: ProcessPoolError.Termination?
     do {
       // Known to have exited: no blocking wait (with SIGCHLD ignored, a blocking waitpid would
       // wait for every other child too).
-      var status = exited ? try Syscall.waitPID(entry.pid, noHang: true) : nil
-      if status == nil { status = try Syscall.waitPID(entry.pid, noHang: false) }
+      var status = exited ? try Syscall.waitPID(channel.pid, noHang: true) : nil
+      if status == nil { status = try Syscall.waitPID(channel.pid, noHang: false) }
       if let status { termination = Self.termination(fromWaitStatus: status) }
     } catch {
       // ECHILD: SIGCHLD is ignored here, so the system reaped the worker and kept no status.
       termination = nil
     }
     // Reaped: everything it wrote is in the pipe now.
-    let report = errorStream?.finish()
+    let report = channel.errorStream?.finish()
+    // The state lets the worker go and asks for its channel to be closed.
     transition { state, effects in
       let failuresBefore = effects.failures.count
       let logsBefore = effects.logs.count
       state.workerExited(
-        worker: entry.worker, phase: phase ?? .exited, termination: termination, now: .now, &effects)
+        worker: channel.worker, phase: phase ?? .exited, termination: termination, now: .now, &effects)
       if let report {
-        Self.attach(report, of: entry.pid, to: &effects, failuresFrom: failuresBefore, logsFrom: logsBefore)
+        Self.attach(report, of: channel.pid, to: &effects, failuresFrom: failuresBefore, logsFrom: logsBefore)
       }
+    }
+    if let missed = channels.withLock({ $0.removeValue(forKey: channel.worker) }) {
+      assertionFailure("the state did not let worker \(channel.worker) go when it was reaped")
+      missed.close()
     }
   }
 

@@ -11,6 +11,15 @@ import Synchronization
 /// so dropping the executor finishes the work instead of orphaning it.
 final class PoolCore: Sendable {
   let state: Mutex<PoolState>
+  /// Every worker's channel, by worker id: added when the I/O thread spawned it, removed and
+  /// closed when the state lets it go (`PoolEffects.closes`). Taken inside the state's lock
+  /// (to queue frames) or alone, never the other way round.
+  let channels = Mutex<[Int: WorkerChannel]>([:])
+  /// The socket pair that wakes the I/O thread. It lives exactly as long as that thread, which
+  /// closes it when it returns; a wake-up writes under the lock, never to a closed descriptor.
+  private let wakeChannel = Mutex<(read: Int32, write: Int32)?>(nil)
+  /// The id of the last worker spawned (ids start at 1).
+  private let lastWorkerID = Atomic<Int>(0)
   let configuration: ProcessPoolExecutor.Configuration
   /// The initializer's `initialize` payload (type name and value), sent first to every worker.
   let initializerPayload: [UInt8]?
@@ -26,7 +35,7 @@ final class PoolCore: Sendable {
   init(configuration: ProcessPoolExecutor.Configuration, initializerPayload: [UInt8]?) throws(ProcessPoolError) {
     self.configuration = configuration
     self.initializerPayload = initializerPayload
-    self.state = Mutex(PoolState(configuration: configuration))
+    self.state = Mutex(PoolState(configuration: configuration, processors: Int(pp_available_cpus())))
   }
 
   /// False in a child forked from the process that made the pool: the sockets and the I/O
@@ -52,38 +61,51 @@ final class PoolCore: Sendable {
   /// Runs a transition under the lock, then its effects without it.
   @discardableResult
   func transition<T>(_ body: (inout PoolState, inout PoolEffects) -> T) -> T {
+    var flushes: [WorkerChannel] = []
+    let result = transition(deferringFlushesTo: &flushes, body)
+    for channel in flushes { channel.flush() }
+    return result
+  }
+
+  /// `transition` that leaves the writes to the caller: the channels it would flush are added
+  /// to `flushes` (the caller holds their writer role until it flushes them).
+  func transition<T>(
+    deferringFlushesTo flushes: inout [WorkerChannel], _ body: (inout PoolState, inout PoolEffects) -> T
+  ) -> T {
     var effects = PoolEffects()
-    let result = state.withLock { body(&$0, &effects) }
+    let result = state.withLock { state -> T in
+      let result = body(&state, &effects)
+      // Queued before the lock is released, so each worker's frames go out in the order the
+      // state decided them; written after.
+      if !effects.writes.isEmpty { queue(effects.writes, flushes: &flushes) }
+      return result
+    }
     perform(effects)
     return result
   }
 
-  /// `transition` that leaves the writes to the caller: the workers it would flush are added
-  /// to `flushes` (they hold the writer role until the caller flushes them).
-  func transition<T>(deferringFlushesTo flushes: inout [Int], _ body: (inout PoolState, inout PoolEffects) -> T) -> T {
-    var effects = PoolEffects()
-    let result = state.withLock { body(&$0, &effects) }
-    if !effects.flushes.isEmpty {
-      for worker in effects.flushes where !flushes.contains(worker) { flushes.append(worker) }
-      effects.flushes = []
+  /// Appends frames to their workers' channels; a channel whose writer role this thread took
+  /// is added to `flushes`.
+  private func queue(_ writes: [PoolEffects.Write], flushes: inout [WorkerChannel]) {
+    channels.withLock { channels in
+      for write in writes {
+        // A worker without a channel is one a test drives, or gone: nothing to write to.
+        guard let channel = channels[write.worker] else { continue }
+        if channel.append(write.bytes) { flushes.append(channel) }
+      }
     }
-    perform(effects)
-    return result
   }
 
   func perform(_ effects: PoolEffects) {
     for (level, message) in effects.logs { ProcessPoolLog.emit(level, message) }
-    for signal in effects.signals {
-      if let pidfd = signal.pidfd {
-        Syscall.signal(pidfd: pidfd.fd, signal.signal)
-      } else {
-        Syscall.kill(signal.pid, signal.signal)
-      }
+    if !effects.signals.isEmpty {
+      let targets = channels.withLock { channels in effects.signals.map { channels[$0.worker] } }
+      for (signal, channel) in zip(effects.signals, targets) { channel?.signal(signal.signal, target: signal.pid) }
     }
-    for workerID in effects.flushes { flush(worker: workerID) }
     for sink in effects.cancellations { sink.cancelAll() }
     for sink in effects.acknowledgedCancels { sink.acknowledgeCancel() }
     for (sink, error) in effects.failures { sink.fail(error) }
+    for worker in effects.closes { channels.withLock { $0.removeValue(forKey: worker) }?.close() }
     if !effects.spawns.isEmpty { requestSpawns(effects.spawns) }
     if effects.wakeIO || !effects.spawns.isEmpty { wakeIOThread() }
     if effects.stopped { resumeStopWaiters() }
@@ -103,35 +125,54 @@ final class PoolCore: Sendable {
   /// (one lock less per pass on the hot path).
   private let spawnsQueued = Atomic<Bool>(false)
 
-  /// Spawns what `requestSpawns` queued; on the I/O thread.
-  func spawnPendingWorkers() {
-    guard spawnsQueued.exchange(false, ordering: .acquiringAndReleasing) else { return }
+  /// Spawns what `requestSpawns` queued; on the I/O thread. Returns the new workers' channels.
+  func spawnPendingWorkers(_ poller: EventPoller) -> [WorkerChannel] {
+    guard spawnsQueued.exchange(false, ordering: .acquiringAndReleasing) else { return [] }
+    var spawned: [WorkerChannel] = []
     while true {
       let launchers = state.withLock { $0.takePendingSpawns() }
-      if launchers.isEmpty { return }
-      for launcher in launchers { spawnWorker(launcher: launcher) }
+      if launchers.isEmpty { return spawned }
+      for launcher in launchers {
+        if let channel = spawnWorker(launcher: launcher, poller) { spawned.append(channel) }
+      }
     }
   }
 
   /// Workers spawned on a thread other than the I/O thread (kept at zero; tests check it).
   let spawnsOffIOThread = Atomic<Int>(0)
 
-  private func spawnWorker(launcher: Int) {
+  private func spawnWorker(launcher: Int, _ poller: EventPoller) -> WorkerChannel? {
     if pp_is_io_thread() == 0 { spawnsOffIOThread.add(1, ordering: .relaxed) }
     let spawnedAt = MonotonicInstant.now
-    do {
+    let workerLauncher = state.withLock { $0.launchers[launcher] }
+    let channel: WorkerChannel
+    do throws(SpawnFailure) {
       let worker = try WorkerSpawner.spawn(
-        state.withLock { $0.launchers[launcher] }, standardError: configuration.workerStandardError,
-        backtraces: configuration.workerBacktraces)
-      transition { state, effects in
-        _ = state.workerSpawned(
-          launcher: launcher, worker, spawnedAt: spawnedAt, initializer: initializerPayload, &effects)
+        workerLauncher, standardError: configuration.workerStandardError, backtraces: configuration.workerBacktraces)
+      let id = lastWorkerID.add(1, ordering: .relaxed).newValue
+      do {
+        channel = try WorkerChannel(
+          worker: id, worker, launched: workerLauncher.arguments != nil,
+          forwardStandardError: configuration.workerStandardError == .forward, poller: poller)
+      } catch {
+        // Cannot be watched: stopped and reaped at once, the start failed.
+        Syscall.kill(workerLauncher.arguments != nil ? -worker.pid : worker.pid, SIGKILL)
+        _ = try? Syscall.waitPID(worker.pid, noHang: false)
+        throw SpawnFailure("cannot watch the worker's descriptors", error)
       }
     } catch {
       transition { state, effects in
         state.spawnFailed(launcher: launcher, error.error, exhausted: error.exhausted, now: .now, &effects)
       }
+      return nil
     }
+    channels.withLock { $0[channel.worker] = channel }
+    transition { state, effects in
+      state.workerSpawned(
+        worker: channel.worker, launcher: launcher, pid: channel.pid, spawnedAt: spawnedAt,
+        initializer: initializerPayload, &effects)
+    }
+    return channel
   }
 
   /// Starts the I/O thread if it is not running; false (and the pool broken, the spawns of
@@ -142,10 +183,24 @@ final class PoolCore: Sendable {
     ActivePools.register(self)
     do {
       let pipe = try Syscall.wakeChannel()
-      state.withLock { $0.ioThreadStarting(wakeChannel: (Socket(pipe.read), Socket(pipe.write))) }
-      try OSThread.start(name: "processpool-io") {
-        pp_mark_io_thread()
-        self.runIOLoop()
+      wakeChannel.withLock { $0 = pipe }
+      let poller: EventPoller
+      do {
+        poller = try EventPoller()
+      } catch {
+        closeWakeChannel()
+        throw error
+      }
+      do {
+        try poller.add(pipe.read, .wake, worker: 0)
+        try OSThread.start(name: "processpool-io") {
+          pp_mark_io_thread()
+          self.runIOLoop(poller, wake: pipe.read)
+        }
+      } catch {
+        poller.close()
+        closeWakeChannel()
+        throw error
       }
       return true
     } catch {
@@ -157,40 +212,23 @@ final class PoolCore: Sendable {
     }
   }
 
-  /// Wakes the I/O thread out of `poll` (a byte on its pipe; a full pipe already wakes it).
+  /// Wakes the I/O thread out of its wait (a byte on its pipe; a full pipe already wakes it).
   func wakeIOThread() {
-    guard let pipe = state.withLock({ $0.wakeChannel?.write }) else { return }
-    var byte: UInt8 = 1
-    // A full buffer already means a pending wake-up; a closed one means the thread is gone.
-    _ = try? Syscall.send(pipe.fd, &byte, 1, nonBlocking: true)
+    wakeChannel.withLock { pipe in
+      guard let pipe else { return }
+      var byte: UInt8 = 1
+      // A full buffer already means a pending wake-up.
+      _ = try? Syscall.send(pipe.write, &byte, 1, nonBlocking: true)
+    }
   }
 
-  /// Writes a worker's pending bytes; the caller holds the writer role (`flushing`). Stops at
-  /// a full socket and hands the rest to the I/O thread, so no caller ever blocks on a worker.
-  func flush(worker id: Int) {
-    while true {
-      let claim = state.withLock { $0.takeOutgoing(worker: id) }
-      guard let (socket, bytes, offset) = claim else { return }
-      var sent = offset
-      var blocked = false
-      bytes.withUnsafeBytes { raw in
-        while sent < raw.count {
-          do {
-            sent += try Syscall.send(socket.fd, raw.baseAddress! + sent, raw.count - sent, nonBlocking: true)
-          } catch let error as Errno where error.code == EAGAIN || error.code == EWOULDBLOCK {
-            blocked = true
-            return
-          } catch {
-            // The worker is gone; the I/O thread sees its end of stream and handles the work.
-            sent = raw.count
-          }
-        }
-      }
-      if blocked {
-        state.withLock { $0.socketFull(worker: id, unsent: bytes, from: sent) }
-        wakeIOThread()
-        return
-      }
+  /// Closes the I/O thread's wake-up channel (it returned, or never started).
+  func closeWakeChannel() {
+    wakeChannel.withLock { pipe in
+      guard let (read, write) = pipe else { return }
+      Syscall.close(read)
+      Syscall.close(write)
+      pipe = nil
     }
   }
 

@@ -6,11 +6,13 @@ import Synchronization
 
 /// A local worker's stderr as the I/O thread reads it: forwarded to this process's stderr a
 /// whole line at a time with the worker's pid in front (so lines of several workers never mix),
-/// and its last bytes kept for the crash report if the worker dies.
+/// and its last bytes kept for the crash report if the worker dies. Its descriptor is the
+/// worker's channel's, closed with it.
 final class WorkerErrorStream {
   let worker: Int
   let pid: Int32
-  let socket: Socket
+  /// The read end of the worker's stderr pipe (non-blocking).
+  let fd: Int32
   let forward: Bool
   /// The pipe reached end of stream (the worker, and whatever inherited its stderr, is gone).
   private(set) var closed = false
@@ -27,10 +29,10 @@ final class WorkerErrorStream {
   /// Where forwarded lines go: this process's stderr (tests point it at a pipe).
   static let destination = Atomic<Int32>(2)
 
-  init(worker: Int, pid: Int32, socket: Socket, forward: Bool) {
+  init(worker: Int, pid: Int32, fd: Int32, forward: Bool) {
     self.worker = worker
     self.pid = pid
-    self.socket = socket
+    self.fd = fd
     self.forward = forward
   }
 
@@ -38,7 +40,6 @@ final class WorkerErrorStream {
   func read() {
     var scratch = [UInt8](repeating: 0, count: 4096)
     while !closed {
-      let fd = socket.fd
       let result = scratch.withUnsafeMutableBytes { buffer in
         Result { () throws(Errno) in try Syscall.read(fd, buffer.baseAddress!, buffer.count) }
       }

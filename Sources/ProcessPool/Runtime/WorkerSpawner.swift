@@ -4,17 +4,18 @@ import CProcessPoolShims
   import Glibc
 #endif
 
-/// A process `WorkerSpawner` started, with the parent's ends of what connects it.
+/// A process `WorkerSpawner` started, with the parent's ends of what connects it: descriptors
+/// the caller now owns (a `WorkerChannel` takes them over and closes them).
 struct SpawnedWorker: Sendable {
   let pid: Int32
   /// The parent's end of its socket (non-blocking, close-on-exec).
-  let socket: Socket
+  let socket: Int32
   /// Where a local worker's replies come.
   let ring: ReplyRing?
   /// Readable once the process exits (nil where the kernel has no pidfds).
-  let pidfd: Socket?
+  let pidfd: Int32?
   /// The read end of its stderr (nil when inherited).
-  let standardError: Socket?
+  let standardError: Int32?
 }
 
 /// Why a worker could not be started.
@@ -83,15 +84,18 @@ enum WorkerSpawner {
         "another worker would leave fewer than \(Self.reservedDescriptors) descriptors to the rest of the program",
         Errno(code: EMFILE, call: "socketpair"))
     }
-    let parentEnd = Socket(ends.0)
+    let parentEnd = ends.0
+    // Owned by the caller once spawned; closed here on any failure.
+    var spawned = false
+    defer { if !spawned { Syscall.close(parentEnd) } }
     defer { Syscall.close(ends.1) }
     do {
-      try Syscall.setNonBlocking(parentEnd.fd)
+      try Syscall.setNonBlocking(parentEnd)
     } catch {
       throw SpawnFailure("cannot configure the worker's socket", error)
     }
     // Both ends: a large payload crosses in fewer rounds of wake-ups in either direction.
-    Syscall.setSocketBuffers(parentEnd.fd, bytes: 1 << 20)
+    Syscall.setSocketBuffers(parentEnd, bytes: 1 << 20)
     Syscall.setSocketBuffers(ends.1, bytes: 1 << 20)
     let command = launcher.arguments
     // A launched worker may run on another host: only a local one shares memory with us.
@@ -104,16 +108,16 @@ enum WorkerSpawner {
       }
     }
     defer { if let ring { Syscall.close(ring.fd) } }
-    var errorPipe: (read: Socket, write: Int32)?
+    var errorPipe: (read: Int32, write: Int32)?
     if standardError != .inherit {
       do {
-        let ends = try Syscall.outputPipe()
-        errorPipe = (Socket(ends.read), ends.write)
+        errorPipe = try Syscall.outputPipe()
       } catch {
         throw SpawnFailure("cannot create the worker's stderr pipe", error)
       }
     }
     defer { if let errorPipe { Syscall.close(errorPipe.write) } }
+    defer { if !spawned, let errorPipe { Syscall.close(errorPipe.read) } }
 
     // Only a process the pool started may become a worker: the marker carries a token that is
     // new for each worker, and the worker checks that the same bytes come first on its socket
@@ -121,7 +125,7 @@ enum WorkerSpawner {
     let token = newToken()
     do {
       let sent = try Array(token.utf8).withUnsafeBytes { bytes throws(Errno) in
-        try Syscall.send(parentEnd.fd, bytes.baseAddress!, bytes.count, nonBlocking: true)
+        try Syscall.send(parentEnd, bytes.baseAddress!, bytes.count, nonBlocking: true)
       }
       guard sent == Int(PP_TOKEN_LENGTH) else { throw Errno(code: EAGAIN, call: "send") }
     } catch let error as Errno {
@@ -174,8 +178,8 @@ enum WorkerSpawner {
     // Without a pidfd (an old kernel, or no descriptor left) the end of the socket says when
     // the worker is gone, as before.
     let pidfd = try? Syscall.pidfdOpen(pid)
-    return SpawnedWorker(
-      pid: pid, socket: parentEnd, ring: ring?.ring, pidfd: pidfd.map(Socket.init), standardError: errorPipe?.read)
+    spawned = true
+    return SpawnedWorker(pid: pid, socket: parentEnd, ring: ring?.ring, pidfd: pidfd, standardError: errorPipe?.read)
   }
 
   /// `PP_TOKEN_LENGTH` random hex digits.

@@ -2,8 +2,16 @@
 struct PoolEffects {
   /// Workers to spawn, by launcher index (already counted in `PoolState.spawning`).
   var spawns: [Int] = []
-  /// Workers whose writer role this thread took: flush their `out` bytes.
-  var flushes: [Int] = []
+  /// Frames to write to workers, in this order (the runtime queues them on each worker's
+  /// channel before the pool's lock is released, so the wire has them in the order decided).
+  var writes: [Write] = []
+  struct Write {
+    let worker: Int
+    /// One whole frame.
+    let bytes: [UInt8]
+  }
+  /// Workers gone for good (reaped and removed): their channels are to be closed.
+  var closes: [Int] = []
   /// Futures to fail, each job with its own error value.
   var failures: [(any JobSink, ProcessPoolError)] = []
   /// Cancelled jobs the pool skipped: their futures' watchers are told (outside the lock).
@@ -11,10 +19,11 @@ struct PoolEffects {
   /// Futures to cancel (shutdown with `cancelFutures`).
   var cancellations: [any JobSink] = []
   /// A signal for a worker: through its pidfd when it has one (a pid is only safe to signal
-  /// until it is reaped; a pidfd stays its process's), else to its pid or process group.
+  /// until it is reaped; a pidfd stays its process's), else to `pid` (a process group's when
+  /// negative).
   struct Signal {
+    let worker: Int
     let pid: Int32
-    let pidfd: Socket?
     let signal: Int32
   }
   /// Signals to send to workers.

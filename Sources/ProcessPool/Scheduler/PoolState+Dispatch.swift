@@ -32,6 +32,7 @@ extension PoolState {
   /// for their hello.
   private var workersComing: Int {
     var coming = spawning
+    guard anyLaunched else { return coming }
     // Indexing, not a closure over copies: this runs on every dispatch pass.
     for index in workers.indices where workers[index].launched {
       if case .starting = workers[index].phase { coming += 1 }
@@ -47,12 +48,10 @@ extension PoolState {
   }
 
   private mutating func dispatch(_ effects: inout PoolEffects) {
-    let maxTasks = configuration.maxTasksPerChild
     // 1. Idle workers first (CPython reuses an idle worker before starting one).
-    for index in workers.indices where !queue.isEmpty {
-      if workers[index].isIdle && workers[index].accepts(maxTasksPerChild: maxTasks) {
-        assignNext(to: index, &effects)
-      }
+    while !queue.isEmpty, let index = takeAvailable(holding: 0...0) {
+      fill(index, while: { $0.queue.count > 0 }, &effects)
+      listIfAvailable(index)
     }
     guard !queue.isEmpty else { return }
     // 2. Start workers for what is left, from the first launchers with room.
@@ -60,9 +59,7 @@ extension PoolState {
       var wanted = queue.count - workersComing
       for launcher in launchers.indices where wanted > 0 && !launcherGivenUp[launcher] {
         // Every process counts, a retiring one too: never more alive than the launcher allows.
-        var alive = 0
-        for index in workers.indices where workers[index].launcher == launcher { alive += 1 }
-        let count = min(wanted, launchers[launcher].workers - alive - launcherSpawning[launcher])
+        let count = min(wanted, launchers[launcher].workers - launcherAlive[launcher] - launcherSpawning[launcher])
         guard count > 0 else { continue }
         spawning += count
         launcherSpawning[launcher] += count
@@ -70,20 +67,80 @@ extension PoolState {
         wanted -= count
       }
     }
-    // 3. Pipeline the rest onto busy workers, so a stream of small tasks never waits for a
-    //    round trip; jobs that new workers will take stay queued.
+    // 3. Pipeline the rest onto busy workers, least loaded first, so a stream of small tasks
+    //    never waits for a round trip; jobs that new workers will take stay queued.
     let coming = workersComing
-    while queue.count > coming {
-      var best: Int?
-      for index in workers.indices where workers[index].accepts(maxTasksPerChild: maxTasks) {
-        if workers[index].inflight.count < workers[index].pipelineDepth(configuration),
-          best == nil || workers[index].inflight.count < workers[best!].inflight.count
-        {
-          best = index
-        }
-      }
-      guard let best, assignNext(to: best, &effects) else { break }
+    while queue.count > coming, let index = takeAvailable(holding: 0...Int.max) {
+      let assigned = fill(index, while: { $0.queue.count > coming }, &effects)
+      listIfAvailable(index)
+      if !assigned { break }
     }
+    assert(queue.count <= coming || !anyWorkerAvailable, "a worker with room was not listed")
+  }
+
+  /// Whether some worker may take a job now, by looking at every one (for assertions only).
+  private var anyWorkerAvailable: Bool {
+    for index in workers.indices where isAvailable(index) { return true }
+    return false
+  }
+
+  /// Whether `workers[index]` may take more jobs now. A deep pipeline (fast jobs) is topped
+  /// up once half of it is done, not one job per result: one write and one wake-up of the
+  /// worker for many jobs (hundreds of workers on a few processors would otherwise each be
+  /// woken for every job).
+  private func isAvailable(_ index: Int) -> Bool {
+    guard workers[index].accepts(maxTasksPerChild: configuration.maxTasksPerChild) else { return false }
+    let depth = workers[index].pipelineDepth(configuration)
+    let held = workers[index].inflight.count
+    return depth > configuration.jobsPerWorker ? held <= depth / 2 : held < depth
+  }
+
+  /// Lists `workers[index]` for dispatch, by the jobs it holds, if it may take one more now.
+  /// Runs after every change that can let a worker take work: it was spawned, said hello,
+  /// finished its initializer or a job, or was given one.
+  mutating func listIfAvailable(_ index: Int) {
+    let level = workers[index].inflight.count
+    guard isAvailable(index) else { return }
+    if workers[index].listedAt == level { return }
+    workers[index].listedAt = level
+    if available.list(workers[index].id, at: level, limit: 2 * workers.count + 16) {
+      // Drop the stale entries (and doubles) so the level does not grow with every job.
+      var kept: [Int] = []
+      var seen = Set<Int>()
+      for id in available.entries(at: level) {
+        guard let other = slotIndex[id], workers[other].listedAt == level, seen.insert(id).inserted else { continue }
+        kept.append(id)
+      }
+      available.replace(level: level, with: kept)
+    }
+  }
+
+  /// The first listed worker that holds a number of jobs in `levels` and may take one more
+  /// (the least loaded first); it is no longer listed.
+  private mutating func takeAvailable(holding levels: ClosedRange<Int>) -> Int? {
+    while let (id, level) = available.takeFirst(in: levels) {
+      guard let index = slotIndex[id], workers[index].listedAt == level else { continue }
+      workers[index].listedAt = nil
+      if workers[index].inflight.count == level && isAvailable(index) { return index }
+    }
+    return nil
+  }
+
+  /// Gives `workers[index]` the next job, and a worker with a deep pipeline (fast jobs) more
+  /// while `more` holds, up to its depth: one write and one wake-up of the worker for many
+  /// jobs, where hundreds of workers on a few processors would otherwise each be woken for
+  /// every job. False when the queue ran dry.
+  @discardableResult
+  private mutating func fill(
+    _ index: Int, while more: (borrowing PoolState) -> Bool, _ effects: inout PoolEffects
+  ) -> Bool {
+    var assigned = assignNext(to: index, &effects)
+    let depth = workers[index].pipelineDepth(configuration)
+    guard depth > configuration.jobsPerWorker else { return assigned }
+    while assigned && more(self) && workers[index].inflight.count < depth {
+      assigned = assignNext(to: index, &effects)
+    }
+    return assigned
   }
 
   /// Sends the next job that was not cancelled to `workers[index]`; false when the queue ran dry.
@@ -105,9 +162,8 @@ extension PoolState {
         workers[index].headDeadline = job.timeout.map { now.advanced(by: $0) }
         if job.timeout != nil { effects.wakeIO = true }
       }
-      if workers[index].enqueue(job) {
-        effects.flushes.append(workers[index].id)
-      }
+      Frame.fillHeader(.run, id: job.id, in: &job.frame)
+      effects.writes.append(PoolEffects.Write(worker: workers[index].id, bytes: job.frame))
       return true
     }
     return false
@@ -117,6 +173,7 @@ extension PoolState {
   /// and no work is left.
   private mutating func stopIdleWorkers(_ effects: inout PoolEffects) {
     let shuttingDown = lifecycle == .shuttingDown && queue.isEmpty
+    guard shuttingDown || configuration.maxTasksPerChild != nil else { return }
     for index in workers.indices where workers[index].isIdle {
       let startup: WorkerSlot.Startup
       switch workers[index].phase {
@@ -129,9 +186,7 @@ extension PoolState {
       guard shuttingDown || atLimit else { continue }
       workers[index].phase = .retiring(from: startup)
       if atLimit { statistics.workersRetired += 1 }
-      if workers[index].enqueue(.stop, id: 0, payload: []) {
-        effects.flushes.append(workers[index].id)
-      }
+      effects.writes.append(PoolEffects.Write(worker: workers[index].id, bytes: Frame.bare(.stop)))
     }
   }
 
@@ -178,15 +233,9 @@ extension PoolState {
     return true
   }
 
-  /// The I/O thread is about to start, waking through `wakeChannel`.
-  mutating func ioThreadStarting(wakeChannel: (read: Socket, write: Socket)) {
-    self.wakeChannel = wakeChannel
-  }
-
-  /// The I/O thread returned: the pool is stopped and its wake-up channel goes with it.
+  /// The I/O thread returned: the pool is stopped.
   mutating func ioThreadEnded() {
     ioThreadRunning = false
-    wakeChannel = nil
   }
 
   /// The I/O thread could not start: the spawns asked for will not happen, and without that

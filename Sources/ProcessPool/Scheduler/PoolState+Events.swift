@@ -3,31 +3,32 @@ extension PoolState {
   /// How many workers of a launcher in a row may die before their hello until it is given up.
   static let startFailureLimit = 3
 
+  /// Worker `id` (an id the runtime chose, new) of `launcher` was spawned as process `pid`.
   mutating func workerSpawned(
-    launcher: Int, _ worker: SpawnedWorker, spawnedAt: MonotonicInstant, initializer: [UInt8]?,
+    worker id: Int, launcher: Int, pid: Int32, spawnedAt: MonotonicInstant, initializer: [UInt8]?,
     _ effects: inout PoolEffects
-  ) -> Int {
+  ) {
     now = spawnedAt
     spawnRetryAt = nil
     spawning -= 1
     launcherSpawning[launcher] -= 1
-    nextWorkerID += 1
     let launched = launchers[launcher].arguments != nil
     let launchDeadline = launched ? configuration.launchTimeout.map { spawnedAt.advanced(by: $0) } : nil
-    var slot = WorkerSlot(
-      id: nextWorkerID, launcher: launcher, launched: launched, pid: worker.pid, socket: worker.socket,
-      ring: worker.ring, pidfd: worker.pidfd, standardError: worker.standardError, spawnedAt: spawnedAt,
+    let slot = WorkerSlot(
+      id: id, launcher: launcher, launched: launched, pid: pid, spawnedAt: spawnedAt,
       phase: .starting(initializer: initializer != nil, launchDeadline: launchDeadline))
     if let initializer {
-      _ = slot.enqueue(.initialize, id: 0, payload: initializer)
-      slot.flushing = true
-      effects.flushes.append(slot.id)
+      var frame: [UInt8] = []
+      let start = Frame.begin(.initialize, id: 0, into: &frame)
+      frame.append(contentsOf: initializer)
+      Frame.finish(at: start, in: &frame)
+      effects.writes.append(PoolEffects.Write(worker: id, bytes: frame))
     }
-    workers.append(slot)
+    addSlot(slot)
+    listIfAvailable(workers.count - 1)
     statistics.workersStarted += 1
     effects.wakeIO = true
     advance(&effects)
-    return slot.id
   }
 
   /// How long to wait before spawning again after the system ran out of descriptors or
@@ -120,6 +121,7 @@ extension PoolState {
     statistics.timeStartingWorkers += workers[index].spawnedAt.duration(to: now)
     let startup: WorkerSlot.Startup = initializer ? .initializing : .ready
     workers[index].phase = retiring ? .retiring(from: startup) : initializer ? .initializing : .ready
+    listIfAvailable(index)
     // Started for good once its initializer, if any, has succeeded too.
     if !initializer { launcherStartFailures[workers[index].launcher] = 0 }
     if let head = workers[index].inflight.first, let timeout = head.timeout {
@@ -145,6 +147,7 @@ extension PoolState {
         worker: id, "an initializer outcome from a worker that was not initializing", now: now, &effects)
       return
     }
+    listIfAvailable(index)
     if failure == nil { launcherStartFailures[workers[index].launcher] = 0 }
     if let failure {
       breakPool(
@@ -171,7 +174,10 @@ extension PoolState {
       return nil
     }
     workers[index].inflight.removeFirst()
-    if configuration.adaptivePipelining { workers[index].headFinished(at: now) }
+    if configuration.adaptivePipelining {
+      workers[index].headFinished(at: now, fastWithin: WorkerSlot.fastJob * max(1, workers.count / processors))
+    }
+    listIfAvailable(index)
     statistics.tasksCompleted += 1
     if let next = workers[index].inflight.first, let timeout = next.timeout {
       workers[index].headDeadline = now.advanced(by: timeout)
@@ -318,7 +324,8 @@ extension PoolState {
   ) {
     self.now = now
     guard let index = index(ofWorker: id) else { return }
-    let slot = workers.remove(at: index)
+    let slot = removeSlot(at: index)
+    effects.closes.append(id)
     switch phase {
     case .retiring where termination == .exited(0) || termination == nil:
       // Retired as asked (a retiring worker is given no work, so it held none).

@@ -14,6 +14,8 @@ struct PoolState: ~Copyable {
   }
 
   let configuration: ProcessPoolExecutor.Configuration
+  /// The processors this process may run on: how many workers run at once.
+  let processors: Int
   var lifecycle: Lifecycle = .running
   /// Set by `terminateWorkers`/`killWorkers`: workers are not replaced and running work fails.
   var forced = false
@@ -38,23 +40,48 @@ struct PoolState: ~Copyable {
   /// Spawning waits until then: the system ran out of descriptors or processes.
   var spawnRetryAt: MonotonicInstant?
   var nextJobID: UInt64 = 1
-  var nextWorkerID = 0
+  /// Where each worker is in `workers`, by id (a result is handled in constant time, whatever
+  /// the number of workers).
+  private(set) var slotIndex: [Int: Int] = [:]
+  /// Workers that may take a job, by how many they hold (dispatch never scans every worker).
+  var available = WorkerAvailability()
+  /// Workers alive per launcher (a retiring one too).
+  var launcherAlive: [Int]
+  /// Whether any launcher starts workers by a command (only those wait for a hello to get work).
+  let anyLaunched: Bool
   /// Whether the I/O thread runs (it is started with the first worker and ends when stopped).
   var ioThreadRunning = false
-  /// The pipe that wakes the I/O thread; it lives exactly as long as that thread.
-  var wakeChannel: (read: Socket, write: Socket)?
   var statistics = ProcessPoolExecutor.Statistics()
 
-  init(configuration: ProcessPoolExecutor.Configuration) {
+  init(configuration: ProcessPoolExecutor.Configuration, processors: Int = 1) {
     self.configuration = configuration
+    self.processors = max(1, processors)
     launchers = configuration.effectiveLaunchers
     launcherSpawning = Array(repeating: 0, count: launchers.count)
+    launcherAlive = launcherSpawning
+    anyLaunched = launchers.contains { $0.arguments != nil }
     launcherStartFailures = launcherSpawning
     launcherGivenUp = Array(repeating: false, count: launchers.count)
   }
 
   func index(ofWorker id: Int) -> Int? {
-    workers.firstIndex { $0.id == id }
+    slotIndex[id]
+  }
+
+  /// A new worker joins, last.
+  mutating func addSlot(_ slot: WorkerSlot) {
+    slotIndex[slot.id] = workers.count
+    launcherAlive[slot.launcher] += 1
+    workers.append(slot)
+  }
+
+  /// A worker leaves for good.
+  mutating func removeSlot(at index: Int) -> WorkerSlot {
+    let slot = workers.remove(at: index)
+    slotIndex[slot.id] = nil
+    launcherAlive[slot.launcher] -= 1
+    for later in index..<workers.count { slotIndex[workers[later].id] = later }
+    return slot
   }
 
   /// The counters now, with the gauges (workers alive, busy and idle, tasks queued and running)

@@ -41,22 +41,12 @@ struct WorkerSlot {
   let launched: Bool
   /// When it was spawned (for `Statistics.timeStartingWorkers`).
   let spawnedAt: MonotonicInstant
-  let socket: Socket
-  /// Where a local worker's replies come (nil for a launched worker: all on the socket).
-  let ring: ReplyRing?
-  /// A pidfd of `pid`: readable once it exited (nil where the kernel has none).
-  let pidfd: Socket?
-  /// The read end of its stderr, read by the I/O thread (nil when inherited).
-  let standardError: Socket?
   var phase: Phase
   /// Jobs sent and not answered, oldest first; the first one is running.
   var inflight: [Job] = []
   var jobsAssigned = 0
-  /// Bytes not yet written, from `outOffset` on; a thread that sets `flushing` owns the writing.
-  var out: [UInt8] = []
-  var outOffset = 0
-  var flushing = false
-  var wantsWrite = false
+  /// The inflight count under which it is listed in `PoolState.available`, if it is.
+  var listedAt: Int?
   /// When the running job's per-task timeout ends (set once the worker has said hello).
   var headDeadline: MonotonicInstant?
   /// When the head job started (was sent to an idle worker, or the result before it arrived).
@@ -79,9 +69,10 @@ struct WorkerSlot {
   }
 
   /// The head job is done at `now`: learn whether it was fast; the next one (already on the
-  /// worker's socket) starts now.
-  mutating func headFinished(at now: MonotonicInstant) {
-    if let started = headStartedAt, started.duration(to: now) <= Self.fastJob {
+  /// worker's socket) starts now. `fastWithin` is `fastJob` stretched by how many workers share each processor: a short
+  /// job's time as seen from here includes its worker's wait for a processor.
+  mutating func headFinished(at now: MonotonicInstant, fastWithin: Duration = fastJob) {
+    if let started = headStartedAt, started.duration(to: now) <= fastWithin {
       fastStreak = min(fastStreak + 1, Self.fastStreakNeeded)
     } else {
       fastStreak = 0
@@ -90,20 +81,15 @@ struct WorkerSlot {
   }
 
   init(
-    id: Int, launcher: Int, launched: Bool, pid: Int32, socket: Socket, ring: ReplyRing? = nil,
-    pidfd: Socket? = nil, standardError: Socket? = nil, spawnedAt: MonotonicInstant,
+    id: Int, launcher: Int, launched: Bool, pid: Int32, spawnedAt: MonotonicInstant,
     phase: Phase = .starting(initializer: false, launchDeadline: nil)
   ) {
     self.phase = phase
-    self.pidfd = pidfd
-    self.standardError = standardError
     self.id = id
     self.spawnedAt = spawnedAt
     self.launcher = launcher
     self.launched = launched
     self.pid = pid
-    self.socket = socket
-    self.ring = ring
   }
 
   var isIdle: Bool { inflight.isEmpty }
@@ -112,10 +98,10 @@ struct WorkerSlot {
   /// `sh -c 'app | filter'` must stop as a whole, or its other members would keep the socket).
   var signalTarget: Int32 { launched ? -pid : pid }
 
-  /// `signal` for this worker, as an effect: a local worker through its pidfd, a launcher's
-  /// process group by its id.
+  /// `signal` for this worker, as an effect (the runtime sends it through the worker's pidfd
+  /// when it has one).
   func signalling(_ signal: Int32) -> PoolEffects.Signal {
-    PoolEffects.Signal(pid: signalTarget, pidfd: launched ? nil : pidfd, signal: signal)
+    PoolEffects.Signal(worker: id, pid: signalTarget, signal: signal)
   }
 
   /// Whether it may be given work now.
@@ -130,31 +116,6 @@ struct WorkerSlot {
     case .initializing, .retiring, .terminating, .exited: return false
     }
     if let maxTasksPerChild, jobsAssigned >= maxTasksPerChild { return false }
-    return true
-  }
-
-  /// Appends a frame; returns true when the caller must now flush (it took the writer role).
-  mutating func enqueue(_ kind: Frame.Kind, id: UInt64, payload: [UInt8]) -> Bool {
-    let start = Frame.begin(kind, id: id, into: &out)
-    out.append(contentsOf: payload)
-    Frame.finish(at: start, in: &out)
-    return takeWriterRole()
-  }
-
-  /// Appends a job's `run` frame. Into an empty buffer the frame is shared, not copied.
-  mutating func enqueue(_ job: Job) -> Bool {
-    Frame.fillHeader(.run, id: job.id, in: &job.frame)
-    if out.isEmpty {
-      out = job.frame
-    } else {
-      out.append(contentsOf: job.frame)
-    }
-    return takeWriterRole()
-  }
-
-  private mutating func takeWriterRole() -> Bool {
-    if flushing || wantsWrite { return false }
-    flushing = true
     return true
   }
 }

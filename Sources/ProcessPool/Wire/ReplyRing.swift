@@ -35,9 +35,20 @@ final class ReplyRing: @unchecked Sendable {
   private var data: UnsafeMutableRawPointer { base + Self.headerPage }
   private static var mappedSize: Int { headerPage + capacity }
 
+  /// Set by `unmap`; nothing is read or written after it.
+  private var unmapped = false
+
   private init(base: UnsafeMutableRawPointer) { self.base = base }
 
-  deinit { Syscall.unmap(base, size: Self.mappedSize) }
+  /// Gives the memory back now (the parent, once the worker is reaped and its channel closed),
+  /// not when the last reference goes.
+  func unmap() {
+    precondition(!unmapped, "a reply ring unmapped twice")
+    unmapped = true
+    Syscall.unmap(base, size: Self.mappedSize)
+  }
+
+  deinit { if !unmapped { Syscall.unmap(base, size: Self.mappedSize) } }
 
   /// The parent's side: a new ring and the descriptor to hand to the worker (close it after).
   static func create() throws(Errno) -> (ring: ReplyRing, fd: Int32) {

@@ -7,7 +7,7 @@ import Testing
 #endif
 
 /// What a test may leave behind: nothing. Children of this process (running or zombie) and the
-/// sockets and pipes it holds are compared before and after.
+/// sockets, pipes, pidfds and rings it holds are compared before and after.
 struct LeakCheck {
   let descriptors: [String]
 
@@ -57,7 +57,12 @@ struct LeakCheck {
       let count = readlink("/proc/self/fd/\(name)", &buffer, 255)
       guard count > 0 else { continue }
       let target = String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-      if target.hasPrefix("socket:") || target.hasPrefix("pipe:") { result.append("\(name)->\(target)") }
+      // Sockets, pipes, and the pool's pidfds and rings (nothing else in the process makes those).
+      if target.hasPrefix("socket:") || target.hasPrefix("pipe:") || target == "anon_inode:[pidfd]"
+        || target.hasPrefix("/memfd:processpool")
+      {
+        result.append("\(name)->\(target)")
+      }
     }
     return result
   }

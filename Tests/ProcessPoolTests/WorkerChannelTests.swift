@@ -1,0 +1,63 @@
+import Testing
+
+@testable import ProcessPool
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The runtime's worker channels: each closed exactly once when its worker is reaped, whatever
+/// it still had queued, and none left open by a pool of many workers.
+extension WorkerProcessTests {
+  @Suite struct WorkerChannelTests {
+    init() {
+      // The deaths are expected here; keep the test log readable.
+      ProcessPoolLog.setHandler { _, _ in }
+    }
+
+    @Test func aWorkerKilledWithFramesQueuedForItLosesNoWork() async throws {
+      var configuration = ProcessPoolExecutor.Configuration.workers(1)
+      configuration.jobsPerWorker = 32
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
+        let gate = TestGate()
+        defer { gate.close() }
+        let blocker = try pool.submit(gate.task, 0)
+        #expect(await gate.waitForArrivals(1))
+        // Far more than the socket holds: the rest waits in the worker's channel.
+        let payload = [UInt8](repeating: 7, count: 4 << 20)
+        let echoes = try (0..<12).map { _ in try pool.submit(Echo(), payload) }
+        let queued = pool.core.channels.withLock { $0.values.map(\.queuedBytes).reduce(0, +) }
+        #expect(queued > 0)
+        let victim = try #require(pool.workerPIDs.first)
+        kill(victim, SIGKILL)
+        await #expect { try await blocker.value } throws: {
+          ($0 as? ProcessPoolError)?.code == .workerCrashed
+        }
+        // Sent to the dead worker but not started: run again by its replacement.
+        for future in echoes { #expect(try await future.value == payload) }
+        #expect(pool.statistics.workersCrashed == 1)
+      }
+    }
+
+    @Test func sixtyFourWorkersRunWorkAndLeaveNoDescriptorBehind() async throws {
+      try await withPool(.workers(64)) { (pool: ProcessPoolExecutor) async throws in
+        let gate = TestGate()
+        defer { gate.close() }
+        // All 64 at once, each holding one task, so each has its channel open.
+        let held = try (0..<64).map { try pool.submit(gate.task, $0) }
+        #expect(await gate.waitForArrivals(64))
+        #expect(pool.core.channels.withLock { $0.count } == 64)
+        let squares = try (0..<2000).map { try pool.submit(Square(), $0) }
+        // Some die with work queued behind them; their replacements take it.
+        let crashes = try (0..<8).map { _ in try pool.submit(Crash(), .exit) }
+        gate.open()
+        for (index, future) in held.enumerated() { #expect(try await future.value == index) }
+        for (index, future) in squares.enumerated() { #expect(try await future.value == index * index) }
+        for future in crashes {
+          await #expect { try await future.value } throws: { ($0 as? ProcessPoolError)?.code == .workerCrashed }
+        }
+        #expect(pool.statistics.workersCrashed == 8)
+      }
+    }
+  }
+}
