@@ -119,6 +119,8 @@ final class MapState {
   private let source: ChunkSource
   private let buffersize: Int?
   private let deadline: ContinuousClock.Instant?
+  /// Without a `buffersize`: the rest of the input, pulled by the pool.
+  private var feed: MapFeed?
   /// Submitted chunks, oldest first; those before `head` are fully yielded (released, and
   /// popped by moving `head`, so a map of many small chunks does not shift the array each time).
   @exclusivity(unchecked) private var chunks: [MapChunk?] = []
@@ -140,8 +142,17 @@ final class MapState {
     source.progress.end()
   }
 
-  /// Submits chunks up to the buffer size (everything without one).
+  /// Queues the first chunks: up to the buffer size, or the first window of a lazy feed.
+  func start() throws {
+    guard buffersize == nil else { return try fill() }
+    let feed = MapFeed(source: source, signal: CompletionSignal())
+    self.feed = feed
+    chunks = try feed.start().map { $0 }
+  }
+
+  /// Submits chunks up to the buffer size (a map without one is fed by the pool).
   func fill() throws {
+    guard buffersize != nil else { return }
     while true {
       let submitted = try source.submitBatch(room: buffersize.map { $0 - (chunks.count - head) })
       if submitted.isEmpty { return }
@@ -164,6 +175,7 @@ final class MapState {
       }
       try fill()
     }
+    if head == chunks.count, let feed { try await takeChunks(from: feed, isolation: isolation) }
     guard head < chunks.count, let chunk = chunks[head] else {
       finished = true
       return nil
@@ -189,6 +201,35 @@ final class MapState {
     }
     headOpened = true
     return FinishedChunk(sent: sent, count: chunk.count, encodingFailures: chunk.encodingFailures)
+  }
+
+  /// Waits for the feed's next chunks (returns with none at its end, throwing why it ended
+  /// early if it did).
+  private func takeChunks(from feed: MapFeed, isolation: isolated (any Actor)?) async throws {
+    while true {
+      switch feed.take() {
+      case .chunks(let more):
+        chunks.append(contentsOf: more.lazy.map { $0 })
+        return
+      case .end(let error):
+        guard let error else { return }
+        finished = true
+        cancelRemaining()
+        throw error
+      case .nothingYet:
+        if let deadline, deadline <= .now {
+          finished = true
+          cancelRemaining()
+          throw ProcessPoolError(.timedOut, "map did not finish within its timeout")
+        }
+        if Task.isCancelled {
+          finished = true
+          cancelRemaining()
+          throw CancellationError()
+        }
+        await feed.signal.wait(until: deadline)
+      }
+    }
   }
 
   private struct MapTimeout: Error { let error: ProcessPoolError }
@@ -218,6 +259,7 @@ final class MapState {
 
   private func cancelRemaining() {
     for chunk in chunks[head...] { chunk?.future?.cancel(terminatingWorker: source.terminatesRunningWork) }
+    feed?.abandon()
     chunks = []
     head = 0
     headOpened = false

@@ -57,7 +57,7 @@ extension ProcessPoolExecutor {
       task, codec, underestimatedCount: underestimatedCount, count: count, chunksize: chunksize, buffersize: buffersize,
       taskTimeout: taskTimeout, progress: progress)
     let state = MapState(source: source, buffersize: buffersize, timeout: timeout)
-    try state.fill()
+    try state.start()
     return ProcessMapSequence(state: state, progress: counter)
   }
 
@@ -136,14 +136,20 @@ final class ChunkSource {
   /// in batches, one lock and one dispatch pass per batch, of about `submitBatch` inputs, so big
   /// chunks still reach the workers one by one while the next ones are encoded.
   func submitBatch(room: Int?) throws -> [MapChunk] {
-    let batch = max(1, Self.submitBatch / chunksize)
-    let count = room.map { min($0, batch) } ?? batch
+    let count = room.map { min($0, batchChunks) } ?? batchChunks
     guard count > 0 else { return [] }
     return try submitNext(upTo: count)
   }
 
   /// Submits up to `limit` chunks at once and returns them (none when the input is exhausted).
   func submitNext(upTo limit: Int) throws -> [MapChunk] {
+    let (chunks, jobs) = makeChunks(upTo: limit)
+    try core.enqueue(jobs)
+    return chunks
+  }
+
+  /// Pulls and encodes up to `limit` chunks, and their jobs (not queued).
+  func makeChunks(upTo limit: Int) -> (chunks: [MapChunk], jobs: [Job]) {
     var chunks: [MapChunk] = []
     var jobs: [Job] = []
     while chunks.count < limit, !exhausted {
@@ -151,9 +157,11 @@ final class ChunkSource {
       if let chunk { chunks.append(chunk) }
       if let job { jobs.append(job) }
     }
-    try core.enqueue(jobs)
-    return chunks
+    return (chunks, jobs)
   }
+
+  /// How many chunks make one batch (about `submitBatch` inputs).
+  var batchChunks: Int { max(1, Self.submitBatch / chunksize) }
 
   /// Pulls and encodes one chunk: one job and one future for the inputs that encode (an input
   /// that cannot be encoded stays out of the job and fails at its position; no job when none is

@@ -50,7 +50,7 @@ extension ProcessPoolExecutor {
       task, codec, underestimatedCount: underestimatedCount, count: count, chunksize: chunksize, buffersize: buffersize,
       taskTimeout: taskTimeout, progress: progress)
     let state = UnorderedMapState(source: source, buffersize: buffersize, timeout: timeout)
-    try state.fill()
+    try state.start()
     return ProcessUnorderedMapSequence(state: state, progress: counter)
   }
 }

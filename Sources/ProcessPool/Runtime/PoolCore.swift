@@ -84,6 +84,8 @@ final class PoolCore: Sendable {
     for sink in effects.cancellations { sink.cancelAll() }
     for sink in effects.acknowledgedCancels { sink.acknowledgeCancel() }
     for (sink, error) in effects.failures { sink.fail(error) }
+    for (source, error) in effects.stoppedSources { source.stop(error) }
+    if effects.startFeeder { startFeeder() }
     if !effects.spawns.isEmpty { requestSpawns(effects.spawns) }
     if effects.wakeIO || !effects.spawns.isEmpty { wakeIOThread() }
     if effects.stopped { resumeStopWaiters() }

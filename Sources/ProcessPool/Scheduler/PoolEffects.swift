@@ -23,6 +23,10 @@ struct PoolEffects {
   var wakeIO = false
   /// The pool reached `stopped`: wake everyone waiting for shutdown.
   var stopped = false
+  /// Start the feeder thread: the queue ran low and a source has inputs.
+  var startFeeder = false
+  /// Sources dropped (the pool broke, or queued work was cancelled), each with why.
+  var stoppedSources: [(any JobSource, ProcessPoolError)] = []
   /// Lines for the log handler.
   var logs: [(ProcessPoolLog.Level, String)] = []
 }
