@@ -121,6 +121,7 @@ final class MapState {
   private let deadline: ContinuousClock.Instant?
   /// Without a `buffersize`: the rest of the input, pulled by the pool.
   private var feed: MapFeed?
+  private var fedByPool = false
   /// Submitted chunks, oldest first; those before `head` are fully yielded (released, and
   /// popped by moving `head`, so a map of many small chunks does not shift the array each time).
   @exclusivity(unchecked) private var chunks: [MapChunk?] = []
@@ -142,17 +143,20 @@ final class MapState {
     source.progress.end()
   }
 
-  /// Queues the first chunks: up to the buffer size, or the first window of a lazy feed.
-  func start() throws {
-    guard buffersize == nil else { return try fill() }
+  /// Queues the first chunks: up to the buffer size, or the first window of a lazy feed (when
+  /// the input may be pulled `lazily`, on the pool's feeder thread), or else the whole input.
+  func start(lazily: Bool) throws {
+    guard buffersize == nil, lazily else { return try fill() }
+    fedByPool = true
     let feed = MapFeed(source: source, signal: CompletionSignal())
     self.feed = feed
     chunks = try feed.start().map { $0 }
   }
 
-  /// Submits chunks up to the buffer size (a map without one is fed by the pool).
+  /// Submits chunks up to the buffer size, or all of them without one (unless the pool feeds
+  /// the map).
   func fill() throws {
-    guard buffersize != nil else { return }
+    guard !fedByPool else { return }
     while true {
       let submitted = try source.submitBatch(room: buffersize.map { $0 - (chunks.count - head) })
       if submitted.isEmpty { return }
@@ -258,8 +262,9 @@ final class MapState {
   }
 
   private func cancelRemaining() {
-    for chunk in chunks[head...] { chunk?.future?.cancel(terminatingWorker: source.terminatesRunningWork) }
+    // The feed first: cancelled chunks leave the queue, which must not make the pool pull more.
     feed?.abandon()
+    for chunk in chunks[head...] { chunk?.future?.cancel(terminatingWorker: source.terminatesRunningWork) }
     chunks = []
     head = 0
     headOpened = false

@@ -40,24 +40,27 @@ extension ProcessPoolExecutor {
   @inlinable
   public func map<T: ProcessTask, Inputs: Sequence>(
     _ task: T, _ inputs: Inputs, chunksize: Int? = nil, buffersize: Int? = nil, timeout: Duration? = nil,
-    taskTimeout: Duration? = nil, progress: (@Sendable (ProcessPoolProgress) -> Void)? = nil
+    taskTimeout: Duration? = nil, progress: (@Sendable (ProcessPoolProgress) -> Void)? = nil,
+    isolation: (any Actor)? = #isolation
   ) throws -> ProcessMapSequence<T.Output> where Inputs.Element == T.Input {
     try map(
       task, MapCodec(T.self, inputs.makeIterator()), underestimatedCount: inputs.underestimatedCount,
       count: (inputs as? any Collection)?.count, chunksize: chunksize, buffersize: buffersize, timeout: timeout,
-      taskTimeout: taskTimeout, progress: progress)
+      taskTimeout: taskTimeout, progress: progress,
+      pullsAnywhere: isolation == nil || MapCodec.pullsAnywhere(inputs, T.Input.self))
   }
 
   @usableFromInline
   func map<T: ProcessTask>(
     _ task: T, _ codec: MapCodec, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
-    timeout: Duration?, taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?
+    timeout: Duration?, taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?,
+    pullsAnywhere: Bool
   ) throws -> ProcessMapSequence<T.Output> {
     let (source, counter) = try chunkSource(
       task, codec, underestimatedCount: underestimatedCount, count: count, chunksize: chunksize, buffersize: buffersize,
       taskTimeout: taskTimeout, progress: progress)
     let state = MapState(source: source, buffersize: buffersize, timeout: timeout)
-    try state.start()
+    try state.start(lazily: pullsAnywhere)
     return ProcessMapSequence(state: state, progress: counter)
   }
 

@@ -33,24 +33,27 @@ extension ProcessPoolExecutor {
   @inlinable
   public func mapUnordered<T: ProcessTask, Inputs: Sequence>(
     _ task: T, _ inputs: Inputs, chunksize: Int? = nil, buffersize: Int? = nil, timeout: Duration? = nil,
-    taskTimeout: Duration? = nil, progress: (@Sendable (ProcessPoolProgress) -> Void)? = nil
+    taskTimeout: Duration? = nil, progress: (@Sendable (ProcessPoolProgress) -> Void)? = nil,
+    isolation: (any Actor)? = #isolation
   ) throws -> ProcessUnorderedMapSequence<T.Output> where Inputs.Element == T.Input {
     try mapUnordered(
       task, MapCodec(T.self, inputs.makeIterator()), underestimatedCount: inputs.underestimatedCount,
       count: (inputs as? any Collection)?.count, chunksize: chunksize, buffersize: buffersize, timeout: timeout,
-      taskTimeout: taskTimeout, progress: progress)
+      taskTimeout: taskTimeout, progress: progress,
+      pullsAnywhere: isolation == nil || MapCodec.pullsAnywhere(inputs, T.Input.self))
   }
 
   @usableFromInline
   func mapUnordered<T: ProcessTask>(
     _ task: T, _ codec: MapCodec, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
-    timeout: Duration?, taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?
+    timeout: Duration?, taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?,
+    pullsAnywhere: Bool
   ) throws -> ProcessUnorderedMapSequence<T.Output> {
     let (source, counter) = try chunkSource(
       task, codec, underestimatedCount: underestimatedCount, count: count, chunksize: chunksize, buffersize: buffersize,
       taskTimeout: taskTimeout, progress: progress)
     let state = UnorderedMapState(source: source, buffersize: buffersize, timeout: timeout)
-    try state.start()
+    try state.start(lazily: pullsAnywhere)
     return ProcessUnorderedMapSequence(state: state, progress: counter)
   }
 }

@@ -72,6 +72,50 @@ extension WorkerProcessTests {
       }
     }
 
+    @MainActor @Test(arguments: [true, false])
+    func aMapMadeOnAnActorRunsItsInputsClosuresThere(_ ordered: Bool) async throws {
+      // The input's closure is isolated to the main actor (Swift checks that at run time): such
+      // an input is pulled whole on the caller's thread, never on the pool's feeder.
+      let check = LeakCheck()
+      let pool = try ProcessPoolExecutor(maxWorkers: 1)
+      var pulled = 0
+      let count = 2000
+      let inputs = (0..<count).lazy.map { value in
+        MainActor.assertIsolated()
+        pulled += 1
+        return value
+      }
+      var values: [Int] = []
+      if ordered {
+        let sequence = try pool.map(Square(), inputs, chunksize: 1)
+        #expect(pulled == count)
+        for try await value in sequence { values.append(value) }
+      } else {
+        let sequence = try pool.mapUnordered(Square(), inputs, chunksize: 1)
+        #expect(pulled == count)
+        for try await (_, value) in sequence { values.append(value) }
+        values.sort()
+      }
+      #expect(values == (0..<count).map { $0 * $0 })
+      await pool.shutdown()
+      pool.core.waitForIOThread()
+      check.verify()
+    }
+
+    @MainActor @Test func anArrayMappedOnAnActorIsStillPulledLazily() async throws {
+      let check = LeakCheck()
+      let pool = try ProcessPoolExecutor(maxWorkers: 1)
+      let count = 20_000
+      let sequence = try pool.map(Square(), Array(0..<count), chunksize: 1)
+      #expect(pool.statistics.tasksSubmitted < count)
+      var values: [Int] = []
+      for try await value in sequence { values.append(value) }
+      #expect(values == (0..<count).map { $0 * $0 })
+      await pool.shutdown()
+      pool.core.waitForIOThread()
+      check.verify()
+    }
+
     @Test(arguments: [1, 7])
     func anInputFarIntoALazyInputThatCannotBeEncodedFailsAtItsPosition(_ chunksize: Int) async throws {
       try await withPool { (pool: ProcessPoolExecutor) async throws in

@@ -126,8 +126,9 @@ final class MapFeed: JobSource, @unchecked Sendable {
       defer { shared.produced = [] }
       return (shared.produced, registered)
     }
+    if registered {
+      source.core.transition { state, effects in state.removeSource(self, now: .now, &effects) }
+    }
     for chunk in produced { _ = chunk.future?.cancel(terminatingWorker: source.terminatesRunningWork) }
-    guard registered else { return }
-    source.core.transition { state, effects in state.removeSource(self, now: .now, &effects) }
   }
 }

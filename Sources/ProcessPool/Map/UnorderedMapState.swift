@@ -11,6 +11,7 @@ final class UnorderedMapState {
   private let arrivals = ChunkArrivals()
   /// Without a `buffersize`: the rest of the input, pulled by the pool (nil once it ended).
   private var feed: MapFeed?
+  private var fedByPool = false
   /// Why the feed ended early, thrown once every chunk it made was yielded.
   @exclusivity(unchecked) private var feedEnding: ProcessPoolError?
   /// Submitted chunks not yet handed to the iterator, by key, with their first position and
@@ -34,17 +35,20 @@ final class UnorderedMapState {
     source.progress.end()
   }
 
-  /// Queues the first chunks: up to the buffer size, or the first window of a lazy feed.
-  func start() throws {
-    guard buffersize == nil else { return try fill() }
+  /// Queues the first chunks: up to the buffer size, or the first window of a lazy feed (when
+  /// the input may be pulled `lazily`, on the pool's feeder thread), or else the whole input.
+  func start(lazily: Bool) throws {
+    guard buffersize == nil, lazily else { return try fill() }
+    fedByPool = true
     let feed = MapFeed(source: source, signal: arrivals.signal)
     self.feed = feed
     watch(try feed.start())
   }
 
-  /// Submits chunks up to the buffer size (a map without one is fed by the pool).
+  /// Submits chunks up to the buffer size, or all of them without one (unless the pool feeds
+  /// the map).
   func fill() throws {
-    guard buffersize != nil else { return }
+    guard !fedByPool else { return }
     while true {
       let submitted = try source.submitBatch(room: buffersize.map { $0 - pending.count - (opened ? 1 : 0) })
       if submitted.isEmpty { return }
@@ -120,13 +124,14 @@ final class UnorderedMapState {
   }
 
   private func cancelRemaining() {
+    // The feed first: cancelled chunks leave the queue, which must not make the pool pull more.
+    feed?.abandon()
+    feed = nil
     for (chunk, _, watch) in pending.values {
       chunk.future?.stopWatching(watch)
       chunk.future?.cancel(terminatingWorker: source.terminatesRunningWork)
     }
     pending = [:]
-    feed?.abandon()
-    feed = nil
     opened = false
   }
 }
