@@ -17,6 +17,9 @@ final class PoolCore: Sendable {
   /// `pp_fork_generation()` when the pool was made: a forked child sees another count.
   private let forkGeneration = pp_fork_generation()
   private let stopWaiters = Mutex<[CheckedContinuation<Void, Never>]>([])
+  /// Where the feeder thread sleeps; `feederWoken` (guarded by it) says it was woken since.
+  let feederGate = ConditionLock()
+  nonisolated(unsafe) var feederWoken = false
   private let stopGate = ConditionLock()
   /// Guarded by `stopGate`: the I/O thread has returned (every socket it held is closed).
   private nonisolated(unsafe) var ioThreadDone = false
@@ -86,6 +89,7 @@ final class PoolCore: Sendable {
     for (sink, error) in effects.failures { sink.fail(error) }
     for (source, error) in effects.stoppedSources { source.stop(error) }
     if effects.startFeeder { startFeeder() }
+    if effects.wakeFeeder { wakeFeeder() }
     if !effects.spawns.isEmpty { requestSpawns(effects.spawns) }
     if effects.wakeIO || !effects.spawns.isEmpty { wakeIOThread() }
     if effects.stopped { resumeStopWaiters() }

@@ -10,12 +10,12 @@ protocol JobSource: AnyObject, Sendable {
   func stop(_ error: ProcessPoolError)
 }
 
-/// Registering, feeding and dropping sources. One feeder thread at a time pulls from them, started
-/// by `advance` when the queue falls below `feedLowWater` and running until it reaches
-/// `feedHighWater` (or no source is left).
+/// Registering, feeding and dropping sources. One feeder thread pulls from them: started by
+/// `advance` when the queue falls below `feedLowWater`, it pulls until the queue reaches
+/// `feedHighWater`, then sleeps until the queue is low again, and ends when no source is left.
 extension PoolState {
   /// Below this many queued jobs, the sources are pulled from.
-  var feedLowWater: Int { max(128, 4 * configuration.capacity) }
+  var feedLowWater: Int { max(256, 4 * configuration.capacity) }
   /// The feeder pulls until the queue holds this many jobs.
   var feedHighWater: Int { 2 * feedLowWater }
 
@@ -63,22 +63,42 @@ extension PoolState {
     return nil
   }
 
-  /// For the feeder thread: the source to pull from next (the oldest: maps run in the order they
-  /// were made, as if each had been queued whole), or nil when the queue is full enough or no
-  /// source is left, in which case the feeder ends (`advance` starts another when needed).
-  mutating func nextSourceToFeed() -> (any JobSource)? {
-    guard feeds, let source = sources.first, queue.count < feedHighWater else {
-      feederRunning = false
-      return nil
-    }
-    return source
+  /// What the feeder thread does next.
+  enum FeederStep {
+    /// Pull a batch from this source: the oldest (maps run in the order they were made, as if
+    /// each had been queued whole).
+    case feed(any JobSource)
+    /// The queue is full enough: sleep until woken (`PoolEffects.wakeFeeder`).
+    case sleep
+    /// No source is left (or the pool takes no more): the thread ends.
+    case exit
   }
 
-  /// Starts the feeder when the queue runs low and a source has inputs; part of `advance`.
+  /// For the feeder thread: its next step.
+  mutating func nextFeederStep() -> FeederStep {
+    guard feeds, let source = sources.first else {
+      feederRunning = false
+      feederSleeping = false
+      return .exit
+    }
+    guard queue.count < feedHighWater else {
+      feederSleeping = true
+      return .sleep
+    }
+    return .feed(source)
+  }
+
+  /// Starts or wakes the feeder when the queue runs low and a source has inputs, and wakes it to
+  /// end when none is left; part of `advance`.
   mutating func requestFeed(_ effects: inout PoolEffects) {
-    guard !sources.isEmpty, !feederRunning, feeds, queue.count < feedLowWater else { return }
-    feederRunning = true
-    effects.startFeeder = true
+    let wanted = !sources.isEmpty && feeds && queue.count < feedLowWater
+    if feederSleeping && (wanted || sources.isEmpty || !feeds) {
+      feederSleeping = false
+      effects.wakeFeeder = true
+    } else if wanted && !feederRunning {
+      feederRunning = true
+      effects.startFeeder = true
+    }
   }
 
   /// Drops every source: none will be pulled from again, and each is told why.
