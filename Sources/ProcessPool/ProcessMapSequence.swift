@@ -1,4 +1,4 @@
-/// The ordered results of ``ProcessPoolExecutor/map(_:_:chunksize:buffersize:timeout:taskTimeout:progress:)``.
+/// The ordered results of ``ProcessPoolExecutor/map(_:_:chunksize:buffersize:timeout:taskTimeout:progress:isolation:)``.
 ///
 /// Iterate it once. A failing item throws at its position and `next()` may be called again for
 /// the following items; after a timeout the iteration is over.

@@ -12,9 +12,13 @@ extension ProcessPoolExecutor {
   ///     submitted.
   ///   - chunksize: Inputs sent per message: the main lever for small tasks. Default: about four
   ///     chunks per worker when the input's size is known (`underestimatedCount`), else 1.
-  ///   - buffersize: At most this many chunks in flight; the input is then pulled lazily, so an
-  ///     infinite or huge sequence runs in bounded memory. Default: the whole input is
-  ///     submitted at once (as Python does).
+  ///   - buffersize: At most this many chunks in flight, pulled as the iteration consumes them,
+  ///     so an infinite sequence runs in bounded memory even when the results are read slowly.
+  ///     Default: all of the input runs whether or not it is iterated (as in Python); `map`
+  ///     queues a first window of it and returns at once, and the pool pulls the rest on a
+  ///     thread of its own as its queue runs low (a graceful shutdown waits for all of it).
+  ///     Called from an actor, an input other than an array or an integer range is pulled whole
+  ///     before `map` returns instead, as its iterator may hold closures isolated to that actor.
   ///   - timeout: A deadline for the whole iteration. Past it, `next()` throws
   ///     ``ProcessPoolError/Code/timedOut`` and the rest is cancelled (at once, for a zero or
   ///     negative one, at the first result not yet available).
@@ -26,6 +30,8 @@ extension ProcessPoolExecutor {
   ///     lazy input runs out, which makes the total known), on the thread that finished it: keep
   ///     it short. ``ProcessMapSequence/progress`` offers the same
   ///     as an `AsyncStream`.
+  ///   - isolation: The caller's actor (left to its default): where an input that may run the
+  ///     caller's code is pulled.
   /// - Throws: ``ProcessPoolError/Code/invalidArgument`` for a `chunksize` or `buffersize` below 1,
   ///   and the errors of ``submit(_:_:timeout:)`` for the task.
   ///

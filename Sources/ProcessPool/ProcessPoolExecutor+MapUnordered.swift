@@ -8,7 +8,7 @@ extension ProcessPoolExecutor {
   /// }
   /// ```
   ///
-  /// A separate method rather than a flag on ``map(_:_:chunksize:buffersize:timeout:taskTimeout:progress:)``
+  /// A separate method rather than a flag on ``map(_:_:chunksize:buffersize:timeout:taskTimeout:progress:isolation:)``
   /// because its elements differ: `(index, output)` instead of the output alone.
   ///
   /// The rules are `map`'s: the same `chunksize` (a chunk's items are yielded together, in input
@@ -22,12 +22,14 @@ extension ProcessPoolExecutor {
   ///   - task: The task to run; it is encoded once and sent with every chunk.
   ///   - inputs: Any sequence of inputs, finite or not.
   ///   - chunksize: Inputs sent per message (as for `map`).
-  ///   - buffersize: At most this many chunks in flight; the input is then pulled lazily.
+  ///   - buffersize: At most this many chunks in flight, pulled as the iteration consumes them.
+  ///     Default: all of the input runs, pulled by the pool as its queue runs low (as for `map`).
   ///   - timeout: A deadline for the whole iteration; past it, `next()` throws
   ///     ``ProcessPoolError/Code/timedOut`` and the rest is cancelled.
   ///   - taskTimeout: This map's per-task time limit (overrides the pool's
   ///     ``Configuration/taskTimeout``), as for `map`.
   ///   - progress: Called with a ``ProcessPoolProgress`` each time a chunk finishes.
+  ///   - isolation: The caller's actor (left to its default), as for `map`.
   /// - Throws: ``ProcessPoolError/Code/invalidArgument`` for a `chunksize` or `buffersize` below 1,
   ///   and the errors of ``submit(_:_:timeout:)`` for the task.
   @inlinable
