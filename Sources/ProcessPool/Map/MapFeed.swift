@@ -69,8 +69,12 @@ final class MapFeed: JobSource, @unchecked Sendable {
     let rejection = core.transition { state, effects in
       state.sourceFed(self, jobs, exhausted: exhausted, now: .now, &effects)
     }
-    // Not queued: each of the batch's items fails at its position with the reason.
-    if let rejection { for job in jobs { job.sink.fail(rejection) } }
+    // Not queued: each of the batch's items fails at its position with the reason (the one the
+    // pool gave when it dropped the source, if it did already).
+    if let rejection {
+      let reason = shared.withLock { $0.ending } ?? rejection
+      for job in jobs { job.sink.fail(reason) }
+    }
     let abandoned = shared.withLock { shared -> Bool in
       shared.feeding = false
       if shared.abandoned { return true }
@@ -126,7 +130,8 @@ final class MapFeed: JobSource, @unchecked Sendable {
       defer { shared.produced = [] }
       return (shared.produced, registered)
     }
-    if registered {
+    // A forked child's copy of the pool is its parent's: leave it alone.
+    if registered && source.core.belongsToThisProcess {
       source.core.transition { state, effects in state.removeSource(self, now: .now, &effects) }
     }
     for chunk in produced { _ = chunk.future?.cancel(terminatingWorker: source.terminatesRunningWork) }

@@ -54,7 +54,10 @@ extension PoolState {
   ) -> ProcessPoolError? {
     self.now = now
     guard feeds, let index = sources.firstIndex(where: { $0 === source }) else {
-      return rejection ?? ProcessPoolError(.cancelled, "the map's remaining inputs were cancelled")
+      // Dropped meanwhile (`dropSources`), or its map was abandoned.
+      if let brokenReason { return brokenReason }
+      if forced { return ProcessPoolError(.brokenPool, "the pool was forcefully shut down") }
+      return ProcessPoolError(.cancelled, "the map's remaining inputs were cancelled")
     }
     if exhausted { sources.remove(at: index) }
     for job in jobs { queue.append(job) }
