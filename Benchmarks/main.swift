@@ -372,13 +372,20 @@ nonisolated func bigmap(count: Int) async throws -> [(String, Double)] {
   precondition(seen == count)
   let total = seconds(t0.duration(to: clock.now))
   let peak = residentBytes().peak
+  // The automatic chunksize (a few huge chunks): how long `map` takes to return.
+  let t1 = clock.now
+  let automatic = try big.map(Identity(), 0..<count)
+  let automaticReturned = seconds(t1.duration(to: clock.now))
+  seen = 0
+  for try await _ in automatic { seen += 1 }
+  precondition(seen == count)
   await big.shutdown()
   return [
     ("bigmap_items", Double(count)), ("bigmap_return_ms", returned * 1e3),
     ("bigmap_pulled_at_return", Double(pulledAtReturn)),
     ("bigmap_queued_bytes_per_item", (atReturn - before) / Double(max(pulledAtReturn, 1))),
     ("bigmap_peak_bytes_per_item", (peak - before) / Double(count)), ("bigmap_total_s", total),
-    ("bigmap_items_per_s", Double(count) / total),
+    ("bigmap_items_per_s", Double(count) / total), ("bigmap_auto_chunksize_return_ms", automaticReturned * 1e3),
   ]
 }
 if enabled("bigmap") {

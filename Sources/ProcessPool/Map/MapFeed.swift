@@ -28,6 +28,9 @@ final class MapFeed: JobSource, @unchecked Sendable {
   }
   private let shared = Mutex(Shared())
 
+  /// About how many inputs `map` pulls before it returns (at least one chunk).
+  static let firstWindowInputs = 1024
+
   init(source: ChunkSource, signal: CompletionSignal) {
     self.source = source
     self.signal = signal
@@ -37,7 +40,9 @@ final class MapFeed: JobSource, @unchecked Sendable {
   /// pool takes no work) and, if the input goes on, hands the rest to the pool. Returns the
   /// first window's chunks.
   func start() throws -> [MapChunk] {
-    let window = source.core.read { $0.feedHighWater }
+    // Few inputs when the chunks are big (the automatic chunksize makes a handful of huge ones):
+    // the pool's feeder pulls the rest at once.
+    let window = min(source.core.read { $0.feedHighWater }, max(1, Self.firstWindowInputs / source.chunksize))
     var chunks: [MapChunk] = []
     do {
       while chunks.count < window, !source.exhausted {
