@@ -118,6 +118,9 @@ final class ChunkSource {
   let progress: ProgressCounter
   /// What ending the iteration early does to running chunks (the pool's setting).
   let cancellation: CancellationMode
+  /// The pool's hook that stops a chunk's worker, made once for all the chunks (a closure and
+  /// its context less per queued chunk).
+  let stopWorker: @Sendable (ObjectIdentifier) -> (@Sendable () -> Void)?
   /// Whether ending the iteration early stops running chunks too.
   var terminatesRunningWork: Bool { cancellation == .terminatingWorker }
   // Touched by the map's caller, then by the one iterating task: no exclusivity checks.
@@ -130,6 +133,7 @@ final class ChunkSource {
   ) {
     self.core = core
     self.cancellation = cancellation
+    self.stopWorker = core.stopWorkerHook
     self.header = header
     self.codec = codec
     self.chunksize = chunksize
@@ -202,7 +206,7 @@ final class ChunkSource {
     }
     let progress = self.progress
     let future = ProcessFuture<RawOutcomes>(
-      acknowledgesCancel: true, stopWorker: core.stopWorkerHook, cancellation: cancellation,
+      acknowledgesCancel: true, stopWorker: stopWorker, cancellation: cancellation,
       onFinish: { progress.record($0, count: sent) })
     let chunk = MapChunk(future: future, count: count, encodingFailures: failures)
     let sink = MapChunkSink(future: future, count: sent)
