@@ -9,6 +9,7 @@
 // Benchmarks/compare.sh runs this next to the C socket limit and the Python peers and prints
 // the ratios.
 import ProcessPool
+import Synchronization
 
 #if canImport(Glibc)
   import Glibc
@@ -59,7 +60,8 @@ let workers = option("--workers") ?? 2
 let repeats = option("--repeat") ?? 3
 let scale = quick ? 10 : 1
 /// `--only a,b`: run just these sections (startup, latency, c1, c64, payload, countdown,
-/// as_completed, completion, recycle, many, unordered, crashes), e.g. to profile one workload.
+/// as_completed, completion, recycle, many, unordered, bigmap, crashes), e.g. to profile one
+/// workload.
 let only: Set<Substring>? = arguments.firstIndex(of: "--only").flatMap { index in
   index + 1 < arguments.count ? Set(arguments[index + 1].split(separator: ",")) : nil
 }
@@ -317,6 +319,96 @@ if enabled("unordered") {
   log("  unordered done")
 }
 await pool.shutdown()
+
+/// The resident set now and its peak since the last `resetPeakResident()`, in bytes (from
+/// /proc/self/status).
+func residentBytes() -> (current: Double, peak: Double) {
+  guard let file = fopen("/proc/self/status", "r") else { return (.nan, .nan) }
+  defer { fclose(file) }
+  var current = Double.nan
+  var peak = Double.nan
+  var line = [CChar](repeating: 0, count: 256)
+  while fgets(&line, Int32(line.count), file) != nil {
+    let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    let kilobytes = Double(text.split(separator: " ").dropFirst().first.map(String.init) ?? "") ?? .nan
+    if text.hasPrefix("VmRSS:") { current = kilobytes * 1024 }
+    if text.hasPrefix("VmHWM:") { peak = kilobytes * 1024 }
+  }
+  return (current, peak)
+}
+/// Starts counting the peak resident set afresh (writing 5 to /proc/self/clear_refs).
+func resetPeakResident() {
+  guard let file = fopen("/proc/self/clear_refs", "w") else { return }
+  fputs("5", file)
+  fclose(file)
+}
+
+/// Inputs pulled so far by the `bigmap` section's input.
+let bigmapPulled = Atomic<Int>(0)
+
+// A huge map with chunksize 1 and no buffersize over a lazy input (`--bigmap-items N`, default
+// 5M): how long `map()` takes to return, the resident memory it added by then per input pulled
+// (what a queued item costs), and the peak growth over the whole run per item. Nonisolated, as
+// a map made on an actor pulls an input holding closures (this one counts) on the caller.
+nonisolated func bigmap(count: Int) async throws -> [(String, Double)] {
+  let big = try ProcessPoolExecutor(maxWorkers: workers)
+  _ = try await big.submit(Identity(), 0).value
+  let before = residentBytes().current
+  resetPeakResident()
+  let inputs = (0..<count).lazy.map { value in
+    bigmapPulled.add(1, ordering: .relaxed)
+    return value
+  }
+  let t0 = clock.now
+  let sequence = try big.map(Identity(), inputs, chunksize: 1)
+  let returned = seconds(t0.duration(to: clock.now))
+  let pulledAtReturn = bigmapPulled.load(ordering: .relaxed)
+  let atReturn = residentBytes().current
+  var seen = 0
+  for try await value in sequence {
+    precondition(value == seen)
+    seen += 1
+  }
+  precondition(seen == count)
+  let total = seconds(t0.duration(to: clock.now))
+  let peak = residentBytes().peak
+  // The automatic chunksize (a few huge chunks): how long `map` takes to return.
+  let t1 = clock.now
+  let automatic = try big.map(Identity(), 0..<count)
+  let automaticReturned = seconds(t1.duration(to: clock.now))
+  seen = 0
+  for try await _ in automatic { seen += 1 }
+  precondition(seen == count)
+  await big.shutdown()
+  return [
+    ("bigmap_items", Double(count)), ("bigmap_return_ms", returned * 1e3),
+    ("bigmap_pulled_at_return", Double(pulledAtReturn)),
+    ("bigmap_queued_bytes_per_item", (atReturn - before) / Double(max(pulledAtReturn, 1))),
+    ("bigmap_peak_bytes_per_item", (peak - before) / Double(count)), ("bigmap_total_s", total),
+    ("bigmap_items_per_s", Double(count) / total), ("bigmap_auto_chunksize_return_ms", automaticReturned * 1e3),
+  ]
+}
+if enabled("bigmap") {
+  results += try await bigmap(count: option("--bigmap-items") ?? 5_000_000 / scale)
+  // Made here, on the main actor, the same kind of input is pulled whole before `map` returns
+  // (its closure is isolated to the main actor): what each queued item costs.
+  let count = (option("--bigmap-items") ?? 5_000_000 / scale) / 5
+  let big = try ProcessPoolExecutor(maxWorkers: workers)
+  _ = try await big.submit(Identity(), 0).value
+  let before = residentBytes().current
+  let t0 = clock.now
+  let sequence = try big.map(Identity(), (0..<count).lazy.map { $0 }, chunksize: 1)
+  let returned = seconds(t0.duration(to: clock.now))
+  let queued = residentBytes().current - before
+  var seen = 0
+  for try await _ in sequence { seen += 1 }
+  precondition(seen == count)
+  await big.shutdown()
+  results.append(("bigmap_actor_items", Double(count)))
+  results.append(("bigmap_actor_return_ms", returned * 1e3))
+  results.append(("bigmap_actor_queued_bytes_per_item", queued / Double(count)))
+  log("  bigmap done")
+}
 
 // A crash storm: one task in three crashes its worker (a fatalError), with the workers' Swift
 // backtracer off (the default) and on. Crash reports are captured, not printed.

@@ -1,4 +1,4 @@
-/// The ordered results of ``ProcessPoolExecutor/map(_:_:chunksize:buffersize:timeout:taskTimeout:progress:)``.
+/// The ordered results of ``ProcessPoolExecutor/map(_:_:chunksize:buffersize:timeout:taskTimeout:progress:isolation:)``.
 ///
 /// Iterate it once. A failing item throws at its position and `next()` may be called again for
 /// the following items; after a timeout the iteration is over.
@@ -119,6 +119,9 @@ final class MapState {
   private let source: ChunkSource
   private let buffersize: Int?
   private let deadline: ContinuousClock.Instant?
+  /// Without a `buffersize`: the rest of the input, pulled by the pool.
+  private var feed: MapFeed?
+  private var fedByPool = false
   /// Submitted chunks, oldest first; those before `head` are fully yielded (released, and
   /// popped by moving `head`, so a map of many small chunks does not shift the array each time).
   @exclusivity(unchecked) private var chunks: [MapChunk?] = []
@@ -140,8 +143,20 @@ final class MapState {
     source.progress.end()
   }
 
-  /// Submits chunks up to the buffer size (everything without one).
+  /// Queues the first chunks: up to the buffer size, or the first window of a lazy feed (when
+  /// the input may be pulled `lazily`, on the pool's feeder thread), or else the whole input.
+  func start(lazily: Bool) throws {
+    guard buffersize == nil, lazily else { return try fill() }
+    fedByPool = true
+    let feed = MapFeed(source: source, signal: CompletionSignal())
+    self.feed = feed
+    chunks = try feed.start().map { $0 }
+  }
+
+  /// Submits chunks up to the buffer size, or all of them without one (unless the pool feeds
+  /// the map).
   func fill() throws {
+    guard !fedByPool else { return }
     while true {
       let submitted = try source.submitBatch(room: buffersize.map { $0 - (chunks.count - head) })
       if submitted.isEmpty { return }
@@ -164,6 +179,7 @@ final class MapState {
       }
       try fill()
     }
+    if head == chunks.count, let feed { try await takeChunks(from: feed, isolation: isolation) }
     guard head < chunks.count, let chunk = chunks[head] else {
       finished = true
       return nil
@@ -189,6 +205,35 @@ final class MapState {
     }
     headOpened = true
     return FinishedChunk(sent: sent, count: chunk.count, encodingFailures: chunk.encodingFailures)
+  }
+
+  /// Waits for the feed's next chunks (returns with none at its end, throwing why it ended
+  /// early if it did).
+  private func takeChunks(from feed: MapFeed, isolation: isolated (any Actor)?) async throws {
+    while true {
+      switch feed.take() {
+      case .chunks(let more):
+        chunks.append(contentsOf: more.lazy.map { $0 })
+        return
+      case .end(let error):
+        guard let error else { return }
+        finished = true
+        cancelRemaining()
+        throw error
+      case .nothingYet:
+        if let deadline, deadline <= .now {
+          finished = true
+          cancelRemaining()
+          throw ProcessPoolError(.timedOut, "map did not finish within its timeout")
+        }
+        if Task.isCancelled {
+          finished = true
+          cancelRemaining()
+          throw CancellationError()
+        }
+        await feed.signal.wait(until: deadline)
+      }
+    }
   }
 
   private struct MapTimeout: Error { let error: ProcessPoolError }
@@ -217,6 +262,8 @@ final class MapState {
   }
 
   private func cancelRemaining() {
+    // The feed first: cancelled chunks leave the queue, which must not make the pool pull more.
+    feed?.abandon()
     for chunk in chunks[head...] { chunk?.future?.cancel(terminatingWorker: source.terminatesRunningWork) }
     chunks = []
     head = 0

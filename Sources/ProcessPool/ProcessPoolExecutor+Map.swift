@@ -12,9 +12,13 @@ extension ProcessPoolExecutor {
   ///     submitted.
   ///   - chunksize: Inputs sent per message: the main lever for small tasks. Default: about four
   ///     chunks per worker when the input's size is known (`underestimatedCount`), else 1.
-  ///   - buffersize: At most this many chunks in flight; the input is then pulled lazily, so an
-  ///     infinite or huge sequence runs in bounded memory. Default: the whole input is
-  ///     submitted at once (as Python does).
+  ///   - buffersize: At most this many chunks in flight, pulled as the iteration consumes them,
+  ///     so an infinite sequence runs in bounded memory even when the results are read slowly.
+  ///     Default: all of the input runs whether or not it is iterated (as in Python); `map`
+  ///     queues a first window of it and returns at once, and the pool pulls the rest on a
+  ///     thread of its own as its queue runs low (a graceful shutdown waits for all of it).
+  ///     Called from an actor, an input other than an array or an integer range is pulled whole
+  ///     before `map` returns instead, as its iterator may hold closures isolated to that actor.
   ///   - timeout: A deadline for the whole iteration. Past it, `next()` throws
   ///     ``ProcessPoolError/Code/timedOut`` and the rest is cancelled (at once, for a zero or
   ///     negative one, at the first result not yet available).
@@ -26,6 +30,8 @@ extension ProcessPoolExecutor {
   ///     lazy input runs out, which makes the total known), on the thread that finished it: keep
   ///     it short. ``ProcessMapSequence/progress`` offers the same
   ///     as an `AsyncStream`.
+  ///   - isolation: The caller's actor (left to its default): where an input that may run the
+  ///     caller's code is pulled.
   /// - Throws: ``ProcessPoolError/Code/invalidArgument`` for a `chunksize` or `buffersize` below 1,
   ///   and the errors of ``submit(_:_:timeout:)`` for the task.
   ///
@@ -40,24 +46,27 @@ extension ProcessPoolExecutor {
   @inlinable
   public func map<T: ProcessTask, Inputs: Sequence>(
     _ task: T, _ inputs: Inputs, chunksize: Int? = nil, buffersize: Int? = nil, timeout: Duration? = nil,
-    taskTimeout: Duration? = nil, progress: (@Sendable (ProcessPoolProgress) -> Void)? = nil
+    taskTimeout: Duration? = nil, progress: (@Sendable (ProcessPoolProgress) -> Void)? = nil,
+    isolation: (any Actor)? = #isolation
   ) throws -> ProcessMapSequence<T.Output> where Inputs.Element == T.Input {
     try map(
       task, MapCodec(T.self, inputs.makeIterator()), underestimatedCount: inputs.underestimatedCount,
       count: (inputs as? any Collection)?.count, chunksize: chunksize, buffersize: buffersize, timeout: timeout,
-      taskTimeout: taskTimeout, progress: progress)
+      taskTimeout: taskTimeout, progress: progress,
+      pullsAnywhere: isolation == nil || MapCodec.pullsAnywhere(inputs, T.Input.self))
   }
 
   @usableFromInline
   func map<T: ProcessTask>(
     _ task: T, _ codec: MapCodec, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
-    timeout: Duration?, taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?
+    timeout: Duration?, taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?,
+    pullsAnywhere: Bool
   ) throws -> ProcessMapSequence<T.Output> {
     let (source, counter) = try chunkSource(
       task, codec, underestimatedCount: underestimatedCount, count: count, chunksize: chunksize, buffersize: buffersize,
       taskTimeout: taskTimeout, progress: progress)
     let state = MapState(source: source, buffersize: buffersize, timeout: timeout)
-    try state.fill()
+    try state.start(lazily: pullsAnywhere)
     return ProcessMapSequence(state: state, progress: counter)
   }
 
@@ -109,6 +118,9 @@ final class ChunkSource {
   let progress: ProgressCounter
   /// What ending the iteration early does to running chunks (the pool's setting).
   let cancellation: CancellationMode
+  /// The pool's hook that stops a chunk's worker, made once for all the chunks (a closure and
+  /// its context less per queued chunk).
+  let stopWorker: @Sendable (ObjectIdentifier) -> (@Sendable () -> Void)?
   /// Whether ending the iteration early stops running chunks too.
   var terminatesRunningWork: Bool { cancellation == .terminatingWorker }
   // Touched by the map's caller, then by the one iterating task: no exclusivity checks.
@@ -121,6 +133,7 @@ final class ChunkSource {
   ) {
     self.core = core
     self.cancellation = cancellation
+    self.stopWorker = core.stopWorkerHook
     self.header = header
     self.codec = codec
     self.chunksize = chunksize
@@ -136,14 +149,20 @@ final class ChunkSource {
   /// in batches, one lock and one dispatch pass per batch, of about `submitBatch` inputs, so big
   /// chunks still reach the workers one by one while the next ones are encoded.
   func submitBatch(room: Int?) throws -> [MapChunk] {
-    let batch = max(1, Self.submitBatch / chunksize)
-    let count = room.map { min($0, batch) } ?? batch
+    let count = room.map { min($0, batchChunks) } ?? batchChunks
     guard count > 0 else { return [] }
     return try submitNext(upTo: count)
   }
 
   /// Submits up to `limit` chunks at once and returns them (none when the input is exhausted).
   func submitNext(upTo limit: Int) throws -> [MapChunk] {
+    let (chunks, jobs) = makeChunks(upTo: limit)
+    try core.enqueue(jobs)
+    return chunks
+  }
+
+  /// Pulls and encodes up to `limit` chunks, and their jobs (not queued).
+  func makeChunks(upTo limit: Int) -> (chunks: [MapChunk], jobs: [Job]) {
     var chunks: [MapChunk] = []
     var jobs: [Job] = []
     while chunks.count < limit, !exhausted {
@@ -151,9 +170,11 @@ final class ChunkSource {
       if let chunk { chunks.append(chunk) }
       if let job { jobs.append(job) }
     }
-    try core.enqueue(jobs)
-    return chunks
+    return (chunks, jobs)
   }
+
+  /// How many chunks make one batch (about `submitBatch` inputs).
+  var batchChunks: Int { max(1, Self.submitBatch / chunksize) }
 
   /// Pulls and encodes one chunk: one job and one future for the inputs that encode (an input
   /// that cannot be encoded stays out of the job and fails at its position; no job when none is
@@ -185,7 +206,7 @@ final class ChunkSource {
     }
     let progress = self.progress
     let future = ProcessFuture<RawOutcomes>(
-      acknowledgesCancel: true, stopWorker: core.stopWorkerHook, cancellation: cancellation,
+      acknowledgesCancel: true, stopWorker: stopWorker, cancellation: cancellation,
       onFinish: { progress.record($0, count: sent) })
     let chunk = MapChunk(future: future, count: count, encodingFailures: failures)
     let sink = MapChunkSink(future: future, count: sent)

@@ -8,7 +8,7 @@ extension ProcessPoolExecutor {
   /// }
   /// ```
   ///
-  /// A separate method rather than a flag on ``map(_:_:chunksize:buffersize:timeout:taskTimeout:progress:)``
+  /// A separate method rather than a flag on ``map(_:_:chunksize:buffersize:timeout:taskTimeout:progress:isolation:)``
   /// because its elements differ: `(index, output)` instead of the output alone.
   ///
   /// The rules are `map`'s: the same `chunksize` (a chunk's items are yielded together, in input
@@ -22,35 +22,40 @@ extension ProcessPoolExecutor {
   ///   - task: The task to run; it is encoded once and sent with every chunk.
   ///   - inputs: Any sequence of inputs, finite or not.
   ///   - chunksize: Inputs sent per message (as for `map`).
-  ///   - buffersize: At most this many chunks in flight; the input is then pulled lazily.
+  ///   - buffersize: At most this many chunks in flight, pulled as the iteration consumes them.
+  ///     Default: all of the input runs, pulled by the pool as its queue runs low (as for `map`).
   ///   - timeout: A deadline for the whole iteration; past it, `next()` throws
   ///     ``ProcessPoolError/Code/timedOut`` and the rest is cancelled.
   ///   - taskTimeout: This map's per-task time limit (overrides the pool's
   ///     ``Configuration/taskTimeout``), as for `map`.
   ///   - progress: Called with a ``ProcessPoolProgress`` each time a chunk finishes.
+  ///   - isolation: The caller's actor (left to its default), as for `map`.
   /// - Throws: ``ProcessPoolError/Code/invalidArgument`` for a `chunksize` or `buffersize` below 1,
   ///   and the errors of ``submit(_:_:timeout:)`` for the task.
   @inlinable
   public func mapUnordered<T: ProcessTask, Inputs: Sequence>(
     _ task: T, _ inputs: Inputs, chunksize: Int? = nil, buffersize: Int? = nil, timeout: Duration? = nil,
-    taskTimeout: Duration? = nil, progress: (@Sendable (ProcessPoolProgress) -> Void)? = nil
+    taskTimeout: Duration? = nil, progress: (@Sendable (ProcessPoolProgress) -> Void)? = nil,
+    isolation: (any Actor)? = #isolation
   ) throws -> ProcessUnorderedMapSequence<T.Output> where Inputs.Element == T.Input {
     try mapUnordered(
       task, MapCodec(T.self, inputs.makeIterator()), underestimatedCount: inputs.underestimatedCount,
       count: (inputs as? any Collection)?.count, chunksize: chunksize, buffersize: buffersize, timeout: timeout,
-      taskTimeout: taskTimeout, progress: progress)
+      taskTimeout: taskTimeout, progress: progress,
+      pullsAnywhere: isolation == nil || MapCodec.pullsAnywhere(inputs, T.Input.self))
   }
 
   @usableFromInline
   func mapUnordered<T: ProcessTask>(
     _ task: T, _ codec: MapCodec, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
-    timeout: Duration?, taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?
+    timeout: Duration?, taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?,
+    pullsAnywhere: Bool
   ) throws -> ProcessUnorderedMapSequence<T.Output> {
     let (source, counter) = try chunkSource(
       task, codec, underestimatedCount: underestimatedCount, count: count, chunksize: chunksize, buffersize: buffersize,
       taskTimeout: taskTimeout, progress: progress)
     let state = UnorderedMapState(source: source, buffersize: buffersize, timeout: timeout)
-    try state.fill()
+    try state.start(lazily: pullsAnywhere)
     return ProcessUnorderedMapSequence(state: state, progress: counter)
   }
 }

@@ -1,4 +1,4 @@
-/// The results of ``ProcessPoolExecutor/mapUnordered(_:_:chunksize:buffersize:timeout:taskTimeout:progress:)``
+/// The results of ``ProcessPoolExecutor/mapUnordered(_:_:chunksize:buffersize:timeout:taskTimeout:progress:isolation:)``
 /// in the order they finish, each with its input's position.
 ///
 /// Iterate it once. A failing item throws at its turn and `next()` may be called again for the

@@ -28,6 +28,17 @@ struct MapCodec {
   }
 }
 
+extension MapCodec {
+  /// Whether an input may be pulled on a thread other than its map's caller: an array or an
+  /// integer range runs no code of the caller's (another input's iterator may hold closures
+  /// isolated to the caller's actor, which must not run elsewhere).
+  @inlinable
+  static func pullsAnywhere<Inputs: Sequence, Input>(_ inputs: Inputs, _: Input.Type) -> Bool {
+    inputs is [Input] || inputs is ContiguousArray<Input> || inputs is ArraySlice<Input> || inputs is Range<Int>
+      || inputs is ClosedRange<Int>
+  }
+}
+
 /// The error of a map input that cannot be encoded.
 @usableFromInline
 func inputEncodingFailure(_ task: Any.Type, _ error: any Error) -> ProcessPoolError {

@@ -9,6 +9,11 @@ final class UnorderedMapState {
   private let buffersize: Int?
   private let deadline: ContinuousClock.Instant?
   private let arrivals = ChunkArrivals()
+  /// Without a `buffersize`: the rest of the input, pulled by the pool (nil once it ended).
+  private var feed: MapFeed?
+  private var fedByPool = false
+  /// Why the feed ended early, thrown once every chunk it made was yielded.
+  @exclusivity(unchecked) private var feedEnding: ProcessPoolError?
   /// Submitted chunks not yet handed to the iterator, by key, with their first position and
   /// the id they are watched with.
   @exclusivity(unchecked) private var pending: [Int: (chunk: MapChunk, start: Int, watch: Int)] = [:]
@@ -30,21 +35,50 @@ final class UnorderedMapState {
     source.progress.end()
   }
 
-  /// Submits chunks up to the buffer size (everything without one) and watches each.
+  /// Queues the first chunks: up to the buffer size, or the first window of a lazy feed (when
+  /// the input may be pulled `lazily`, on the pool's feeder thread), or else the whole input.
+  func start(lazily: Bool) throws {
+    guard buffersize == nil, lazily else { return try fill() }
+    fedByPool = true
+    let feed = MapFeed(source: source, signal: arrivals.signal)
+    self.feed = feed
+    watch(try feed.start())
+  }
+
+  /// Submits chunks up to the buffer size, or all of them without one (unless the pool feeds
+  /// the map).
   func fill() throws {
+    guard !fedByPool else { return }
     while true {
       let submitted = try source.submitBatch(room: buffersize.map { $0 - pending.count - (opened ? 1 : 0) })
       if submitted.isEmpty { return }
-      for chunk in submitted {
-        let key = nextKey
-        nextKey += 1
-        let watch = arrivals.signal.nextID()
-        pending[key] = (chunk, nextStart, watch)
-        nextStart += chunk.count
-        let arrivals = self.arrivals
-        // No future: every input failed to encode, so the chunk is ready now.
-        if chunk.future?.watchCompletion(watch, { arrivals.arrived(key) }) != true { arrivals.arrived(key) }
-      }
+      watch(submitted)
+    }
+  }
+
+  /// Keeps submitted chunks, in input order, and watches each.
+  private func watch(_ submitted: [MapChunk]) {
+    for chunk in submitted {
+      let key = nextKey
+      nextKey += 1
+      let watch = arrivals.signal.nextID()
+      pending[key] = (chunk, nextStart, watch)
+      nextStart += chunk.count
+      let arrivals = self.arrivals
+      // No future: every input failed to encode, so the chunk is ready now.
+      if chunk.future?.watchCompletion(watch, { arrivals.arrived(key) }) != true { arrivals.arrived(key) }
+    }
+  }
+
+  /// Takes what the feed made since the last look; forgets the feed at its end.
+  private func takeFromFeed() {
+    guard let feed else { return }
+    switch feed.take() {
+    case .chunks(let chunks): watch(chunks)
+    case .end(let error):
+      feedEnding = error
+      self.feed = nil
+    case .nothingYet: break
     }
   }
 
@@ -57,6 +91,7 @@ final class UnorderedMapState {
       try fill()
     }
     while true {
+      takeFromFeed()
       if let key = arrivals.take(), let (chunk, start, _) = pending.removeValue(forKey: key) {
         opened = true
         var sent: Result<RawOutcomes, any Error> = .success(RawOutcomes())
@@ -66,8 +101,12 @@ final class UnorderedMapState {
         }
         return (start, FinishedChunk(sent: sent, count: chunk.count, encodingFailures: chunk.encodingFailures))
       }
-      if pending.isEmpty {
+      if pending.isEmpty && feed == nil {
         finished = true
+        if let error = feedEnding {
+          feedEnding = nil
+          throw error
+        }
         return nil
       }
       if let deadline, deadline <= .now {
@@ -85,6 +124,9 @@ final class UnorderedMapState {
   }
 
   private func cancelRemaining() {
+    // The feed first: cancelled chunks leave the queue, which must not make the pool pull more.
+    feed?.abandon()
+    feed = nil
     for (chunk, _, watch) in pending.values {
       chunk.future?.stopWatching(watch)
       chunk.future?.cancel(terminatingWorker: source.terminatesRunningWork)

@@ -26,6 +26,9 @@ final class PoolCore: Sendable {
   /// `pp_fork_generation()` when the pool was made: a forked child sees another count.
   private let forkGeneration = pp_fork_generation()
   private let stopWaiters = Mutex<[CheckedContinuation<Void, Never>]>([])
+  /// Where the feeder thread sleeps; `feederWoken` (guarded by it) says it was woken since.
+  let feederGate = ConditionLock()
+  nonisolated(unsafe) var feederWoken = false
   private let stopGate = ConditionLock()
   /// Guarded by `stopGate`: the I/O thread has returned (every socket it held is closed).
   private nonisolated(unsafe) var ioThreadDone = false
@@ -106,6 +109,9 @@ final class PoolCore: Sendable {
     for sink in effects.acknowledgedCancels { sink.acknowledgeCancel() }
     for (sink, error) in effects.failures { sink.fail(error) }
     for worker in effects.closes { channels.withLock { $0.removeValue(forKey: worker) }?.close() }
+    for (source, error) in effects.stoppedSources { source.stop(error) }
+    if effects.startFeeder { startFeeder() }
+    if effects.wakeFeeder { wakeFeeder() }
     if !effects.spawns.isEmpty { requestSpawns(effects.spawns) }
     if effects.wakeIO || !effects.spawns.isEmpty { wakeIOThread() }
     if effects.stopped { resumeStopWaiters() }

@@ -32,6 +32,12 @@ struct PoolEffects {
   var wakeIO = false
   /// The pool reached `stopped`: wake everyone waiting for shutdown.
   var stopped = false
+  /// Start the feeder thread, or wake it: the queue ran low and a source has inputs (or, to
+  /// wake it, no source is left).
+  var startFeeder = false
+  var wakeFeeder = false
+  /// Sources dropped (the pool broke, or queued work was cancelled), each with why.
+  var stoppedSources: [(any JobSource, ProcessPoolError)] = []
   /// Lines for the log handler.
   var logs: [(ProcessPoolLog.Level, String)] = []
 }

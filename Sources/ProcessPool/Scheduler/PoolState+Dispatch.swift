@@ -16,10 +16,11 @@ extension PoolState {
   /// Runs after every event: dispatch, retire, and move the lifecycle on.
   mutating func advance(_ effects: inout PoolEffects) {
     dispatch(&effects)
+    requestFeed(&effects)
     stopIdleWorkers(&effects)
     switch lifecycle {
     case .shuttingDown, .broken:
-      guard workers.isEmpty, spawning == 0, queue.isEmpty else { return }
+      guard workers.isEmpty, spawning == 0, queue.isEmpty, sources.isEmpty else { return }
       lifecycle = .stopped
       effects.stopped = true
       effects.wakeIO = true
@@ -172,7 +173,7 @@ extension PoolState {
   /// Workers with nothing to do that must go: at their task limit, or the pool is shutting down
   /// and no work is left.
   private mutating func stopIdleWorkers(_ effects: inout PoolEffects) {
-    let shuttingDown = lifecycle == .shuttingDown && queue.isEmpty
+    let shuttingDown = lifecycle == .shuttingDown && queue.isEmpty && sources.isEmpty
     guard shuttingDown || configuration.maxTasksPerChild != nil else { return }
     for index in workers.indices where workers[index].isIdle {
       let startup: WorkerSlot.Startup
@@ -194,7 +195,10 @@ extension PoolState {
   mutating func shutdown(cancelFutures: Bool, now: MonotonicInstant, _ effects: inout PoolEffects) {
     self.now = now
     if lifecycle == .running { lifecycle = .shuttingDown }
-    if cancelFutures { effects.cancellations += queue.removeAll().map(\.sink) }
+    if cancelFutures {
+      effects.cancellations += queue.removeAll().map(\.sink)
+      dropSources(ProcessPoolError(.cancelled, "the pool was shut down with cancelFutures"), &effects)
+    }
     advance(&effects)
   }
 
@@ -205,6 +209,7 @@ extension PoolState {
     if lifecycle == .running { lifecycle = .shuttingDown }
     forced = true
     effects.cancellations += queue.removeAll().map(\.sink)
+    dropSources(ProcessPoolError(.brokenPool, "the pool was forcefully shut down"), &effects)
     let killAt = signal == SignalNumber.kill ? nil : now.advanced(by: configuration.terminationGracePeriod)
     for index in workers.indices where workers[index].phase != .exited {
       // Its running work fails when it has exited (with how it ended); a result it sends
@@ -254,6 +259,7 @@ extension PoolState {
   mutating func breakPool(_ error: ProcessPoolError, _ effects: inout PoolEffects) {
     if case .broken(let first) = lifecycle {
       for job in queue.removeAll() { effects.failures.append((job.sink, first)) }
+      dropSources(first, &effects)
       advance(&effects)
       return
     }
@@ -262,6 +268,7 @@ extension PoolState {
     brokenReason = error
     effects.logs.append((.error, "pool broken: \(error.message)"))
     for job in queue.removeAll() { effects.failures.append((job.sink, error)) }
+    dropSources(error, &effects)
     for index in workers.indices {
       for job in workers[index].inflight { effects.failures.append((job.sink, error)) }
       workers[index].inflight = []

@@ -22,6 +22,11 @@ struct PoolState: ~Copyable {
   /// Why the pool broke, kept after it is stopped so later submits can say so.
   var brokenReason: ProcessPoolError?
   var queue = JobQueue()
+  /// Lazy inputs still to pull from, oldest first (`PoolState+Sources.swift`).
+  var sources: [any JobSource] = []
+  /// Whether the feeder thread runs, and whether it sleeps (the queue was full enough).
+  var feederRunning = false
+  var feederSleeping = false
   var workers: [WorkerSlot] = []
   /// How workers start (`configuration.effectiveLaunchers`), and per launcher: workers being
   /// spawned right now, workers in a row that died before saying hello, and whether it was given
