@@ -26,14 +26,7 @@ extension PoolCore {
       switch state.withLock({ $0.nextFeederStep() }) {
       case .feed(let source): source.feed(into: self)
       case .sleep where !sleeping:
-        let woken = state.withLock { state -> Bool in
-          // Woken meanwhile: the queue ran low again, go on.
-          guard state.feederSleeping else { return true }
-          state.feederSleeping = false
-          state.feederRunning = false
-          return false
-        }
-        if woken {
+        if state.withLock({ $0.feederStepsDown() }) {
           feederGate.withLock { feederWoken = false }
           continue
         }

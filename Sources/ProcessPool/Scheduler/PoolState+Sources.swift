@@ -91,6 +91,16 @@ extension PoolState {
     return .feed(source)
   }
 
+  /// For a feeder that has no thread of its own (it ran on the thread of the transition that
+  /// started it) and was told to sleep: it gives the role back, unless it was woken meanwhile
+  /// (the queue ran low again), in which case it goes on (returns true).
+  mutating func feederStepsDown() -> Bool {
+    guard feederSleeping else { return true }
+    feederSleeping = false
+    feederRunning = false
+    return false
+  }
+
   /// Starts or wakes the feeder when the queue runs low and a source has inputs, and wakes it to
   /// end when none is left; part of `advance`.
   mutating func requestFeed(_ effects: inout PoolEffects) {
