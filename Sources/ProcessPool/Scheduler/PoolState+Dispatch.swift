@@ -98,6 +98,10 @@ extension PoolState {
         effects.acknowledgedCancels.append(job.sink)
         continue
       }
+      if let refusal = workers[index].refusal(of: job) {
+        effects.failures.append((job.sink, refusal))
+        continue
+      }
       job.id = nextJobID
       nextJobID += 1
       workers[index].jobsAssigned += 1

@@ -132,7 +132,9 @@ struct WorkerSlot {
   /// Appends a job's `run` frame. Into an empty buffer the frame is shared, not copied.
   mutating func enqueue(_ job: Job) -> Bool {
     Frame.fillHeader(.run, id: job.id, in: &job.frame)
-    if out.isEmpty {
+    if let shared = sharedRunFrame(for: job) {
+      out.append(contentsOf: shared)
+    } else if out.isEmpty {
       out = job.frame
     } else {
       out.append(contentsOf: job.frame)

@@ -57,7 +57,10 @@ struct LeakCheck {
       let count = readlink("/proc/self/fd/\(name)", &buffer, 255)
       guard count > 0 else { continue }
       let target = String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-      if target.hasPrefix("socket:") || target.hasPrefix("pipe:") { result.append("\(name)->\(target)") }
+      // memfds too: a worker's reply ring and its shared values.
+      if target.hasPrefix("socket:") || target.hasPrefix("pipe:") || target.hasPrefix("/memfd:") {
+        result.append("\(name)->\(target)")
+      }
     }
     return result
   }
