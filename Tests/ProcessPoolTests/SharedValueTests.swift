@@ -1,3 +1,4 @@
+import CProcessPoolShims
 import Synchronization
 import Testing
 
@@ -122,6 +123,20 @@ extension WorkerProcessTests {
       }
     }
 
+    /// A worker that says its result lies outside the region toward the parent is a protocol
+    /// violation: its job fails with that code, nothing is read out of bounds, and the pool
+    /// replaces the worker.
+    @Test(arguments: [UInt64(SharedValues.capacity), UInt64.max])
+    func aForgedPlaceFromTheWorkerIsAProtocolViolation(_ offset: UInt64) async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        await #expect { try await pool.submit(ForgeSharedPlace(), offset).value } throws: {
+          ($0 as? ProcessPoolError)?.code == .protocolViolation
+        }
+        let input = MakeBytes.expected(1 << 20)
+        #expect(try await pool.submit(Echo(), input).value == input)
+      }
+    }
+
     /// Lowers the socket limit in this process and in the pool's worker (one worker) for `body`.
     func withSocketLimit(_ limit: Int, _ pool: ProcessPoolExecutor, _ body: () async throws -> Void) async throws {
       let saved = Frame.sendLimit.exchange(limit, ordering: .relaxed)
@@ -204,6 +219,35 @@ extension WorkerProcessTests {
     #expect(throws: WireError.self) {
       try payload.withUnsafeBytes { try values.value(at: UnsafeRawBufferPointer(rebasing: $0[..<15]), .toParent) }
     }
+  }
+}
+
+/// Publishes a `resultsShared` frame whose place starts at `offset` (8 bytes long) into its
+/// worker's reply ring, found in /proc/self/maps, wakes the parent, then waits to be killed.
+struct ForgeSharedPlace: ProcessTask {
+  func run(_ offset: UInt64) async throws -> Int {
+    let ringSize = ReplyRing.headerPage + ReplyRing.capacity
+    for line in (LeakCheck.readFile("/proc/self/maps") ?? "").split(separator: "\n")
+    where line.contains("memfd:processpool-ring") {
+      let fields = line.split(separator: " ")
+      let bounds = fields[0].split(separator: "-").compactMap { UInt(String($0), radix: 16) }
+      guard bounds.count == 2, Int(bounds[1] - bounds[0]) == ringSize, UInt(String(fields[2]), radix: 16) == 0,
+        let base = UnsafeMutableRawPointer(bitPattern: bounds[0])
+      else { continue }
+      var frame: [UInt8] = []
+      let start = Frame.begin(.resultsShared, id: 1, into: &frame)
+      frame.appendLittleEndian(offset)
+      frame.appendLittleEndian(UInt64(8))
+      Frame.finish(at: start, in: &frame)
+      let tail = base.load(as: UInt64.self)
+      let at = ReplyRing.headerPage + Int(tail % UInt64(ReplyRing.capacity))
+      frame.withUnsafeBytes { (base + at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+      pp_store_release_u64(base, tail + UInt64(frame.count))
+      let wake = Frame.bare(.wake)
+      _ = wake.withUnsafeBytes { write(3, $0.baseAddress, $0.count) }
+      usleep(600_000_000)
+    }
+    return 0
   }
 }
 
