@@ -51,6 +51,19 @@ extension WorkerProcessTests {
       }
     }
 
+    /// 3 GiB each way: about 12 GiB of memory at the peak over both processes, so only with
+    /// PROCESSPOOL_LARGE_TESTS set (run by hand; the value above the socket's limit runs always).
+    @Test(.enabled(if: getenv("PROCESSPOOL_LARGE_TESTS") != nil))
+    func valuesOfSeveralGiBWorkLocally() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let size = 3 << 30
+        #expect(try await pool.submit(CountBytes(), [UInt8](repeating: 5, count: size)).value == [size, 5])
+        let output = try await pool.submit(ZeroBytes(), size).value
+        #expect(output.count == size && output.last == 0)
+        #expect(pool.statistics.workersCrashed == 0)
+      }
+    }
+
     @Test func aWorkerThatDiesWithALargeValueInFlightLeavesNothingBehind() async throws {
       var configuration = ProcessPoolExecutor.Configuration.workers(1)
       configuration.jobsPerWorker = 2

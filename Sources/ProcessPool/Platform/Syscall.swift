@@ -169,6 +169,12 @@ enum Syscall {
     _ = try retrying("ftruncate") { ftruncate(fd, off_t(size)) }
   }
 
+  /// Leaves `size` bytes of a mapping out of core dumps (best effort): a crashing worker must not
+  /// write gigabytes of shared regions, mostly holes, to a core file or a crash collector.
+  static func excludeFromCoreDumps(_ address: UnsafeMutableRawPointer, size: Int) {
+    _ = madvise(address, size, MADV_DONTDUMP)
+  }
+
   /// Gives the memory behind `size` bytes of a shared mapping back to the system (`MADV_REMOVE`:
   /// the pages read as zeros afterwards, in every process that maps them). Best effort.
   static func discard(_ address: UnsafeMutableRawPointer, size: Int) {

@@ -62,9 +62,12 @@ final class SharedValues: @unchecked Sendable {
 
   deinit { Syscall.unmap(base, size: Self.mappedSize) }
 
-  /// Maps the regions at `offset` in `fd` (no memory is reserved for them).
+  /// Maps the regions at `offset` in `fd` (no memory is reserved for them, and they stay out of
+  /// core dumps).
   static func map(_ fd: Int32, at offset: Int) throws(Errno) -> SharedValues {
-    SharedValues(base: try Syscall.mapShared(fd, size: mappedSize, offset: offset, reserve: false))
+    let base = try Syscall.mapShared(fd, size: mappedSize, offset: offset, reserve: false)
+    Syscall.excludeFromCoreDumps(base, size: mappedSize)
+    return SharedValues(base: base)
   }
 
   private func region(_ direction: Direction) -> UnsafeMutableRawPointer {
