@@ -185,6 +185,26 @@ extension WorkerProcessTests {
     #expect(placer.reserve(10, released: 3) == 0)
   }
 
+  @Test func aSmallerValueAfterBiggerOnesGivesTheirPagesBack() {
+    var placer = Placer()
+    let mib = 1 << 20
+    #expect(placer.reserve(200 * mib + 1, released: 0) == 0)
+    #expect(placer.takeTrim() == nil)
+    // Not while the big one is in use; then down to `kept`, once.
+    #expect(placer.reserve(mib, released: 0) == 200 * mib + 4096)
+    #expect(placer.takeTrim() == nil)
+    #expect(placer.reserve(mib, released: 2) == 0)
+    #expect(placer.takeTrim() == SharedValues.kept..<(201 * mib + 4096))
+    #expect(placer.takeTrim() == nil)
+    // A value past `kept` keeps its own pages; past `retained`, the consumer gives them back.
+    #expect(placer.reserve(100 * mib, released: 3) == 0)
+    #expect(placer.reserve(2 * mib, released: 4) == 0)
+    #expect(placer.takeTrim() == SharedValues.kept..<100 * mib)
+    #expect(placer.reserve(1 << 30, released: 5) == 0)
+    #expect(placer.reserve(mib, released: 6) == 0)
+    #expect(placer.takeTrim() == SharedValues.kept..<SharedValues.retained)
+  }
+
   @Test func placesWrapAroundAndRunOut() {
     var placer = Placer()
     let quarter = SharedValues.capacity / 4

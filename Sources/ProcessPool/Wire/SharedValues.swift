@@ -18,7 +18,8 @@ import Synchronization
 /// forged one is a protocol error, never a read out of bounds), and releases values in the
 /// order they were placed. Past the first `retained` bytes of a region, a value's pages are
 /// given back to the system when it is released, so a value of gigabytes does not stay in
-/// memory after it was read.
+/// memory after it was read; and when a smaller value follows bigger ones into an empty
+/// region, its producer gives back what they used past `kept` (or past the new value).
 final class SharedValues: @unchecked Sendable {
   /// Which way a value goes; each direction has its own region and its own producer.
   enum Direction {
@@ -44,8 +45,13 @@ final class SharedValues: @unchecked Sendable {
   /// A `run` payload at least this big goes through shared memory (a smaller one costs less
   /// on the socket than a page of the region); outputs go there when the ring refuses them.
   static let threshold = 1 << 16
-  /// How many bytes at the start of each region stay in memory after their value was read.
-  static let retained = 1 << 26
+  /// How many bytes at the start of each region may stay in memory after their value was read
+  /// (past them, pages go back as soon as their value is released), so that values of up to
+  /// that size, passed again and again, reuse pages without faults.
+  static let retained = 1 << 28
+  /// What a region keeps once a smaller value follows bigger ones: its producer gives back the
+  /// pages between this (or the new value's end) and what the bigger ones used.
+  static let kept = 1 << 26
   /// The largest whole frame (length field included) exchanged with a local worker: the `u32`
   /// lengths of frames and blocks bound it. Tests lower it, like `Frame.sendLimit`.
   static let limit = Atomic(Int(UInt32.max))
@@ -85,6 +91,7 @@ final class SharedValues: @unchecked Sendable {
   func place(_ bytes: UnsafeRawBufferPointer, _ direction: Direction) -> Span? {
     let released = pp_load_acquire_u64(releasedCounter(direction))
     guard let offset = placer.reserve(bytes.count, released: released) else { return nil }
+    if let trim = placer.takeTrim() { Syscall.discard(region(direction) + trim.lowerBound, size: trim.count) }
     if bytes.count > 0 { (region(direction) + offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
     return Span(offset: offset, length: bytes.count)
   }
@@ -144,7 +151,13 @@ final class SharedValues: @unchecked Sendable {
 /// The producer's bookkeeping of one region: the values placed and not yet released, oldest
 /// first. It lives in the producer's process only; the consumer shares just its count of
 /// releases, so a broken consumer can make the producer wait, never write out of the region.
+/// It also tracks how far pages may be in memory, to give back what bigger values left behind.
 struct Placer {
+  /// The end of the pages that may be in memory (at most `SharedValues.retained`).
+  private var resident = 0
+  /// Pages to give back before the next value is written: the region was empty, and values
+  /// bigger than the one placed now left pages past it.
+  private var trim: Range<Int>?
   /// Page-aligned ranges of the region in use, oldest first, from `oldest` on.
   private var live: [Range<Int>] = []
   private var oldest = 0
@@ -166,10 +179,16 @@ struct Placer {
     guard size <= SharedValues.capacity else { return nil }
     let start: Int
     if oldest == live.count {
-      // Empty: from the start again, where the pages are already in memory.
+      // Empty: from the start again, where the pages are already in memory. Nothing is read
+      // from the region now, so what bigger values left past this one can go back.
       live.removeAll(keepingCapacity: true)
       oldest = 0
       start = 0
+      let keep = max(SharedValues.kept, size)
+      if resident > keep {
+        trim = keep..<resident
+        resident = keep
+      }
     } else {
       let first = live[oldest].lowerBound
       let end = live[live.count - 1].upperBound
@@ -189,6 +208,13 @@ struct Placer {
       }
     }
     live.append(start..<start + size)
+    resident = max(resident, min(start + size, SharedValues.retained))
     return start
+  }
+
+  /// The pages to give back before writing the value just placed, once.
+  mutating func takeTrim() -> Range<Int>? {
+    defer { trim = nil }
+    return trim
   }
 }
