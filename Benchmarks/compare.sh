@@ -92,10 +92,12 @@ def spread(values, fmt="%.4g"):
     return (fmt + " (" + fmt + "-" + fmt + ")") % (median, min(values), max(values))
 
 higher = {"throughput_c1_tasks_s", "throughput_c64_tasks_s", "payload_MB_s", "countdown_speedup", "as_completed_tasks_s"}
+higher |= {"payload_16MiB_MB_s", "payload_256MiB_MB_s"}
 higher |= {m for c, ours, peers, busy in samples for m in ours if m.endswith("_s") and "tasks" in m}
 limit_of = {
     "latency_p50_us": "pingpong_p50_us", "latency_p99_us": "pingpong_p99_us",
     "throughput_c1_tasks_s": "pipelined_batched_msgs_s", "payload_MB_s": "bulk_echo_MB_s",
+    "payload_16MiB_MB_s": "bulk_echo_MB_s", "payload_256MiB_MB_s": "bulk_echo_MB_s",
 }
 def limit(c, m):
     if m == "startup_ms":

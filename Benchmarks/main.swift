@@ -59,9 +59,9 @@ let json = arguments.contains("--json")
 let workers = option("--workers") ?? 2
 let repeats = option("--repeat") ?? 3
 let scale = quick ? 10 : 1
-/// `--only a,b`: run just these sections (startup, latency, c1, c64, payload, countdown,
-/// as_completed, completion, recycle, many, unordered, bigmap, crashes), e.g. to profile one
-/// workload.
+/// `--only a,b`: run just these sections (startup, latency, c1, c64, payload, payload_large,
+/// countdown, as_completed, completion, recycle, many, unordered, bigmap, crashes), e.g. to
+/// profile one workload.
 let only: Set<Substring>? = arguments.firstIndex(of: "--only").flatMap { index in
   index + 1 < arguments.count ? Set(arguments[index + 1].split(separator: ",")) : nil
 }
@@ -194,23 +194,31 @@ if enabled("many") {
   log("  many done")
 }
 
-// Payload: 1 MiB echoed.
-if enabled("payload") {
-  let payload = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0) }
-  for _ in 0..<5 { _ = try await pool.submit(EchoBytes(), payload).value }
-  var payloadRates: [Double] = []
-  let payloadCount = 200 / scale
+// Payload: 1 MiB echoed (`payload`), and 16 MiB and 256 MiB (`payload_large`); MB/s counting
+// both directions, as the C socket's bulk echo does.
+func echoRate(_ size: Int, count: Int) async throws -> Double {
+  let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0) }
+  for _ in 0..<3 { _ = try await pool.submit(EchoBytes(), payload).value }
+  var rates: [Double] = []
   for _ in 0..<repeats {
     let elapsed = try await clock.measure {
-      for _ in 0..<payloadCount {
+      for _ in 0..<count {
         let back = try await pool.submit(EchoBytes(), payload).value
         precondition(back.count == payload.count)
       }
     }
-    payloadRates.append(2 * Double(payload.count * payloadCount) / seconds(elapsed) / 1e6)
+    rates.append(2 * Double(payload.count * count) / seconds(elapsed) / 1e6)
   }
-  results.append(("payload_MB_s", median(payloadRates)))
+  return median(rates)
+}
+if enabled("payload") {
+  results.append(("payload_MB_s", try await echoRate(1 << 20, count: 200 / scale)))
   log("  payload done")
+}
+if enabled("payload_large") {
+  results.append(("payload_16MiB_MB_s", try await echoRate(16 << 20, count: max(1, 40 / scale))))
+  results.append(("payload_256MiB_MB_s", try await echoRate(256 << 20, count: max(1, 4 / scale))))
+  log("  payload_large done")
 }
 
 // Countdown of 10M: serial here vs split across the workers. Swift counts 10M down in about

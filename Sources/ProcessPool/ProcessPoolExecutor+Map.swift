@@ -186,7 +186,7 @@ final class ChunkSource {
     // The chunk's inputs share one frame: an input that would take it past the limit fails at
     // its own position (with `valueTooLarge`) and is left out.
     let (count, failures) = payload.withByteWriter { writer in
-      writer.byteLimit = Frame.sendLimit.load(ordering: .relaxed)
+      writer.byteLimit = core.configuration.messageLimit
       return codec.pull(chunksize, writer)
     }
     pulled += count

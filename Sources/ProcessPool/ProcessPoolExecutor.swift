@@ -92,7 +92,7 @@ public final class ProcessPoolExecutor: Sendable {
     payload.appendLittleEndian(UInt32(1))
     do {
       try payload.withByteWriter { writer in
-        writer.byteLimit = Frame.sendLimit.load(ordering: .relaxed)
+        writer.byteLimit = configuration.messageLimit
         try writer.appendBlock(input)
       }
     } catch {

@@ -66,10 +66,14 @@ extension WorkerProcessTests {
       }
     }
 
-    /// At the real limit (1 GiB): the input is refused before it is copied, the output before
-    /// the worker copies it. About 1 GiB of memory in each process, briefly.
+    /// At the real limit of a worker's socket (1 GiB; a launched worker has nothing else, a
+    /// local one takes more through shared memory, see `SharedValueTests`): the input is
+    /// refused before it is copied, the output before the worker copies it. About 1 GiB of
+    /// memory in each process, briefly.
     @Test func valuesJustAboveTheRealLimit() async throws {
-      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+      var configuration = ProcessPoolExecutor.Configuration()
+      configuration.launchers = [.command([ProcessPoolWorker.executablePath], workers: 1)]
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
         var input = [UInt8](repeating: 0, count: Frame.maximumSize + 1)
         let error = Self.error { try pool.submit(Echo(), input) }
         input = []
@@ -115,19 +119,27 @@ extension WorkerProcessTests {
       return results
     }
 
-    /// Lowers the parent's frame limit for `body` (worker suites run one test at a time).
+    /// Lowers the parent's frame limits (the socket's and shared memory's) for `body` (worker
+    /// suites run one test at a time).
     func withParentLimit(_ limit: Int, _ body: () async throws -> Void) async rethrows {
       let saved = Frame.sendLimit.exchange(limit, ordering: .relaxed)
-      defer { Frame.sendLimit.store(saved, ordering: .relaxed) }
+      let savedShared = SharedValues.limit.exchange(limit, ordering: .relaxed)
+      defer {
+        Frame.sendLimit.store(saved, ordering: .relaxed)
+        SharedValues.limit.store(savedShared, ordering: .relaxed)
+      }
       try await body()
     }
   }
 }
 
-/// Lowers this worker's frame limit (the worker is this process started again, so the knob is
-/// the same); returns the one it replaced.
+/// Lowers this worker's frame limits, the socket's and shared memory's (the worker is this
+/// process started again, so the knobs are the same); returns the socket's it replaced.
 struct SetSendLimit: ProcessTask {
-  func run(_ limit: Int) async throws -> Int { Frame.sendLimit.exchange(limit, ordering: .relaxed) }
+  func run(_ limit: Int) async throws -> Int {
+    SharedValues.limit.store(limit, ordering: .relaxed)
+    return Frame.sendLimit.exchange(limit, ordering: .relaxed)
+  }
 }
 
 /// `count` zero bytes, made fast (no per-byte work) so a 1 GiB output costs little time.

@@ -16,6 +16,9 @@ extension WorkerProcessTests {
     }
 
     @Test func aWorkerKilledWithFramesQueuedForItLosesNoWork() async throws {
+      // Large values on the socket, as without shared memory (the suite runs serialized).
+      SharedValues.unavailable.store(true, ordering: .relaxed)
+      defer { SharedValues.unavailable.store(false, ordering: .relaxed) }
       var configuration = ProcessPoolExecutor.Configuration.workers(1)
       configuration.jobsPerWorker = 32
       try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in

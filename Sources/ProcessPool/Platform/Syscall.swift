@@ -175,11 +175,32 @@ enum Syscall {
     return fd
   }
 
-  /// Maps `size` bytes of `fd` shared, readable and writable.
-  static func mapShared(_ fd: Int32, size: Int) throws(Errno) -> UnsafeMutableRawPointer {
-    let address = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+  /// Maps `size` bytes of `fd` from `offset` (a multiple of the page size) shared, readable and
+  /// writable. With `reserve` false no memory is set aside for it (a large, mostly sparse region).
+  static func mapShared(_ fd: Int32, size: Int, offset: Int = 0, reserve: Bool = true) throws(Errno)
+    -> UnsafeMutableRawPointer
+  {
+    let flags = MAP_SHARED | (reserve ? 0 : MAP_NORESERVE)
+    let address = mmap(nil, size, PROT_READ | PROT_WRITE, flags, fd, off_t(offset))
     guard let address, address != MAP_FAILED else { throw Errno(code: errno, call: "mmap") }
     return address
+  }
+
+  /// Sets the size of the file behind `fd` (a memfd: growing it allocates nothing).
+  static func resize(_ fd: Int32, size: Int) throws(Errno) {
+    _ = try retrying("ftruncate") { ftruncate(fd, off_t(size)) }
+  }
+
+  /// Leaves `size` bytes of a mapping out of core dumps (best effort): a crashing worker must not
+  /// write gigabytes of shared regions, mostly holes, to a core file or a crash collector.
+  static func excludeFromCoreDumps(_ address: UnsafeMutableRawPointer, size: Int) {
+    _ = madvise(address, size, MADV_DONTDUMP)
+  }
+
+  /// Gives the memory behind `size` bytes of a shared mapping back to the system (`MADV_REMOVE`:
+  /// the pages read as zeros afterwards, in every process that maps them). Best effort.
+  static func discard(_ address: UnsafeMutableRawPointer, size: Int) {
+    _ = madvise(address, size, MADV_REMOVE)
   }
 
   static func unmap(_ address: UnsafeMutableRawPointer, size: Int) {

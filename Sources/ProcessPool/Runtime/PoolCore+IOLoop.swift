@@ -249,19 +249,28 @@ extension PoolCore {
         // Every result the ring holds, up to an announcement of one on the socket, is taken
         // under one lock with one dispatch pass.
         var results: [(id: UInt64, payload: UnsafeRawBufferPointer)] = []
+        var shared: [SharedValues.Span] = []
         var announced = false
         while let (header, bytes) = try buffer.ring!.next() {
           if header.kind == .resultsOnSocket {
             announced = true
             break
           }
+          let payload = UnsafeRawBufferPointer(rebasing: bytes[header.payload])
+          if header.kind == .resultsShared, let values = ring.ring.values {
+            let (span, value) = try values.value(at: payload, .toParent)
+            shared.append(span)
+            results.append((header.id, value))
+            continue
+          }
           guard header.kind == .results else {
             throw WireError("a frame of kind \(header.kind.rawValue) in the reply ring")
           }
-          results.append((header.id, UnsafeRawBufferPointer(rebasing: bytes[header.payload])))
+          results.append((header.id, payload))
         }
         if results.isEmpty && !announced { break }
         deliver(results, from: worker, flushes: &flushes)
+        for span in shared { ring.ring.values?.release(span, .toParent) }
         buffer.ring!.release()
         buffer.tookFrames = true
         if announced { buffer.ring!.expectedOnSocket += 1 }
@@ -313,8 +322,9 @@ extension PoolCore {
       }
     case .wake:
       break  // The ring is read with every event of its worker.
-    case .run, .stop, .initialize, .resultsOnSocket:
-      throw WireError("the worker sent a \(kind == .resultsOnSocket ? "ring" : "parent's") frame on its socket")
+    case .run, .stop, .initialize, .resultsOnSocket, .runShared, .resultsShared:
+      let source = kind == .resultsOnSocket || kind == .resultsShared ? "ring" : "parent's"
+      throw WireError("the worker sent a \(source) frame on its socket")
     }
   }
 

@@ -94,7 +94,13 @@ final class PoolCore: Sendable {
       for write in writes {
         // A worker without a channel is one a test drives, or gone: nothing to write to.
         guard let channel = channels[write.worker] else { continue }
-        if channel.append(write.bytes) { flushes.append(channel) }
+        // A large job goes through the memory the worker shares with the parent: only its
+        // place crosses the socket.
+        if let id = write.run, let shared = channel.ring?.values?.placeRun(write.bytes, id: id) {
+          if channel.append(shared) { flushes.append(channel) }
+        } else if channel.append(write.bytes) {
+          flushes.append(channel)
+        }
       }
     }
   }
@@ -176,7 +182,7 @@ final class PoolCore: Sendable {
     transition { state, effects in
       state.workerSpawned(
         worker: channel.worker, launcher: launcher, pid: channel.pid, spawnedAt: spawnedAt,
-        initializer: initializerPayload, &effects)
+        sharesMemory: channel.ring?.values != nil, initializer: initializerPayload, &effects)
     }
     return channel
   }

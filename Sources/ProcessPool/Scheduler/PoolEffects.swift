@@ -9,6 +9,8 @@ struct PoolEffects {
     let worker: Int
     /// One whole frame.
     let bytes: [UInt8]
+    /// For a job's `run` frame, its id: the runtime may send a large one through shared memory.
+    var run: UInt64? = nil
   }
   /// Workers gone for good (reaped and removed): their channels are to be closed.
   var closes: [Int] = []

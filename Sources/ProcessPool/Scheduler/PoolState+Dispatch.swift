@@ -152,6 +152,10 @@ extension PoolState {
         effects.acknowledgedCancels.append(job.sink)
         continue
       }
+      if let refusal = workers[index].refusal(of: job) {
+        effects.failures.append((job.sink, refusal))
+        continue
+      }
       job.id = nextJobID
       nextJobID += 1
       workers[index].jobsAssigned += 1
@@ -164,7 +168,7 @@ extension PoolState {
         if job.timeout != nil { effects.wakeIO = true }
       }
       Frame.fillHeader(.run, id: job.id, in: &job.frame)
-      effects.writes.append(PoolEffects.Write(worker: workers[index].id, bytes: job.frame))
+      effects.writes.append(PoolEffects.Write(worker: workers[index].id, bytes: job.frame, run: job.id))
       return true
     }
     return false

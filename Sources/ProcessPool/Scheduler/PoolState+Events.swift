@@ -3,10 +3,11 @@ extension PoolState {
   /// How many workers of a launcher in a row may die before their hello until it is given up.
   static let startFailureLimit = 3
 
-  /// Worker `id` (an id the runtime chose, new) of `launcher` was spawned as process `pid`.
+  /// Worker `id` (an id the runtime chose, new) of `launcher` was spawned as process `pid`;
+  /// `sharesMemory`: it has regions shared with the parent for large values.
   mutating func workerSpawned(
-    worker id: Int, launcher: Int, pid: Int32, spawnedAt: MonotonicInstant, initializer: [UInt8]?,
-    _ effects: inout PoolEffects
+    worker id: Int, launcher: Int, pid: Int32, spawnedAt: MonotonicInstant, sharesMemory: Bool = false,
+    initializer: [UInt8]?, _ effects: inout PoolEffects
   ) {
     now = spawnedAt
     spawnRetryAt = nil
@@ -15,7 +16,7 @@ extension PoolState {
     let launched = launchers[launcher].arguments != nil
     let launchDeadline = launched ? configuration.launchTimeout.map { spawnedAt.advanced(by: $0) } : nil
     let slot = WorkerSlot(
-      id: id, launcher: launcher, launched: launched, pid: pid, spawnedAt: spawnedAt,
+      id: id, launcher: launcher, launched: launched, pid: pid, spawnedAt: spawnedAt, sharesMemory: sharesMemory,
       phase: .starting(initializer: initializer != nil, launchDeadline: launchDeadline))
     if let initializer {
       var frame: [UInt8] = []

@@ -41,6 +41,9 @@ struct WorkerSlot {
   let launched: Bool
   /// When it was spawned (for `Statistics.timeStartingWorkers`).
   let spawnedAt: MonotonicInstant
+  /// Whether it has regions of memory shared with the parent for large values (a local worker
+  /// whose regions could be mapped): a job too big for its socket can still go to it.
+  let sharesMemory: Bool
   var phase: Phase
   /// Jobs sent and not answered, oldest first; the first one is running.
   var inflight: [Job] = []
@@ -81,9 +84,10 @@ struct WorkerSlot {
   }
 
   init(
-    id: Int, launcher: Int, launched: Bool, pid: Int32, spawnedAt: MonotonicInstant,
+    id: Int, launcher: Int, launched: Bool, pid: Int32, spawnedAt: MonotonicInstant, sharesMemory: Bool = false,
     phase: Phase = .starting(initializer: false, launchDeadline: nil)
   ) {
+    self.sharesMemory = sharesMemory
     self.phase = phase
     self.id = id
     self.spawnedAt = spawnedAt

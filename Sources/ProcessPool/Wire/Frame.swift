@@ -5,7 +5,7 @@ import Synchronization
 /// multiplexing beyond the request id.
 enum Frame {
   /// Bumped whenever the frames or the codec change shape; the handshake refuses a mismatch.
-  static let protocolVersion: UInt32 = 3
+  static let protocolVersion: UInt32 = 4
   static let headerSize = 13
   /// The largest frame either side accepts; a bigger length is a protocol violation.
   static let maximumSize = 1 << 30
@@ -33,6 +33,11 @@ enum Frame {
     /// Worker to parent, in the reply ring: the next `results` frame comes on the socket (it is
     /// too big for the ring).
     case resultsOnSocket = 8
+    /// Parent to worker, on the socket: a `run` frame whose payload is in shared memory (see
+    /// `SharedValues`; up to protocol version 3, every payload came on the socket).
+    case runShared = 9
+    /// Worker to parent, in the reply ring: a `results` frame whose payload is in shared memory.
+    case resultsShared = 10
   }
 
   /// A complete frame found in a read buffer: its payload is `bytes[payload]`.

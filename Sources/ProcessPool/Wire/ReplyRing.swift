@@ -34,11 +34,17 @@ final class ReplyRing: @unchecked Sendable {
   private let base: UnsafeMutableRawPointer
   private var data: UnsafeMutableRawPointer { base + Self.headerPage }
   private static var mappedSize: Int { headerPage + capacity }
+  /// The regions for large values that follow the ring in its memfd (see `SharedValues`); nil
+  /// when they could not be made (values then go through the socket).
+  let values: SharedValues?
 
   /// Set by `unmap`; nothing is read or written after it.
   private var unmapped = false
 
-  private init(base: UnsafeMutableRawPointer) { self.base = base }
+  private init(base: UnsafeMutableRawPointer, values: SharedValues?) {
+    self.base = base
+    self.values = values
+  }
 
   /// Gives the memory back now (the parent, once the worker is reaped and its channel closed),
   /// not when the last reference goes.
@@ -54,17 +60,40 @@ final class ReplyRing: @unchecked Sendable {
   static func create() throws(Errno) -> (ring: ReplyRing, fd: Int32) {
     let fd = try Syscall.sharedMemory(size: mappedSize)
     do {
-      return (ReplyRing(base: try Syscall.mapShared(fd, size: mappedSize)), fd)
+      return (ReplyRing(base: try Syscall.mapShared(fd, size: mappedSize), values: sharedValues(fd)), fd)
     } catch {
       Syscall.close(fd)
       throw error
     }
   }
 
-  /// The worker's side: maps the ring the parent made (the descriptor can be closed after).
+  /// The regions for large values, after the ring in `fd`, or nil (and `fd` left at the ring's
+  /// size, which tells the worker) when they cannot be had: a file size limit, an address
+  /// space limit.
+  private static func sharedValues(_ fd: Int32) -> SharedValues? {
+    guard !SharedValues.unavailable.load(ordering: .relaxed) else { return nil }
+    do {
+      try Syscall.resize(fd, size: mappedSize + SharedValues.mappedSize)
+    } catch {
+      return nil
+    }
+    do {
+      return try SharedValues.map(fd, at: mappedSize)
+    } catch {
+      try? Syscall.resize(fd, size: mappedSize)
+      return nil
+    }
+  }
+
+  /// The worker's side: maps the ring the parent made, and the regions for large values when
+  /// the parent made them (the descriptor can be closed after).
   static func map(_ fd: Int32) throws(Errno) -> ReplyRing {
-    guard try Syscall.fileSize(fd) == mappedSize else { throw Errno(code: EINVAL, call: "mmap") }
-    return ReplyRing(base: try Syscall.mapShared(fd, size: mappedSize))
+    let size = try Syscall.fileSize(fd)
+    guard size == mappedSize || size == mappedSize + SharedValues.mappedSize else {
+      throw Errno(code: EINVAL, call: "mmap")
+    }
+    let values = size == mappedSize ? nil : try SharedValues.map(fd, at: mappedSize)
+    return ReplyRing(base: try Syscall.mapShared(fd, size: mappedSize), values: values)
   }
 
   fileprivate var publishedTail: UInt64 { pp_load_acquire_u64(base + Self.tailOffset) }

@@ -7,12 +7,12 @@ extension ProcessTask {
 
   /// Runs `self` over each input block and appends a `results` payload (`ResultsPayload.swift`)
   /// to the frame that starts at `frameStart` in `payload`. One reader and one writer serve the
-  /// whole chunk. An output that would take the frame past `Frame.sendLimit` becomes a
-  /// `valueTooLarge` failure (refused before a big array is copied).
-  func runChunk(_ inputs: InputBlocks, into payload: inout [UInt8], frameStart: Int) async {
+  /// whole chunk. An output that would take the frame past `limit` (the worker's
+  /// `messageLimit`) becomes a `valueTooLarge` failure (refused before a big array is copied).
+  func runChunk(_ inputs: InputBlocks, into payload: inout [UInt8], frameStart: Int, limit: Int) async {
     appendOutcomeCount(inputs.count, to: &payload)
     let writer = ByteWriter(payload)
-    writer.byteLimit = frameStart + Frame.sendLimit.load(ordering: .relaxed)
+    writer.byteLimit = frameStart + limit
     payload = []
     defer { payload = writer.bytes }
     let decoder = ByteReader(UnsafeRawBufferPointer(start: nil, count: 0))

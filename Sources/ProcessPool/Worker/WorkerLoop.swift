@@ -77,6 +77,9 @@ final class WorkerLoop: @unchecked Sendable {
               while end < frames.count && frames[end].kind == .run { end += 1 }
               runJobs(frames[index..<end], in: bytes)
               index = end
+            case .runShared:
+              runShared(frames[index], in: bytes)
+              index += 1
             case .initialize:
               handleInitialize(id: frames[index].id, UnsafeRawBufferPointer(rebasing: bytes[frames[index].payload]))
               flush()
@@ -138,6 +141,22 @@ final class WorkerLoop: @unchecked Sendable {
     }
   }
 
+  /// Runs the job of a `runShared` frame, whose payload is in the region toward this worker.
+  /// The payload is released before the reply goes: by the time the parent has the result, it
+  /// can place the next input at the same offset, in pages already in memory.
+  private func runShared(_ frame: Frame.Header, in bytes: UnsafeRawBufferPointer) {
+    // The parent's own frame: a place outside the region is a broken parent, as any malformed frame.
+    guard let values = ring?.ring.values,
+      let (span, payload) = try? values.value(at: UnsafeRawBufferPointer(rebasing: bytes[frame.payload]), .toWorker)
+    else { _exit(PP_EXIT_READ_FAILED) }
+    let batch = RunBatch(frames: [frame], bytes: payload)
+    runToCompletion { [self] in
+      await runJob(id: batch.frames.first!.id, batch.bytes)
+      values.release(span, .toWorker)
+      handOverReply()
+    }
+  }
+
   /// Puts the results frame in `out` into the reply ring (no system call; the parent is woken
   /// only if it sleeps), or on the socket when there is no ring or it is too big for it.
   private func handOverReply() {
@@ -147,12 +166,41 @@ final class WorkerLoop: @unchecked Sendable {
     let published = out.withUnsafeBytes { writer.publish($0, wake: wake) }
     if published {
       out.removeAll(keepingCapacity: true)
+    } else if let values = shared.values {
+      // Too big for the ring: the payload goes into the region toward the parent (waiting for
+      // room as the ring does), and the ring says where.
+      let id = out.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 5, as: UInt64.self)) }
+      let span = out.withUnsafeBytes { frame in
+        Self.waitingForRoom(wake: wake) {
+          values.place(UnsafeRawBufferPointer(rebasing: frame[Frame.headerSize...]), .toParent)
+        }
+      }
+      SharedValues.frame(.resultsShared, id: id, span).withUnsafeBytes { _ = writer.publish($0, wake: wake) }
+      out.removeAll(keepingCapacity: out.capacity <= 1 << 22)
     } else {
       Self.resultsOnSocketFrame.withUnsafeBytes { writer.publishMarker($0, wake: wake) }
       flush()
     }
     ring = writer
     wake()
+  }
+
+  /// Retries `attempt` until it finds room: 20 µs at first, doubling up to 1 ms (`wake` rings the
+  /// parent if it sleeps), as the reply ring's writer does.
+  private static func waitingForRoom<T>(wake: () -> Void, _ attempt: () -> T?) -> T {
+    var pause = 20_000
+    while true {
+      if let done = attempt() { return done }
+      wake()
+      Syscall.sleep(nanoseconds: pause)
+      pause = min(pause * 2, 1_000_000)
+    }
+  }
+
+  /// The largest frame this worker sends: through shared memory when it has the regions, else
+  /// on its socket.
+  private var messageLimit: Int {
+    ring?.ring.values != nil ? SharedValues.limit.load(ordering: .relaxed) : Frame.sendLimit.load(ordering: .relaxed)
   }
 
   private static let wakeFrame = Frame.bare(.wake)
@@ -176,7 +224,8 @@ final class WorkerLoop: @unchecked Sendable {
       for _ in 0..<count { _ = try check.block() }
       switch resolveTask(name: name, bytes: taskBytes) {
       case .success(let task):
-        await task.runChunk(InputBlocks(bytes: inputs, count: count), into: &out, frameStart: start)
+        await task.runChunk(
+          InputBlocks(bytes: inputs, count: count), into: &out, frameStart: start, limit: messageLimit)
       case .failure(let error):
         appendOutcomeCount(count, to: &out)
         for _ in 0..<count { appendFailureOutcome(error, to: &out) }
@@ -188,11 +237,11 @@ final class WorkerLoop: @unchecked Sendable {
     Frame.finish(at: start, in: &out)
   }
 
-  /// A results frame past `Frame.sendLimit` (a chunk whose outputs fit one by one but not
+  /// A results frame past `messageLimit` (a chunk whose outputs fit one by one but not
   /// together) is replaced by a `valueTooLarge` failure for each of its `count` inputs: the
   /// parent gets an error it can name, not a frame it must call a protocol violation.
   private func refuseOversizedResults(from start: Int, count: Int) {
-    let limit = Frame.sendLimit.load(ordering: .relaxed)
+    let limit = messageLimit
     let size = out.count - start
     guard size > limit else { return }
     out.removeSubrange((start + Frame.headerSize)...)

@@ -57,9 +57,10 @@ struct LeakCheck {
       let count = readlink("/proc/self/fd/\(name)", &buffer, 255)
       guard count > 0 else { continue }
       let target = String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-      // Sockets, pipes, and the pool's pidfds and rings (nothing else in the process makes those).
+      // Sockets, pipes, and the pool's pidfds and memfds (a worker's reply ring and its shared
+      // values; nothing else in the process makes those).
       if target.hasPrefix("socket:") || target.hasPrefix("pipe:") || target == "anon_inode:[pidfd]"
-        || target.hasPrefix("/memfd:processpool")
+        || target.hasPrefix("/memfd:")
       {
         result.append("\(name)->\(target)")
       }

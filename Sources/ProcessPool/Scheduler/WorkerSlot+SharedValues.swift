@@ -1,0 +1,24 @@
+/// Large `run` payloads go to a local worker through the memory it shares with the parent (see
+/// `SharedValues`; the runtime places them there when it queues the frame) rather than its socket.
+extension WorkerSlot {
+  /// Why `job` cannot be sent to this worker, if it cannot: its frame is too big for the socket
+  /// and the worker has no shared memory for it (one whose regions could not be made, in a pool
+  /// whose inputs may be bigger than a frame because all its workers are local).
+  func refusal(of job: Job) -> ProcessPoolError? {
+    let limit = Frame.sendLimit.load(ordering: .relaxed)
+    guard job.frame.count > limit, !sharesMemory else { return nil }
+    return ProcessPoolError(
+      .valueTooLarge,
+      "the inputs take \(job.frame.count) bytes, more than the limit of \(limit) bytes of one message to a worker "
+        + "without shared memory")
+  }
+}
+
+extension ProcessPoolExecutor.Configuration {
+  /// The largest frame a caller may build for this pool: a local worker takes big values
+  /// through shared memory, a launched one (maybe on another host) only through its socket.
+  var messageLimit: Int {
+    let local = launchers.allSatisfy { $0.arguments == nil }
+    return local ? SharedValues.limit.load(ordering: .relaxed) : Frame.sendLimit.load(ordering: .relaxed)
+  }
+}

@@ -1,0 +1,327 @@
+import CProcessPoolShims
+import Synchronization
+import Testing
+
+@testable import ProcessPool
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Issue 18, item 2: values past `SharedValues.threshold` go to and from a local worker through
+/// shared memory, not its socket. Most tests lower the socket's limit (`Frame.sendLimit`) in
+/// both processes to 4 KiB, so a value that arrives whole cannot have come through the socket.
+extension WorkerProcessTests {
+  @Suite struct SharedValueTests {
+    static let socketLimit = 4096
+
+    @Test func largeValuesCrossWholeBothWays() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        try await withSocketLimit(Self.socketLimit, pool) { () async throws in
+          for size in [SharedValues.threshold - 100, SharedValues.threshold, 1 << 20, (4 << 20) + 5] {
+            let input = MakeBytes.expected(size)
+            #expect(try await pool.submit(Echo(), input).value == input)
+            #expect(try await pool.submit(MakeBytes(), size).value == input)
+          }
+          // Pipelined: several values live in each region at once, released in order.
+          let sizes = (0..<12).map { 70_000 + $0 * 40_000 }
+          var outputs: [[UInt8]] = []
+          for try await output in try pool.map(Echo(), sizes.map { MakeBytes.expected($0) }, chunksize: 1) {
+            outputs.append(output)
+          }
+          #expect(outputs == sizes.map { MakeBytes.expected($0) })
+          // A chunk of several inputs shares one region's place.
+          let chunk = try await SharedValueTests.collect(pool.map(MakeBytes(), sizes, chunksize: 5))
+          #expect(chunk == sizes.map { MakeBytes.expected($0) })
+          #expect(pool.statistics.workersCrashed == 0)
+        }
+      }
+    }
+
+    /// Above the 1 GiB frame limit of the socket. About 3 GiB of memory in each process, briefly
+    /// (the value, its encoding and its copy in shared memory); a value of several GiB takes the
+    /// same path (checked by hand with 3 GiB: see the CHANGELOG).
+    @Test func aValueAboveTheSocketLimitWorksLocally() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let size = Frame.maximumSize + 1
+        #expect(try await pool.submit(CountBytes(), [UInt8](repeating: 3, count: size)).value == [size, 3])
+        let output = try await pool.submit(ZeroBytes(), size).value
+        #expect(output.count == size && output.last == 0)
+        #expect(pool.statistics.workersCrashed == 0)
+      }
+    }
+
+    /// 3 GiB each way: about 12 GiB of memory at the peak over both processes, so only with
+    /// PROCESSPOOL_LARGE_TESTS set (run by hand; the value above the socket's limit runs always).
+    @Test(.enabled(if: getenv("PROCESSPOOL_LARGE_TESTS") != nil))
+    func valuesOfSeveralGiBWorkLocally() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let size = 3 << 30
+        #expect(try await pool.submit(CountBytes(), [UInt8](repeating: 5, count: size)).value == [size, 5])
+        let output = try await pool.submit(ZeroBytes(), size).value
+        #expect(output.count == size && output.last == 0)
+        #expect(pool.statistics.workersCrashed == 0)
+      }
+    }
+
+    @Test func aWorkerThatDiesWithALargeValueInFlightLeavesNothingBehind() async throws {
+      var configuration = ProcessPoolExecutor.Configuration.workers(1)
+      configuration.jobsPerWorker = 2
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
+        let input = MakeBytes.expected(4 << 20)
+        // Dies after reading its large input, with another large input queued behind it.
+        let dying = try pool.submit(DieAfterReading(), input)
+        let queued = try pool.submit(Echo(), input)
+        await #expect { try await dying.value } throws: { ($0 as? ProcessPoolError)?.code == .workerCrashed }
+        #expect(try await queued.value == input)
+        // A large reply published before its worker died reaches its future.
+        let outcomes = await ValueSizeTests.outcomes(try pool.map(BigThenDie(), [0, 1], chunksize: 1))
+        #expect((try? outcomes[0].get())?.count == 2 << 20)
+        #expect(ValueSizeTests.code(outcomes[1]) == .workerCrashed)
+        #expect(try await pool.submit(Echo(), input).value == input)
+      }
+    }
+
+    @Test func aValueThatFailsToEncodeHalfwayFailsAloneEitherWay() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        #expect { try pool.submit(TakeHalfEncodable(), HalfEncodable()) } throws: {
+          ($0 as? ProcessPoolError)?.code == .encodingFailed
+        }
+        await #expect { try await pool.submit(ReturnHalfEncodable(), 0).value } throws: {
+          ($0 as? ProcessPoolError)?.code == .encodingFailed
+        }
+        let input = MakeBytes.expected(1 << 20)
+        #expect(try await pool.submit(Echo(), input).value == input)
+        #expect(pool.statistics.workersCrashed == 0)
+      }
+    }
+
+    /// Without the regions (as when the memfd or its mapping cannot be had), values go on the
+    /// socket, and one too large for it fails with `valueTooLarge` on its future.
+    @Test func withoutSharedMemoryValuesGoOnTheSocketUpToItsLimit() async throws {
+      SharedValues.unavailable.store(true, ordering: .relaxed)
+      defer { SharedValues.unavailable.store(false, ordering: .relaxed) }
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let input = MakeBytes.expected(1 << 20)
+        #expect(try await pool.submit(Echo(), input).value == input)
+        try await withSocketLimit(Self.socketLimit, pool) { () async throws in
+          await #expect { try await pool.submit(Echo(), MakeBytes.expected(10_000)).value } throws: {
+            ($0 as? ProcessPoolError)?.code == .valueTooLarge
+          }
+          await #expect { try await pool.submit(MakeBytes(), 10_000).value } throws: {
+            ($0 as? ProcessPoolError)?.code == .valueTooLarge
+          }
+          #expect(try await pool.submit(Echo(), [1, 2]).value == [1, 2])
+        }
+        #expect(pool.statistics.workersCrashed == 0)
+      }
+    }
+
+    /// A launched worker (maybe on another host) shares no memory: the socket and its limit,
+    /// with `valueTooLarge` at the call site.
+    @Test func aLaunchedWorkerKeepsTheSocketLimit() async throws {
+      var configuration = ProcessPoolExecutor.Configuration()
+      configuration.launchers = [.command([ProcessPoolWorker.executablePath], workers: 1)]
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
+        let input = MakeBytes.expected(1 << 20)
+        #expect(try await pool.submit(Echo(), input).value == input)
+        try await withSocketLimit(Self.socketLimit, pool) { () async throws in
+          #expect { try pool.submit(Echo(), MakeBytes.expected(10_000)) } throws: {
+            ($0 as? ProcessPoolError)?.code == .valueTooLarge
+          }
+          await #expect { try await pool.submit(MakeBytes(), 10_000).value } throws: {
+            ($0 as? ProcessPoolError)?.code == .valueTooLarge
+          }
+        }
+      }
+    }
+
+    /// A worker that says its result lies outside the region toward the parent is a protocol
+    /// violation: its job fails with that code, nothing is read out of bounds, and the pool
+    /// replaces the worker.
+    @Test(arguments: [UInt64(SharedValues.capacity), UInt64.max])
+    func aForgedPlaceFromTheWorkerIsAProtocolViolation(_ offset: UInt64) async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        await #expect { try await pool.submit(ForgeSharedPlace(), offset).value } throws: {
+          ($0 as? ProcessPoolError)?.code == .protocolViolation
+        }
+        let input = MakeBytes.expected(1 << 20)
+        #expect(try await pool.submit(Echo(), input).value == input)
+      }
+    }
+
+    /// Lowers the socket limit in this process and in the pool's worker (one worker) for `body`.
+    func withSocketLimit(_ limit: Int, _ pool: ProcessPoolExecutor, _ body: () async throws -> Void) async throws {
+      let saved = Frame.sendLimit.exchange(limit, ordering: .relaxed)
+      defer { Frame.sendLimit.store(saved, ordering: .relaxed) }
+      let workerSaved = try await pool.submit(SetSocketLimit(), limit).value
+      try await body()
+      _ = try await pool.submit(SetSocketLimit(), workerSaved).value
+    }
+
+    static func collect<S: AsyncSequence>(_ sequence: S) async throws -> [S.Element] {
+      var elements: [S.Element] = []
+      for try await element in sequence { elements.append(element) }
+      return elements
+    }
+  }
+}
+
+/// The regions on their own, both ends in this process: places are reused, wrap, and run out;
+/// a forged place throws instead of reading outside the region.
+@Suite struct SharedValuePlacementTests {
+  static func makeValues() throws -> SharedValues {
+    let (ring, fd) = try ReplyRing.create()
+    Syscall.close(fd)
+    // The regions stay mapped (and the memfd alive) after the ring is gone.
+    return try #require(ring.values)
+  }
+
+  @Test func anEmptyRegionStartsAgainAtZero() {
+    var placer = Placer()
+    #expect(placer.reserve(100, released: 0) == 0)
+    #expect(placer.reserve(5000, released: 0) == 4096)
+    #expect(placer.reserve(1, released: 0) == 3 * 4096)
+    #expect(placer.reserve(10, released: 3) == 0)
+  }
+
+  @Test func aSmallerValueAfterBiggerOnesGivesTheirPagesBack() {
+    var placer = Placer()
+    let mib = 1 << 20
+    #expect(placer.reserve(200 * mib + 1, released: 0) == 0)
+    #expect(placer.takeTrim() == nil)
+    // Not while the big one is in use; then down to `kept`, once.
+    #expect(placer.reserve(mib, released: 0) == 200 * mib + 4096)
+    #expect(placer.takeTrim() == nil)
+    #expect(placer.reserve(mib, released: 2) == 0)
+    #expect(placer.takeTrim() == SharedValues.kept..<(201 * mib + 4096))
+    #expect(placer.takeTrim() == nil)
+    // A value past `kept` keeps its own pages; past `retained`, the consumer gives them back.
+    #expect(placer.reserve(100 * mib, released: 3) == 0)
+    #expect(placer.reserve(2 * mib, released: 4) == 0)
+    #expect(placer.takeTrim() == SharedValues.kept..<100 * mib)
+    #expect(placer.reserve(1 << 30, released: 5) == 0)
+    #expect(placer.reserve(mib, released: 6) == 0)
+    #expect(placer.takeTrim() == SharedValues.kept..<SharedValues.retained)
+  }
+
+  @Test func placesWrapAroundAndRunOut() {
+    var placer = Placer()
+    let quarter = SharedValues.capacity / 4
+    #expect(placer.reserve(quarter, released: 0) == 0)
+    #expect(placer.reserve(quarter, released: 0) == quarter)
+    #expect(placer.reserve(quarter, released: 0) == 2 * quarter)
+    // Not before the end: the oldest is still in use.
+    #expect(placer.reserve(2 * quarter, released: 0) == nil)
+    // The oldest released: room at the front, then after it, but not over the next one.
+    #expect(placer.reserve(quarter, released: 1) == 3 * quarter)
+    #expect(placer.reserve(quarter, released: 1) == 0)
+    #expect(placer.reserve(1, released: 1) == nil)
+    #expect(placer.reserve(SharedValues.capacity + 1, released: 5) == nil)
+  }
+
+  @Test func aValueComesBackWhereItWasPlaced() throws {
+    let values = try Self.makeValues()
+    let bytes = MakeBytes.expected(100_000)
+    let span = try #require(bytes.withUnsafeBytes { values.place($0, .toParent) })
+    let frame = SharedValues.frame(.resultsShared, id: 7, span)
+    let (read, view) = try frame.withUnsafeBytes {
+      try values.value(at: UnsafeRawBufferPointer(rebasing: $0[13...]), .toParent)
+    }
+    #expect(read == span)
+    #expect(Array(view) == bytes)
+    values.release(span, .toParent)
+    #expect(bytes.withUnsafeBytes { values.place($0, .toParent) } == span)
+  }
+
+  static let capacity = UInt64(SharedValues.capacity)
+  static let forged: [[UInt64]] = [
+    [capacity + 1, 0], [0, capacity + 1], [capacity - 10, 11], [.max, 2], [2, .max], [.max, .max],
+  ]
+
+  @Test(arguments: forged)
+  func aForgedPlaceThrows(_ place: [UInt64]) throws {
+    let (offset, length) = (place[0], place[1])
+    let values = try Self.makeValues()
+    var payload: [UInt8] = []
+    payload.appendLittleEndian(offset)
+    payload.appendLittleEndian(length)
+    #expect(throws: WireError.self) { try payload.withUnsafeBytes { try values.value(at: $0, .toParent) } }
+    payload.append(0)
+    #expect(throws: WireError.self) { try payload.withUnsafeBytes { try values.value(at: $0, .toParent) } }
+    #expect(throws: WireError.self) {
+      try payload.withUnsafeBytes { try values.value(at: UnsafeRawBufferPointer(rebasing: $0[..<15]), .toParent) }
+    }
+  }
+}
+
+/// Publishes a `resultsShared` frame whose place starts at `offset` (8 bytes long) into its
+/// worker's reply ring, found in /proc/self/maps, wakes the parent, then waits to be killed.
+struct ForgeSharedPlace: ProcessTask {
+  func run(_ offset: UInt64) async throws -> Int {
+    let ringSize = ReplyRing.headerPage + ReplyRing.capacity
+    for line in (LeakCheck.readFile("/proc/self/maps") ?? "").split(separator: "\n")
+    where line.contains("memfd:processpool-ring") {
+      let fields = line.split(separator: " ")
+      let bounds = fields[0].split(separator: "-").compactMap { UInt(String($0), radix: 16) }
+      guard bounds.count == 2, Int(bounds[1] - bounds[0]) == ringSize, UInt(String(fields[2]), radix: 16) == 0,
+        let base = UnsafeMutableRawPointer(bitPattern: bounds[0])
+      else { continue }
+      var frame: [UInt8] = []
+      let start = Frame.begin(.resultsShared, id: 1, into: &frame)
+      frame.appendLittleEndian(offset)
+      frame.appendLittleEndian(UInt64(8))
+      Frame.finish(at: start, in: &frame)
+      let tail = base.load(as: UInt64.self)
+      let at = ReplyRing.headerPage + Int(tail % UInt64(ReplyRing.capacity))
+      frame.withUnsafeBytes { (base + at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+      pp_store_release_u64(base, tail + UInt64(frame.count))
+      let wake = Frame.bare(.wake)
+      _ = wake.withUnsafeBytes { write(3, $0.baseAddress, $0.count) }
+      usleep(600_000_000)
+    }
+    return 0
+  }
+}
+
+/// Lowers this worker's socket limit; returns the one it replaced.
+struct SetSocketLimit: ProcessTask {
+  func run(_ limit: Int) async throws -> Int { Frame.sendLimit.exchange(limit, ordering: .relaxed) }
+}
+
+/// Its input's size and last byte.
+struct CountBytes: ProcessTask {
+  func run(_ bytes: [UInt8]) async throws -> [Int] { [bytes.count, Int(bytes.last ?? 0)] }
+}
+
+/// Exits once it has read its input.
+struct DieAfterReading: ProcessTask {
+  func run(_ bytes: [UInt8]) async throws -> Int { exit(Int32(bytes.count % 7 + 20)) }
+}
+
+/// 2 MiB for 0; exits for anything else.
+struct BigThenDie: ProcessTask {
+  func run(_ x: Int) async throws -> [UInt8] {
+    if x != 0 { exit(98) }
+    return [UInt8](repeating: 1, count: 2 << 20)
+  }
+}
+
+/// Encodes 1 MiB of bytes, then throws.
+struct HalfEncodable: Codable, Sendable {
+  init() {}
+  init(from decoder: any Decoder) throws { self.init() }
+  func encode(to encoder: any Encoder) throws {
+    var container = encoder.unkeyedContainer()
+    try container.encode([UInt8](repeating: 9, count: 1 << 20))
+    throw EncodingError.invalidValue(0, .init(codingPath: [], debugDescription: "stops halfway"))
+  }
+}
+
+struct TakeHalfEncodable: ProcessTask {
+  func run(_: HalfEncodable) async throws -> Int { 0 }
+}
+
+struct ReturnHalfEncodable: ProcessTask {
+  func run(_: Int) async throws -> HalfEncodable { HalfEncodable() }
+}
