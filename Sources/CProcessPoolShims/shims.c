@@ -2,6 +2,7 @@
 // Swift cannot do itself.
 #define _GNU_SOURCE
 #include "CProcessPoolShims.h"
+#include "forkserver_internal.h"
 
 #include <ctype.h>
 #include <dlfcn.h>
@@ -246,6 +247,25 @@ static int token_on_stdin(const char *token) {
 static void processpool_worker_hook(int argc, char **argv, char **envp) {
     const char *marker = getenv(PP_WORKER_ENV);
     if (marker == NULL) return;
+    // A fork server ("forkserver:<token>", its socket on 3) serves until its parent goes; it
+    // returns here only in each worker it forks, with that worker's environment (and marker).
+    size_t server_prefix = strlen(PP_FORK_SERVER_MARKER);
+    if (strncmp(marker, PP_FORK_SERVER_MARKER ":", server_prefix + 1) == 0) {
+        const char *token = marker + server_prefix + 1;
+        int shaped = strlen(token) == PP_TOKEN_LENGTH;
+        for (const char *c = token; shaped && *c != 0; c++) shaped = isxdigit((unsigned char)*c);
+        if (!shaped || !token_on_socket(3, token)) {
+            unsetenv(PP_WORKER_ENV);
+            write_stderr("ProcessPool: ignoring " PP_WORKER_ENV " in the environment: this process was not "
+                         "started by a process pool; main runs as usual\n");
+            return;
+        }
+        unsetenv(PP_WORKER_ENV);
+        pp_fork_server_run(3);
+        envp = environ;
+        marker = getenv(PP_WORKER_ENV);
+        if (marker == NULL) _exit(PP_EXIT_NO_ENTRY);
+    }
     // Only a process the pool started is a worker: the marker must have the pool's shape and its
     // token must be waiting where the protocol runs. Anything else (the variable left in a
     // user's environment) is reported once, and `main` runs as usual.

@@ -1,0 +1,8 @@
+#ifndef C_PROCESS_POOL_FORKSERVER_INTERNAL_H
+#define C_PROCESS_POOL_FORKSERVER_INTERNAL_H
+
+/// Serves spawn and wait requests on `sock` until the parent goes (then exits). Returns 0 only in
+/// a forked worker, with its descriptors, process group, working directory and `environ` set up.
+int pp_fork_server_run(int sock);
+
+#endif
