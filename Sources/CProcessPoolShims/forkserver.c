@@ -22,7 +22,12 @@
 
 extern char **environ;
 
-enum { PP_FS_SPAWN = 1, PP_FS_WAIT = 2 };
+enum { PP_FS_SPAWN = 1, PP_FS_WAIT = 2, PP_FS_PREPARE = 3 };
+
+// Defined in Swift (Worker/WorkerEntry.swift): resolves a task or initializer type by name, so
+// that the workers forked afterwards find it in their caches (the lookup is most of a fresh
+// worker's start-up). Called only where Swift can run before `main` (a dynamically linked build).
+extern void processpool_fork_server_prepare(const char *name) __attribute__((weak));
 // The descriptors a spawn request may carry, in this order, each present when its bit of `flags`
 // is set: the worker's socket, its reply ring, its stdin, stdout and stderr (a standard stream
 // the parent has closed is absent, and closed in the worker too), its working directory.
@@ -132,7 +137,7 @@ static void reply(int sock, int32_t result, int32_t status, int32_t error) {
     if (write_all(sock, &answer, sizeof answer) != 0) _exit(0);  // the parent is gone
 }
 
-int pp_fork_server_run(int sock) {
+int pp_fork_server_run(int sock, int swift_ready) {
     pid_t server = getpid();
     // Zombies stay until the parent asks: a worker's pid must not be reused while the pool
     // may still signal it.
@@ -167,6 +172,18 @@ int pp_fork_server_run(int sock) {
                 result = waitpid(request.pid, &status, request.nohang ? WNOHANG : 0);
             } while (result < 0 && errno == EINTR);
             reply(sock, result, status, result < 0 ? errno : 0);
+            continue;
+        }
+        if (request.kind == PP_FS_PREPARE) {
+            for (int i = 0; i < received_count; i++) close(received[i]);
+            if (request.length > PP_FS_MAX_ENVIRONMENT) _exit(0);
+            char *names = malloc(request.length + 1);
+            if (names == NULL || read_all(sock, names, request.length) != 0) _exit(0);
+            names[request.length] = 0;
+            for (uint64_t i = 0; i < request.length; i += strlen(names + i) + 1) {
+                if (swift_ready && processpool_fork_server_prepare != NULL) processpool_fork_server_prepare(names + i);
+            }
+            free(names);
             continue;
         }
         int fds[PP_FS_SLOTS];
@@ -245,6 +262,13 @@ int pp_fork_server_spawn(int server, int child_fd, int ring_fd, int error_fd, co
     if (answer.result < 0) return answer.error != 0 ? -answer.error : -EAGAIN;
     *pid = answer.result;
     return 0;
+}
+
+int pp_fork_server_prepare(int server, const char *names, unsigned long length) {
+    struct pp_fs_request request = {PP_FS_PREPARE, 0, 0, 0, length};
+    int rc = send_request(server, &request, NULL, 0);
+    if (rc != 0) return rc;
+    return write_all(server, names, length) == 0 ? 0 : PP_FORK_SERVER_LOST;
 }
 
 int pp_fork_server_wait(int server, pid_t pid, int nohang, pid_t *result, int *status) {

@@ -132,6 +132,9 @@ static int dispatch_is_shared(void) {
     return 1;
 }
 
+// dispatch_is_shared() as a fork server found it (its workers inherit it), else -1.
+static int dispatch_shared = -1;
+
 // 1 when the hook's own entry is in the executable's constructor array, so that, in a static
 // build, it can run the constructors after its own (libdispatch's among them) itself.
 static int hook_in_init_array(void) {
@@ -261,7 +264,9 @@ static void processpool_worker_hook(int argc, char **argv, char **envp) {
             return;
         }
         unsetenv(PP_WORKER_ENV);
-        pp_fork_server_run(3);
+        // Asked once here rather than in every worker (a dlopen, which is not cheap).
+        dispatch_shared = dispatch_is_shared();
+        pp_fork_server_run(3, dispatch_shared);
         envp = environ;
         marker = getenv(PP_WORKER_ENV);
         if (marker == NULL) _exit(PP_EXIT_NO_ENTRY);
@@ -299,7 +304,7 @@ static void processpool_worker_hook(int argc, char **argv, char **envp) {
     // object, initialised before the executable's constructors. In a --static-swift-stdlib build
     // its initialiser is one of the executable's constructors that come after this one: run them
     // here, then the loop, and exit, so none runs twice and `main` never runs.
-    if (!dispatch_is_shared()) {
+    if (!(dispatch_shared >= 0 ? dispatch_shared : dispatch_is_shared())) {
         if (!hook_in_init_array()) {
             write_stderr("ProcessPool: this worker cannot start before main: the executable was linked "
                          "without __init_array_start; link it with the system linker (ld, gold or lld)\n");

@@ -136,6 +136,11 @@ char *const *pp_environ(void);
 int pp_fork_server_spawn(int server, int child_fd, int ring_fd, int error_fd, const char *environment,
                          unsigned long length, pid_t *pid);
 
+/// Has the fork server look up the task and initializer types named in `names` (`length` bytes
+/// of NUL-terminated mangled names) before it forks more workers, which then find them at once.
+/// No answer; returns 0, a positive errno value or `PP_FORK_SERVER_LOST`.
+int pp_fork_server_prepare(int server, const char *names, unsigned long length);
+
 /// Asks the fork server to waitpid(`pid`) (with WNOHANG when `nohang`): 0 with the result (the
 /// pid, or 0 while it runs) and the raw status; a positive errno value or `PP_FORK_SERVER_LOST`
 /// when the server cannot be reached, a negative one from waitpid.

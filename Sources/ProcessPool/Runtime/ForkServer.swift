@@ -26,6 +26,8 @@ enum ForkServer {
     let backtraceEntry: String?
     /// The workers it forked that the pool has not reaped yet.
     var workers: Set<pid_t> = []
+    /// The task and initializer types it has looked up (see `pp_fork_server_prepare`).
+    var prepared: Set<String> = []
   }
 
   private struct State {
@@ -64,6 +66,20 @@ enum ForkServer {
       guard let server = running(&state, backtraceEntry: backtraceEntry),
         server.backtraceEntry == backtraceEntry
       else { return .unavailable }
+      if TaskTypeRegistry.resolvedCount != server.prepared.count {
+        let names = TaskTypeRegistry.resolvedNames().filter { !server.prepared.contains($0) }
+        var block: [UInt8] = []
+        for name in names { block += name.utf8 + [0] }
+        let rc = block.withUnsafeBytes { bytes in
+          pp_fork_server_prepare(
+            server.socket, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), UInt(bytes.count))
+        }
+        guard rc == 0 else {
+          stop(&state)
+          return rc == PP_FORK_SERVER_LOST ? .lost : .unavailable
+        }
+        state.server!.prepared.formUnion(names)
+      }
       var pid: pid_t = 0
       let rc = environment.withUnsafeBytes { bytes in
         pp_fork_server_spawn(
@@ -143,8 +159,11 @@ enum ForkServer {
       Syscall.close(ends.0)
       return nil
     }
-    let environment = WorkerSpawner.environment(
-      marker: PP_WORKER_ENV + "=" + PP_FORK_SERVER_MARKER + ":" + token, backtraceEntry: backtraceEntry)
+    // Every symbol bound once, in the server, rather than lazily again in each worker it forks.
+    let environment =
+      WorkerSpawner.environment(
+        marker: PP_WORKER_ENV + "=" + PP_FORK_SERVER_MARKER + ":" + token, backtraceEntry: backtraceEntry)
+      + ["LD_BIND_NOW=1"]
     var pointers = environment.map { strdup($0) } + [nil]
     var arguments = [strdup(CommandLine.arguments.first ?? "processpool-worker"), nil]
     defer {
