@@ -1,0 +1,159 @@
+import CProcessPoolShims
+import Synchronization
+import Testing
+
+@testable import ProcessPool
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The fork server that starts local workers: who their parent is, what they inherit from the
+/// pool's process at the moment they start, and what happens when the server or the pool's
+/// process dies. Each test checks that nothing is left behind (the server's workers included).
+extension WorkerProcessTests {
+  @Suite struct ForkServerTests {
+    init() {
+      ProcessPoolLog.setHandler { _, _ in }
+    }
+
+    @Test func localWorkersAreForkedByTheServerWhichReportsTheirStatus() async throws {
+      try await withPool(.workers(2)) { (pool: ProcessPoolExecutor) async throws in
+        let pid = try await pool.submit(ProcessID(), 0).value
+        let server = try #require(ForkServer.current)
+        #expect(Self.parent(of: pid) == server.pid)
+        #expect(pool.workerPIDs.contains(pid))
+        // Its own process group, as a spawned worker has.
+        #expect(getpgid(pid) == pid)
+        await #expect { try await pool.submit(Crash(), .segfault).value } throws: {
+          ($0 as? ProcessPoolError)?.termination == .signaled(SIGSEGV)
+        }
+        await #expect { try await pool.submit(Crash(), .exit).value } throws: {
+          ($0 as? ProcessPoolError)?.termination == .exited(99)
+        }
+        #expect(try await pool.submit(Square(), 5).value == 25)
+      }
+    }
+
+    @Test func aWorkerGetsTheEnvironmentAndDirectoryOfItsStartNotOfTheServers() async throws {
+      // The server is running before the environment and the directory change.
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        #expect(try await pool.submit(ReadEnvironment(), "PP_FORK_SERVER_TEST").value == nil)
+      }
+      #expect(ForkServer.current != nil)
+      let previous = try #require(Self.workingDirectory())
+      setenv("PP_FORK_SERVER_TEST", "set after the server started", 1)
+      #expect(chdir("/tmp") == 0)
+      defer {
+        unsetenv("PP_FORK_SERVER_TEST")
+        _ = chdir(previous)
+      }
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let value = try await pool.submit(ReadEnvironment(), "PP_FORK_SERVER_TEST").value
+        #expect(value == "set after the server started")
+        #expect(try await pool.submit(WorkingDirectory(), 0).value == "/tmp")
+      }
+    }
+
+    @Test func aPoolWithBacktracesSpawnsItsWorkers() async throws {
+      // The backtracer is set up when the runtime starts: a worker that wants it on cannot
+      // come from a server that started with it off.
+      guard getenv("SWIFT_BACKTRACE") == nil else { return }
+      var configuration = ProcessPoolExecutor.Configuration.workers(1)
+      configuration.workerBacktraces = true
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
+        let pid = try await pool.submit(ProcessID(), 0).value
+        #expect(Self.parent(of: pid) == getpid())
+      }
+    }
+
+    @Test func aKilledServerTakesItsWorkersAndTheNextOnesComeFromANewServer() async throws {
+      try await withPool(.workers(2)) { (pool: ProcessPoolExecutor) async throws in
+        let first = try await pool.submit(ProcessID(), 0).value
+        let server = try #require(ForkServer.current)
+        let pidfd = pp_pidfd_open(first)
+        #expect(pidfd >= 0)
+        defer { close(pidfd) }
+        kill(server.pid, SIGKILL)
+        // The worker dies with its server (its parent-death signal), without any task.
+        var descriptor = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&descriptor, 1, 30_000) == 1, "worker \(first) outlived its fork server")
+        // The pool replaces it, through a new server, and goes on.
+        var values: [Int] = []
+        for x in 0..<4 { values.append(try await pool.submit(Square(), x).value) }
+        #expect(values == [0, 1, 4, 9])
+        let next = try await pool.submit(ProcessID(), 0).value
+        let replacement = try #require(ForkServer.current)
+        #expect(replacement.pid != server.pid)
+        #expect(Self.parent(of: next) == replacement.pid)
+      }
+    }
+
+    @Test func aKilledParentLeavesNoForkServerAndNoWorker() async throws {
+      // The test process adopts orphans (a subreaper), so it can wait for them.
+      pp_set_child_subreaper(1)
+      defer { pp_set_child_subreaper(0) }
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        // A worker with a pool of its own: its fork server and that server's sleeping worker.
+        let inner = try await pool.submit(StartNestedPoolWithServer(), 0).value
+        #expect(inner.count == 2 && inner[0] != inner[1])
+        let parent = pool.workerPIDs[0]
+        #expect(inner.allSatisfy { $0 > 0 && $0 != parent })
+        let reaped = ConditionLock()
+        let reports = Mutex(0)
+        ProcessPoolLog.setHandler { _, _ in
+          reaped.withLock {
+            reports.withLock { $0 += 1 }
+            reaped.broadcast()
+          }
+        }
+        kill(parent, SIGKILL)
+        #expect(reaped.withLock { reaped.wait(until: .now.advanced(by: .seconds(30))) { reports.withLock { $0 } > 0 } })
+        ProcessPoolLog.setHandler { _, _ in }
+        for orphan in inner {
+          let exited = waitForExit(orphan, timeout: .seconds(10))
+          #expect(exited, "process \(orphan) outlived the process whose pool it served")
+          if !exited {
+            kill(orphan, SIGKILL)
+            _ = waitForExit(orphan, timeout: .seconds(10))
+          }
+        }
+      }
+    }
+
+    /// The parent pid of `pid` (from /proc), or nil.
+    static func parent(of pid: Int32) -> Int32? {
+      guard let stat = LeakCheck.readFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
+      let fields = stat[stat.index(after: close)...].split(separator: " ")
+      return fields.count > 1 ? Int32(fields[1]) : nil
+    }
+
+    static func workingDirectory() -> String? {
+      var buffer = [CChar](repeating: 0, count: 4096)
+      guard getcwd(&buffer, buffer.count) != nil else { return nil }
+      return String(cString: buffer)
+    }
+  }
+}
+
+/// The value of an environment variable in the worker.
+struct ReadEnvironment: ProcessTask {
+  func run(_ name: String) async throws -> String? { getenv(name).map { String(cString: $0) } }
+}
+
+/// The worker's working directory.
+struct WorkingDirectory: ProcessTask {
+  func run(_: Int) async throws -> String? { WorkerProcessTests.ForkServerTests.workingDirectory() }
+}
+
+/// Starts a pool inside the worker with a task that never ends, keeps it alive, and returns the
+/// pids of that pool's fork server and of its worker.
+struct StartNestedPoolWithServer: ProcessTask {
+  func run(_: Int) async throws -> [Int32] {
+    let pool = try ProcessPoolExecutor(maxWorkers: 1)
+    let worker = try await pool.submit(ProcessID(), 0).value
+    _ = try pool.submit(Sleep(), 3_600_000)
+    NestedPools.keep(pool)
+    return [ForkServer.current?.pid ?? -1, worker]
+  }
+}
