@@ -142,6 +142,15 @@ int pp_fork_server_run(int sock, int swift_ready) {
     // Zombies stay until the parent asks: a worker's pid must not be reused while the pool
     // may still signal it.
     signal(SIGCHLD, SIG_DFL);
+    // Each request brings the standard streams its worker gets: the server keeps none of the
+    // parent's (a pipe the parent closes must not stay open here for as long as it lives).
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null >= 0) {
+        for (int stream = 0; stream < 3; stream++) {
+            if (null != stream) dup2(null, stream);
+        }
+        if (null > 2) close(null);
+    }
     for (;;) {
         struct pp_fs_request request;
         char control[CMSG_SPACE(PP_FS_SLOTS * sizeof(int))];

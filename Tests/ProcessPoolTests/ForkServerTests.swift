@@ -69,15 +69,18 @@ extension WorkerProcessTests {
 
     @Test func aKilledServerTakesItsWorkersAndTheNextOnesComeFromANewServer() async throws {
       try await withPool(.workers(2)) { (pool: ProcessPoolExecutor) async throws in
-        let first = try await pool.submit(ProcessID(), 0).value
+        for try await _ in try pool.map(Square(), [1, 2], chunksize: 1) {}
         let server = try #require(ForkServer.current)
-        let pidfd = pp_pidfd_open(first)
-        #expect(pidfd >= 0)
-        defer { close(pidfd) }
+        let workers = pool.workerPIDs
+        let pidfds = workers.map { pp_pidfd_open($0) }
+        #expect(!workers.isEmpty && pidfds.allSatisfy { $0 >= 0 })
+        defer { for pidfd in pidfds where pidfd >= 0 { close(pidfd) } }
         kill(server.pid, SIGKILL)
-        // The worker dies with its server (its parent-death signal), without any task.
-        var descriptor = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
-        #expect(poll(&descriptor, 1, 30_000) == 1, "worker \(first) outlived its fork server")
+        // Its workers die with it (their parent-death signal), without any task.
+        for (worker, pidfd) in zip(workers, pidfds) where pidfd >= 0 {
+          var descriptor = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+          #expect(poll(&descriptor, 1, 30_000) == 1, "worker \(worker) outlived its fork server")
+        }
         // The pool replaces it, through a new server, and goes on.
         var values: [Int] = []
         for x in 0..<4 { values.append(try await pool.submit(Square(), x).value) }
@@ -121,6 +124,29 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test func aWorkerSlowToExitDoesNotHoldUpAnotherPoolsWorkers() async throws {
+      // The server serves every pool of the process: a pool waiting for its worker's exit must
+      // not keep it from starting another pool's workers.
+      let gate = TestGate()
+      defer { gate.close() }
+      let check = LeakCheck()
+      var configuration = ProcessPoolExecutor.Configuration.workers(1)
+      configuration.maxTasksPerChild = 1
+      let slow = try ProcessPoolExecutor(configuration: configuration)
+      // The worker retires after this task and then waits at the gate in its exit handler.
+      #expect(try await slow.submit(WaitForGateAtExit(path: gate.path), 0).value == 0)
+      #expect(await gate.waitForArrivals(1))
+      // (Not `withPool`: the slow pool's worker is still there when this one is done.)
+      let other = try ProcessPoolExecutor(configuration: .workers(2))
+      #expect(try await other.submit(Square(), 6).value == 36)
+      await other.shutdown(wait: true)
+      other.core.waitForIOThread()
+      gate.open()
+      await slow.shutdown(wait: true)
+      slow.core.waitForIOThread()
+      check.verify()
+    }
+
     /// The parent pid of `pid` (from /proc), or nil.
     static func parent(of pid: Int32) -> Int32? {
       guard let stat = LeakCheck.readFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
@@ -131,7 +157,7 @@ extension WorkerProcessTests {
     static func workingDirectory() -> String? {
       var buffer = [CChar](repeating: 0, count: 4096)
       guard getcwd(&buffer, buffer.count) != nil else { return nil }
-      return String(cString: buffer)
+      return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
   }
 }
@@ -155,5 +181,26 @@ struct StartNestedPoolWithServer: ProcessTask {
     _ = try pool.submit(Sleep(), 3_600_000)
     NestedPools.keep(pool)
     return [ForkServer.current?.pid ?? -1, worker]
+  }
+}
+
+/// Registers an exit handler that ends the worker's side of its socket and waits at the gate at
+/// `path`: once stopped, the worker has gone as far as the pool can see, but exits only when the
+/// gate opens.
+struct WaitForGateAtExit: ProcessTask {
+  var path: String
+  nonisolated(unsafe) static var gatePath = ""
+
+  func run(_ x: Int) async throws -> Int {
+    Self.gatePath = path
+    atexit {
+      // End of stream for the pool (which then waits for the exit), while the process lives on.
+      shutdown(3, Int32(SHUT_WR))
+      guard let fd = try? connectToGate(WaitForGateAtExit.gatePath) else { return }
+      var byte: UInt8 = 0
+      while read(fd, &byte, 1) < 0 && errno == EINTR {}
+      close(fd)
+    }
+    return x
   }
 }

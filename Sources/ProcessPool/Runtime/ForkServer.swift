@@ -100,6 +100,18 @@ enum ForkServer {
   /// `waitpid` for a worker: through its fork server for one it forked, else directly. Returns
   /// the raw status, or nil with `noHang` while it runs.
   static func waitPID(_ pid: pid_t, noHang: Bool) throws(Errno) -> Int32? {
+    // The server answers one request at a time, for every pool of this process: a worker that
+    // takes its time to exit is waited for here, through its pidfd, not in the server.
+    if !noHang, state.withLock({ $0.server?.workers.contains(pid) == true }), let pidfd = try? Syscall.pidfdOpen(pid) {
+      var exit = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+      _ = try? Syscall.poll(&exit, 1, timeoutMilliseconds: -1)
+      Syscall.close(pidfd)
+      if let status = try wait(pid, noHang: true) { return status }
+    }
+    return try wait(pid, noHang: noHang)
+  }
+
+  private static func wait(_ pid: pid_t, noHang: Bool) throws(Errno) -> Int32? {
     let answer: Result<Int32?, Errno>? = state.withLock { state in
       guard let server = state.server, server.generation == pp_fork_generation(), server.workers.contains(pid)
       else { return nil }
