@@ -75,12 +75,28 @@ extension WorkerProcessTests {
         let pidfds = workers.map { pp_pidfd_open($0) }
         #expect(!workers.isEmpty && pidfds.allSatisfy { $0 >= 0 })
         defer { for pidfd in pidfds where pidfd >= 0 { close(pidfd) } }
+        // The pool logs each death once it has reaped the worker.
+        let reaped = ConditionLock()
+        let reports = Mutex(Set<Int32>())
+        ProcessPoolLog.setHandler { _, message in
+          reaped.withLock {
+            reports.withLock { seen in
+              for worker in workers where message.contains("worker \(worker)") { seen.insert(worker) }
+            }
+            reaped.broadcast()
+          }
+        }
+        defer { ProcessPoolLog.setHandler { _, _ in } }
         kill(server.pid, SIGKILL)
         // Its workers die with it (their parent-death signal), without any task.
         for (worker, pidfd) in zip(workers, pidfds) where pidfd >= 0 {
           var descriptor = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
           #expect(poll(&descriptor, 1, 30_000) == 1, "worker \(worker) outlived its fork server")
         }
+        let allReaped = reaped.withLock {
+          reaped.wait(until: .now.advanced(by: .seconds(30))) { reports.withLock { $0.count } == workers.count }
+        }
+        #expect(allReaped, "the pool did not report the death of every worker")
         // The pool replaces it, through a new server, and goes on.
         var values: [Int] = []
         for x in 0..<4 { values.append(try await pool.submit(Square(), x).value) }

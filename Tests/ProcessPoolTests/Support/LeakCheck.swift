@@ -20,12 +20,8 @@ struct LeakCheck {
   /// Fails the test if a child process or a socket or pipe descriptor was left behind.
   func verify(sourceLocation: SourceLocation = #_sourceLocation) {
     let server = ForkServer.current
-    let children = LeakCheck.childPIDs().filter { $0 != server?.pid }
+    let children = LeakCheck.workerProcesses()
     #expect(children.isEmpty, "child processes left behind: \(children)", sourceLocation: sourceLocation)
-    if let server {
-      let workers = LeakCheck.childPIDs(of: server.pid)
-      #expect(workers.isEmpty, "the fork server's workers left behind: \(workers)", sourceLocation: sourceLocation)
-    }
     let serverSocket = server.map { "\($0.socket)->" }
     let notServer = { (descriptor: String) in serverSocket == nil || !descriptor.hasPrefix(serverSocket!) }
     let before = descriptors.filter(notServer)
@@ -33,6 +29,13 @@ struct LeakCheck {
     #expect(
       now.count <= before.count, "descriptors left open: \(now) (before: \(before))",
       sourceLocation: sourceLocation)
+  }
+
+  /// Workers and other processes this process started, zombies included: its children but the
+  /// fork server, and the fork server's children.
+  static func workerProcesses() -> [Int32] {
+    let server = ForkServer.current?.pid
+    return childPIDs().filter { $0 != server } + (server.map { childPIDs(of: $0) } ?? [])
   }
 
   /// The pids whose parent is `parent` (this process by default), zombies included.
