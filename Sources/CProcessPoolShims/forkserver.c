@@ -142,6 +142,12 @@ int pp_fork_server_run(int sock, int swift_ready) {
     // Zombies stay until the parent asks: a worker's pid must not be reused while the pool
     // may still signal it.
     signal(SIGCHLD, SIG_DFL);
+    // Blocked too: nothing here waits for it, and each worker's exit would interrupt a read.
+    // (A forked worker sets its mask to empty.)
+    sigset_t child;
+    sigemptyset(&child);
+    sigaddset(&child, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &child, NULL);
     // Each request brings the standard streams its worker gets: the server keeps none of the
     // parent's (a pipe the parent closes must not stay open here for as long as it lives).
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
