@@ -167,10 +167,17 @@ class Peer:
         while left:
             pool = self.create()
             try:
-                futs = [(x, self.submit(pool, fn, x)) for x in left]
+                futs = []
+                for x in left:
+                    try:
+                        futs.append((x, self.submit(pool, fn, x)))
+                    except self.broken_errors:  # broke while the items were being submitted
+                        futs.append((x, None))
                 failed = []
                 for x, f in futs:
                     try:
+                        if f is None:
+                            raise self.broken_errors[0]()
                         if f.result() != x:
                             raise AssertionError("bad crash storm result")
                     except self.broken_errors:
