@@ -52,6 +52,11 @@ extension WorkerProcessTests {
         let value = try await pool.submit(ReadEnvironment(), "PP_FORK_SERVER_TEST").value
         #expect(value == "set after the server started")
         #expect(try await pool.submit(WorkingDirectory(), 0).value == "/tmp")
+        // Nothing of the server's own environment: neither its marker nor its linker setting.
+        #expect(try await pool.submit(ReadEnvironment(), "PROCESSPOOL_WORKER_FD").value == nil)
+        if getenv("LD_BIND_NOW") == nil {
+          #expect(try await pool.submit(ReadEnvironment(), "LD_BIND_NOW").value == nil)
+        }
       }
     }
 
