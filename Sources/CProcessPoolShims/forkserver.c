@@ -257,16 +257,23 @@ int pp_fork_server_spawn(int server, int child_fd, int ring_fd, int error_fd, co
                          unsigned long length, pid_t *pid) {
     struct pp_fs_request request = {PP_FS_SPAWN, 0, 0, 0, length};
     int slots[PP_FS_SLOTS] = {child_fd, ring_fd, 0, 1, error_fd >= 0 ? error_fd : 2, -1};
-    // The working directory as it is now (none if it cannot be opened: the server's is kept).
-    int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    slots[PP_FS_CWD] = cwd;
     int fds[PP_FS_SLOTS];
     int count = 0;
-    for (int slot = 0; slot < PP_FS_SLOTS; slot++) {
-        // A closed standard stream (or ring, or directory) is left out.
-        if (slots[slot] < 0 || fcntl(slots[slot], F_GETFD) < 0) continue;
+    for (int slot = 0; slot < PP_FS_CWD; slot++) {
+        // A closed standard stream (or no ring) is left out, and so is one that an exec would
+        // close (libdispatch may have put its own descriptors there in a program started without
+        // them). Checked before the directory is opened, which may take the number of a closed one.
+        int flags = slots[slot] < 0 ? -1 : fcntl(slots[slot], F_GETFD);
+        if (flags < 0) continue;
+        if (slots[slot] == slot - PP_FS_STDIN && (flags & FD_CLOEXEC)) continue;
         request.flags |= 1u << slot;
         fds[count++] = slots[slot];
+    }
+    // The working directory as it is now (none if it cannot be opened: the server's is kept).
+    int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (cwd >= 0) {
+        request.flags |= 1u << PP_FS_CWD;
+        fds[count++] = cwd;
     }
     int rc = send_request(server, &request, fds, count);
     if (cwd >= 0) close(cwd);
