@@ -43,15 +43,20 @@ extension WorkerProcessTests {
       #expect(ForkServer.current != nil)
       let previous = try #require(Self.workingDirectory())
       setenv("PP_FORK_SERVER_TEST", "set after the server started", 1)
+      // Not UTF-8: passed on as it is.
+      let latin1: [CChar] = [CChar(bitPattern: 0xE9), 0x74, CChar(bitPattern: 0xE9), 0]
+      setenv("PP_FORK_SERVER_BYTES", latin1, 1)
       #expect(chdir("/tmp") == 0)
       defer {
         unsetenv("PP_FORK_SERVER_TEST")
+        unsetenv("PP_FORK_SERVER_BYTES")
         _ = chdir(previous)
       }
       try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
         let value = try await pool.submit(ReadEnvironment(), "PP_FORK_SERVER_TEST").value
         #expect(value == "set after the server started")
         #expect(try await pool.submit(WorkingDirectory(), 0).value == "/tmp")
+        #expect(try await pool.submit(ReadEnvironmentBytes(), "PP_FORK_SERVER_BYTES").value == [0xE9, 0x74, 0xE9])
         // Nothing of the server's own environment: neither its marker nor its linker setting.
         #expect(try await pool.submit(ReadEnvironment(), "PROCESSPOOL_WORKER_FD").value == nil)
         if getenv("LD_BIND_NOW") == nil {
@@ -186,6 +191,13 @@ extension WorkerProcessTests {
 /// The value of an environment variable in the worker.
 struct ReadEnvironment: ProcessTask {
   func run(_ name: String) async throws -> String? { getenv(name).map { String(cString: $0) } }
+}
+
+/// The bytes of an environment variable in the worker.
+struct ReadEnvironmentBytes: ProcessTask {
+  func run(_ name: String) async throws -> [UInt8]? {
+    getenv(name).map { Array(UnsafeRawBufferPointer(start: $0, count: strlen($0))) }
+  }
 }
 
 /// The worker's working directory.

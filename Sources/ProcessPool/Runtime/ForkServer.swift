@@ -60,7 +60,7 @@ enum ForkServer {
   /// process's) as its stderr, and `environment` (NUL-terminated entries, the marker with the
   /// worker's token among them; `backtraceEntry` is its `SWIFT_BACKTRACE` entry).
   static func spawn(
-    socket: Int32, ring: Int32, standardError: Int32, environment: [UInt8], backtraceEntry: String?
+    socket: Int32, ring: Int32, standardError: Int32, environment: [CChar], backtraceEntry: String?
   ) -> Outcome {
     state.withLock { state in
       guard let server = running(&state, backtraceEntry: backtraceEntry),
@@ -81,10 +81,8 @@ enum ForkServer {
         state.server!.prepared.formUnion(names)
       }
       var pid: pid_t = 0
-      let rc = environment.withUnsafeBytes { bytes in
-        pp_fork_server_spawn(
-          server.socket, socket, ring, standardError, bytes.baseAddress?.assumingMemoryBound(to: CChar.self),
-          UInt(bytes.count), &pid)
+      let rc = environment.withUnsafeBufferPointer { bytes in
+        pp_fork_server_spawn(server.socket, socket, ring, standardError, bytes.baseAddress, UInt(bytes.count), &pid)
       }
       if rc == 0 {
         state.server!.workers.insert(pid)
@@ -175,8 +173,8 @@ enum ForkServer {
     let environment =
       WorkerSpawner.environment(
         marker: PP_WORKER_ENV + "=" + PP_FORK_SERVER_MARKER + ":" + token, backtraceEntry: backtraceEntry)
-      + ["LD_BIND_NOW=1"]
-    var pointers = environment.map { strdup($0) } + [nil]
+      + ["LD_BIND_NOW=1".utf8CString.map { $0 }]
+    var pointers = environment.map { entry in entry.withUnsafeBufferPointer { strdup($0.baseAddress!) } } + [nil]
     var arguments = [strdup(CommandLine.arguments.first ?? "processpool-worker"), nil]
     defer {
       for pointer in pointers { free(pointer) }

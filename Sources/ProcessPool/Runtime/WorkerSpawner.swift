@@ -37,7 +37,8 @@ struct SpawnFailure: Error {
 
 /// Starts a worker: this executable again, with the marker in its environment and its end of a
 /// socket pair as fd 3, or a launcher command with that end as its stdin and stdout, through
-/// `posix_spawn` (never `fork`: a forked Swift process with threads is not safe).
+/// `posix_spawn`, or, for a local worker, forked by the `ForkServer` (never forked here: a forked
+/// Swift process with threads is not safe; the server has none).
 enum WorkerSpawner {
   /// What to do when a worker of this executable cannot enter its loop before `main`.
   static let bootstrapAdvice =
@@ -147,11 +148,9 @@ enum WorkerSpawner {
     // The backtracer's setting is read once, when the runtime starts: a worker that needs
     // another one than the fork server's is spawned.
     if command == nil, let backtrace {
-      var block: [UInt8] = []
-      for entry in environment { block += entry.utf8 + [0] }
       switch ForkServer.spawn(
-        socket: ends.1, ring: ring?.fd ?? -1, standardError: errorPipe?.write ?? -1, environment: block,
-        backtraceEntry: backtrace)
+        socket: ends.1, ring: ring?.fd ?? -1, standardError: errorPipe?.write ?? -1,
+        environment: environment.flatMap { $0 }, backtraceEntry: backtrace)
       {
       case .forked(let pid): forked = pid
       case .failed(let error): throw SpawnFailure("cannot start a worker", error)
@@ -181,28 +180,32 @@ enum WorkerSpawner {
       pid: pid, socket: parentEnd, ring: ring?.ring, pidfd: pidfd.map(Socket.init), standardError: errorPipe?.read)
   }
 
-  /// This process's environment for a new process of the pool: without any marker of ours (a
-  /// marker the program set must not shadow the new one), with `marker`, and with
-  /// `backtraceEntry` unless the user's own `SWIFT_BACKTRACE` is there already.
-  static func environment(marker: String, backtraceEntry: String?) -> [String] {
+  /// This process's environment for a new process of the pool, each entry with its NUL (bytes
+  /// as they are: an entry need not be UTF-8): without any marker of ours (a marker the program
+  /// set must not shadow the new one), with `marker`, and with `backtraceEntry` unless the user's
+  /// own `SWIFT_BACKTRACE` is there already.
+  static func environment(marker: String, backtraceEntry: String?) -> [[CChar]] {
     let markerPrefix = PP_WORKER_ENV + "="
-    var environment: [String] = []
+    var environment: [[CChar]] = []
     var backtraceSet = false
     if let base = pp_environ() {
       var index = 0
       while let entry = base[index] {
-        if strncmp(entry, markerPrefix, markerPrefix.utf8.count) != 0 { environment.append(String(cString: entry)) }
+        if strncmp(entry, markerPrefix, markerPrefix.utf8.count) != 0 {
+          environment.append(Array(UnsafeBufferPointer(start: entry, count: strlen(entry) + 1)))
+        }
         if strncmp(entry, "SWIFT_BACKTRACE=", 16) == 0 { backtraceSet = true }
         index += 1
       }
     }
-    environment.append(marker)
-    if let backtraceEntry, !backtraceSet { environment.append(backtraceEntry) }
+    environment.append(marker.utf8CString.map { $0 })
+    if let backtraceEntry, !backtraceSet { environment.append(backtraceEntry.utf8CString.map { $0 }) }
     return environment
   }
 
   /// The `SWIFT_BACKTRACE` entry of a local worker: the user's, else `backtracerOff` unless
-  /// `backtraces` (nil: none).
+  /// `backtraces` (nil: none). The runtime's backtracer makes a crash about ten times slower and
+  /// prints some 70 lines; the message of a fatalError is printed without it.
   static func backtraceEntry(backtraces: Bool) -> String? {
     if let value = getenv("SWIFT_BACKTRACE") { return "SWIFT_BACKTRACE=" + String(cString: value) }
     return backtraces ? nil : backtracerOff
@@ -210,11 +213,11 @@ enum WorkerSpawner {
 
   /// posix_spawn of a launcher's command (`launched`), or of this executable.
   private static func posixSpawn(
-    program: String, arguments: [String], launched: Bool, environment: [String], socket: Int32, ring: Int32,
+    program: String, arguments: [String], launched: Bool, environment: [[CChar]], socket: Int32, ring: Int32,
     standardError: Int32
   ) throws(SpawnFailure) -> pid_t {
     let arguments = arguments.map { strdup($0) } + [nil]
-    let environment = environment.map { strdup($0) } + [nil]
+    let environment = environment.map { entry in entry.withUnsafeBufferPointer { strdup($0.baseAddress!) } } + [nil]
     defer {
       for argument in arguments { free(argument) }
       for entry in environment { free(entry) }
