@@ -23,7 +23,7 @@ let package = Package(
       name: "Benchmarks",
       dependencies: ["ProcessPool"],
       path: "Benchmarks",
-      exclude: ["compare.sh"]
+      exclude: ["compare.sh", "python_peers.py"]
     ),
     .testTarget(
       name: "ProcessPoolTests",

@@ -2,6 +2,7 @@
 // Swift cannot do itself.
 #define _GNU_SOURCE
 #include "CProcessPoolShims.h"
+#include "forkserver_internal.h"
 
 #include <ctype.h>
 #include <dlfcn.h>
@@ -150,6 +151,9 @@ static int dispatch_is_shared(void) {
     return 1;
 }
 
+// dispatch_is_shared() as a fork server found it (its workers inherit it), else -1.
+static int dispatch_shared = -1;
+
 // 1 when the hook's own entry is in the executable's constructor array, so that, in a static
 // build, it can run the constructors after its own (libdispatch's among them) itself.
 static int hook_in_init_array(void) {
@@ -265,6 +269,27 @@ static int token_on_stdin(const char *token) {
 static void processpool_worker_hook(int argc, char **argv, char **envp) {
     const char *marker = getenv(PP_WORKER_ENV);
     if (marker == NULL) return;
+    // A fork server ("forkserver:<token>", its socket on 3) serves until its parent goes; it
+    // returns here only in each worker it forks, with that worker's environment (and marker).
+    size_t server_prefix = strlen(PP_FORK_SERVER_MARKER);
+    if (strncmp(marker, PP_FORK_SERVER_MARKER ":", server_prefix + 1) == 0) {
+        const char *token = marker + server_prefix + 1;
+        int shaped = strlen(token) == PP_TOKEN_LENGTH;
+        for (const char *c = token; shaped && *c != 0; c++) shaped = isxdigit((unsigned char)*c);
+        if (!shaped || !token_on_socket(3, token)) {
+            unsetenv(PP_WORKER_ENV);
+            write_stderr("ProcessPool: ignoring " PP_WORKER_ENV " in the environment: this process was not "
+                         "started by a process pool; main runs as usual\n");
+            return;
+        }
+        unsetenv(PP_WORKER_ENV);
+        // Asked once here rather than in every worker (a dlopen, which is not cheap).
+        dispatch_shared = dispatch_is_shared();
+        pp_fork_server_run(3, dispatch_shared);
+        envp = environ;
+        marker = getenv(PP_WORKER_ENV);
+        if (marker == NULL) _exit(PP_EXIT_NO_ENTRY);
+    }
     // Only a process the pool started is a worker: the marker must have the pool's shape and its
     // token must be waiting where the protocol runs. Anything else (the variable left in a
     // user's environment) is reported once, and `main` runs as usual.
@@ -298,7 +323,7 @@ static void processpool_worker_hook(int argc, char **argv, char **envp) {
     // object, initialised before the executable's constructors. In a --static-swift-stdlib build
     // its initialiser is one of the executable's constructors that come after this one: run them
     // here, then the loop, and exit, so none runs twice and `main` never runs.
-    if (!dispatch_is_shared()) {
+    if (!(dispatch_shared >= 0 ? dispatch_shared : dispatch_is_shared())) {
         if (!hook_in_init_array()) {
             write_stderr("ProcessPool: this worker cannot start before main: the executable was linked "
                          "without __init_array_start; link it with the system linker (ld, gold or lld)\n");

@@ -22,6 +22,14 @@ extension WorkerProcessTests {
           $0.contains("socket:") || $0.contains("pipe:") || $0.contains("processpool") || $0.contains("pidfd")
         }
         #expect(pools == [], "all of 0-2: \(findings.standardStreams)")
+        // Its worker has 0 and 1 closed too (as a spawned process would), and its stderr pipe on
+        // 2: in particular not the working directory that the fork server is handed, nor any
+        // other descriptor of the pool.
+        let inherited = findings.workerStandardStreams.filter {
+          $0.contains("-> /") || $0.contains("processpool") || $0.contains("socket:")
+            || ($0.contains("pipe:") && !$0.hasPrefix("2 "))
+        }
+        #expect(inherited == [], "the worker's 0-2: \(findings.workerStandardStreams)")
       }
     }
 
@@ -49,6 +57,8 @@ struct NestedPoolWithoutStandardStreams: ProcessTask {
     var square: Int
     /// `fd -> target` for each of 0, 1, 2 that is open while the nested pool runs.
     var standardStreams: [String]
+    /// The same in the nested pool's worker.
+    var workerStandardStreams: [String]
   }
 
   func run(_ x: Int) async throws -> Findings {
@@ -62,8 +72,9 @@ struct NestedPoolWithoutStandardStreams: ProcessTask {
     }
     let square = try await pool.submit(Square(), x).value
     let open = (0...2).compactMap { fd in Self.target(of: fd).map { "\(fd) -> \($0)" } }
+    let workerOpen = try await pool.submit(StandardStreamTargets(), 0).value
     await pool.shutdown()
-    return Findings(crash: crash, square: square, standardStreams: open)
+    return Findings(crash: crash, square: square, standardStreams: open, workerStandardStreams: workerOpen)
   }
 
   static func target(of fd: Int) -> String? {
@@ -71,6 +82,13 @@ struct NestedPoolWithoutStandardStreams: ProcessTask {
     let count = readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
     guard count > 0 else { return nil }
     return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+  }
+}
+
+/// `fd -> target` for each of 0, 1, 2 that is open in the worker.
+struct StandardStreamTargets: ProcessTask {
+  func run(_: Int) async throws -> [String] {
+    (0...2).compactMap { fd in NestedPoolWithoutStandardStreams.target(of: fd).map { "\(fd) -> \($0)" } }
   }
 }
 

@@ -236,7 +236,7 @@ extension WorkerProcessTests {
         #expect(futures.allSatisfy { $0.isDone })
         for (index, future) in futures.enumerated() { #expect(try await future.value == index % 3) }
         #expect(pool.workerPIDs.isEmpty)
-        #expect(LeakCheck.childPIDs().isEmpty)
+        #expect(LeakCheck.workerProcesses().isEmpty)
       }
     }
 

@@ -386,12 +386,17 @@ extension WorkerProcessTests {
         kill(parent, SIGKILL)
         #expect(reaped.withLock { reaped.wait(until: .now.advanced(by: .seconds(30))) { reports.withLock { $0 } > 0 } })
         ProcessPoolLog.setHandler { _, _ in }
-        // The grandchild (a sleeping worker of the killed parent) must exit by itself.
-        let exited = waitForExit(grandchild, timeout: .seconds(10))
-        #expect(exited, "worker \(grandchild) outlived its parent")
-        if !exited {
-          kill(grandchild, SIGKILL)
-          _ = waitForExit(grandchild, timeout: .seconds(10))
+        // The grandchild (a sleeping worker of the killed parent) must exit by itself, and so
+        // must the killed parent's fork server (adopted by now, like every orphan of the parent).
+        let ours = ForkServer.current?.pid
+        let orphans = Set([grandchild] + LeakCheck.childPIDs().filter { $0 != ours })
+        for orphan in orphans {
+          let exited = waitForExit(orphan, timeout: .seconds(10))
+          #expect(exited, "process \(orphan) (worker \(grandchild)'s pool) outlived its parent")
+          if !exited {
+            kill(orphan, SIGKILL)
+            _ = waitForExit(orphan, timeout: .seconds(10))
+          }
         }
       }
     }

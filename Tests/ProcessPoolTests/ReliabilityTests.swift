@@ -289,9 +289,17 @@ extension WorkerProcessTests {
 
     @Test func withSIGCHLDIgnoredACrashReportsAnUnknownStatusNotAMadeUpCode() async throws {
       try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
-        let text = try await pool.submit(CrashWithSIGCHLDIgnored(), 0).value
+        let text = try await pool.submit(CrashWithSIGCHLDIgnored(), 1).value
         #expect(text.hasPrefix("workerCrashed nil"), "\(text)")
         #expect(text.contains("SIGCHLD") && !text.contains("-1"), "\(text)")
+      }
+    }
+
+    @Test func withSIGCHLDIgnoredAForkedWorkersCrashStillHasItsStatus() async throws {
+      // The fork server is the worker's parent and reaps it: this process's SIGCHLD does not matter.
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let text = try await pool.submit(CrashWithSIGCHLDIgnored(), 0).value
+        #expect(text.hasPrefix("workerCrashed exit code 99"), "\(text)")
       }
     }
   }

@@ -135,4 +135,32 @@ long pp_write_stderr(const void *bytes, unsigned long count);
 /// The process environment (`environ`), which Swift cannot name portably.
 char *const *pp_environ(void);
 
+/// The marker's `<where>` for a fork server (`forkserver:<token>`): a process that stops in the
+/// pre-main hook, single-threaded, and forks local workers on request over the socket on fd 3.
+#define PP_FORK_SERVER_MARKER "forkserver"
+
+/// What `pp_fork_server_spawn` and `pp_fork_server_wait` return when the request went out but no
+/// answer came (the server died meanwhile): whether it forked is unknown.
+#define PP_FORK_SERVER_LOST 0x10000
+
+/// Asks the fork server on `server` (a blocking socket) for a worker with `child_fd` on fd 3,
+/// `ring_fd` (when not -1) on 4, `error_fd` (or, when -1, this process's stderr) as its stderr,
+/// this process's stdin, stdout and working directory as they are now, and `length` bytes of
+/// NUL-terminated entries as its environment; in a process group of its own, killed when the
+/// server ends. Returns 0 with the pid in `pid`; a positive errno value when the request could
+/// not be sent (the server is gone), `PP_FORK_SERVER_LOST`, or a negative errno value when the
+/// server could not fork.
+int pp_fork_server_spawn(int server, int child_fd, int ring_fd, int error_fd, const char *environment,
+                         unsigned long length, pid_t *pid);
+
+/// Has the fork server look up the task and initializer types named in `names` (`length` bytes
+/// of NUL-terminated mangled names) before it forks more workers, which then find them at once.
+/// No answer; returns 0, a positive errno value or `PP_FORK_SERVER_LOST`.
+int pp_fork_server_prepare(int server, const char *names, unsigned long length);
+
+/// Asks the fork server to waitpid(`pid`) (with WNOHANG when `nohang`): 0 with the result (the
+/// pid, or 0 while it runs) and the raw status; a positive errno value or `PP_FORK_SERVER_LOST`
+/// when the server cannot be reached, a negative one from waitpid.
+int pp_fork_server_wait(int server, pid_t pid, int nohang, pid_t *result, int *status);
+
 #endif

@@ -343,8 +343,8 @@ extension PoolCore {
     do {
       // Known to have exited: no blocking wait (with SIGCHLD ignored, a blocking waitpid would
       // wait for every other child too).
-      var status = exited ? try Syscall.waitPID(channel.pid, noHang: true) : nil
-      if status == nil { status = try Syscall.waitPID(channel.pid, noHang: false) }
+      var status = exited ? try ForkServer.waitPID(channel.pid, noHang: true) : nil
+      if status == nil { status = try ForkServer.waitPID(channel.pid, noHang: false) }
       if let status { termination = Self.termination(fromWaitStatus: status) }
     } catch {
       // ECHILD: SIGCHLD is ignored here, so the system reaped the worker and kept no status.

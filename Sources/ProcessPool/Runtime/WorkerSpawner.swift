@@ -38,7 +38,8 @@ struct SpawnFailure: Error {
 
 /// Starts a worker: this executable again, with the marker in its environment and its end of a
 /// socket pair as fd 3, or a launcher command with that end as its stdin and stdout, through
-/// `posix_spawn` (never `fork`: a forked Swift process with threads is not safe).
+/// `posix_spawn`, or, for a local worker, forked by the `ForkServer` (never forked here: a forked
+/// Swift process with threads is not safe; the server has none).
 enum WorkerSpawner {
   /// What to do when a worker of this executable cannot enter its loop before `main`.
   static let bootstrapAdvice =
@@ -54,10 +55,20 @@ enum WorkerSpawner {
 
   static let localEntryAvailable = pp_worker_entry_available() != 0
 
-  /// Starts a worker of `launcher`, with its stderr as `standardError` says.
+  /// Starts a worker of `launcher`, with its stderr as `standardError` says. A local worker is
+  /// forked by the fork server where it runs, else spawned.
   static func spawn(
     _ launcher: WorkerLauncher, standardError: ProcessPoolExecutor.WorkerStandardError, backtraces: Bool
   ) throws(SpawnFailure) -> SpawnedWorker {
+    while true {
+      if let worker = try spawnOnce(launcher, standardError: standardError, backtraces: backtraces) { return worker }
+    }
+  }
+
+  /// One attempt; nil when the fork server died while it handled the request.
+  private static func spawnOnce(
+    _ launcher: WorkerLauncher, standardError: ProcessPoolExecutor.WorkerStandardError, backtraces: Bool
+  ) throws(SpawnFailure) -> SpawnedWorker? {
     if pp_started_as_worker() != 0 && !WorkerLoop.isActive.load(ordering: .acquiring) {
       throw SpawnFailure(
         ProcessPoolError(
@@ -133,53 +144,99 @@ enum WorkerSpawner {
     } catch {
       throw SpawnFailure(ProcessPoolError(.workerStartFailed, "cannot write the worker's token: \(error)"))
     }
-    let markerPrefix = PP_WORKER_ENV + "="
-    var environment: [UnsafeMutablePointer<CChar>?] = []
-    var backtraceSet = false
-    if let base = pp_environ() {
-      var index = 0
-      while let entry = base[index] {
-        // A marker of our own (set by the program after start) must not shadow the worker's.
-        if strncmp(entry, markerPrefix, markerPrefix.utf8.count) != 0 { environment.append(entry) }
-        if strncmp(entry, "SWIFT_BACKTRACE=", 16) == 0 { backtraceSet = true }
-        index += 1
+    let launcherMarker = WorkerLauncher.environmentMarker + ":" + token
+    let marker = command == nil ? PP_WORKER_ENV + "=3,4:" + token : launcherMarker
+    let backtrace = command == nil ? backtraceEntry(backtraces: backtraces) : nil
+    let environment = Self.environment(marker: marker, backtraceEntry: backtrace)
+    var forked: pid_t?
+    // The backtracer's setting is read once, when the runtime starts: a worker that needs
+    // another one than the fork server's is spawned.
+    if command == nil, let backtrace {
+      switch ForkServer.spawn(
+        socket: ends.1, ring: ring?.fd ?? -1, standardError: errorPipe?.write ?? -1,
+        environment: environment.flatMap { $0 }, backtraceEntry: backtrace)
+      {
+      case .forked(let pid): forked = pid
+      case .failed(let error): throw SpawnFailure("cannot start a worker", error)
+      // The worker's token may be gone with a worker that died with the server: start over,
+      // with new descriptors and a new server (or, after a few, without one).
+      case .lost: return nil
+      case .unavailable: forked = nil
       }
     }
-    let launcherMarker = WorkerLauncher.environmentMarker + ":" + token
-    let marker = strdup(command == nil ? markerPrefix + "3,4:" + token : launcherMarker)
-    // The runtime's backtracer makes a crash about ten times slower and prints some 70 lines;
-    // the message of a fatalError is printed without it. The user's own setting wins.
-    let noBacktrace = command == nil && !backtraceSet && !backtraces ? strdup(Self.backtracerOff) : nil
     // A launcher whose command line passes the marker on itself (`env PROCESSPOOL_WORKER_FD=stdio
     // app`, and the ssh launcher's remote command) gets this worker's token there too.
-    let commandLine = command?.map { $0.replacing(WorkerLauncher.environmentMarker, with: launcherMarker) }
-    let arguments = (commandLine ?? [CommandLine.arguments.first ?? "processpool-worker"]).map { strdup($0) } + [nil]
-    defer {
-      free(marker)
-      free(noBacktrace)
-      for argument in arguments { free(argument) }
-    }
-    environment.append(marker)
-    if let noBacktrace { environment.append(noBacktrace) }
-    environment.append(nil)
-    let program = command?[0] ?? selfExecutable
-
-    var pid: pid_t = 0
-    let rc = arguments.withUnsafeBufferPointer { argv in
-      environment.withUnsafeBufferPointer { envp in
-        pp_spawn_worker(
-          &pid, program, argv.baseAddress, envp.baseAddress, ends.1, ring?.fd ?? -1, command == nil ? 0 : 1,
-          errorPipe?.write ?? -1)
-      }
-    }
-    guard rc == 0 else {
-      throw SpawnFailure("cannot start \(program)", Errno(code: rc, call: "posix_spawn"))
+    let pid: pid_t
+    if let forked {
+      pid = forked
+    } else {
+      pid = try posixSpawn(
+        program: command?[0] ?? selfExecutable,
+        arguments: command?.map { $0.replacing(WorkerLauncher.environmentMarker, with: launcherMarker) }
+          ?? [CommandLine.arguments.first ?? "processpool-worker"],
+        launched: command != nil, environment: environment, socket: ends.1, ring: ring?.fd ?? -1,
+        standardError: errorPipe?.write ?? -1)
     }
     // Without a pidfd (an old kernel, or no descriptor left) the end of the socket says when
     // the worker is gone, as before.
     let pidfd = try? Syscall.pidfdOpen(pid)
     spawned = true
     return SpawnedWorker(pid: pid, socket: parentEnd, ring: ring?.ring, pidfd: pidfd, standardError: errorPipe?.read)
+  }
+
+  /// This process's environment for a new process of the pool, each entry with its NUL (bytes
+  /// as they are: an entry need not be UTF-8): without any marker of ours (a marker the program
+  /// set must not shadow the new one), with `marker`, and with `backtraceEntry` unless the user's
+  /// own `SWIFT_BACKTRACE` is there already.
+  static func environment(marker: String, backtraceEntry: String?) -> [[CChar]] {
+    let markerPrefix = PP_WORKER_ENV + "="
+    var environment: [[CChar]] = []
+    var backtraceSet = false
+    if let base = pp_environ() {
+      var index = 0
+      while let entry = base[index] {
+        if strncmp(entry, markerPrefix, markerPrefix.utf8.count) != 0 {
+          environment.append(Array(UnsafeBufferPointer(start: entry, count: strlen(entry) + 1)))
+        }
+        if strncmp(entry, "SWIFT_BACKTRACE=", 16) == 0 { backtraceSet = true }
+        index += 1
+      }
+    }
+    environment.append(marker.utf8CString.map { $0 })
+    if let backtraceEntry, !backtraceSet { environment.append(backtraceEntry.utf8CString.map { $0 }) }
+    return environment
+  }
+
+  /// The `SWIFT_BACKTRACE` entry of a local worker: the user's, else `backtracerOff` unless
+  /// `backtraces` (nil: none). The runtime's backtracer makes a crash about ten times slower and
+  /// prints some 70 lines; the message of a fatalError is printed without it.
+  static func backtraceEntry(backtraces: Bool) -> String? {
+    if let value = getenv("SWIFT_BACKTRACE") { return "SWIFT_BACKTRACE=" + String(cString: value) }
+    return backtraces ? nil : backtracerOff
+  }
+
+  /// posix_spawn of a launcher's command (`launched`), or of this executable.
+  private static func posixSpawn(
+    program: String, arguments: [String], launched: Bool, environment: [[CChar]], socket: Int32, ring: Int32,
+    standardError: Int32
+  ) throws(SpawnFailure) -> pid_t {
+    let arguments = arguments.map { strdup($0) } + [nil]
+    let environment = environment.map { entry in entry.withUnsafeBufferPointer { strdup($0.baseAddress!) } } + [nil]
+    defer {
+      for argument in arguments { free(argument) }
+      for entry in environment { free(entry) }
+    }
+    var pid: pid_t = 0
+    let rc = arguments.withUnsafeBufferPointer { argv in
+      environment.withUnsafeBufferPointer { envp in
+        pp_spawn_worker(
+          &pid, program, argv.baseAddress, envp.baseAddress, socket, ring, launched ? 1 : 0, standardError)
+      }
+    }
+    guard rc == 0 else {
+      throw SpawnFailure("cannot start \(program)", Errno(code: rc, call: "posix_spawn"))
+    }
+    return pid
   }
 
   /// `PP_TOKEN_LENGTH` random hex digits.

@@ -432,7 +432,9 @@ extension PoolState {
   /// status the system did not keep.
   static func describe(_ termination: ProcessPoolError.Termination?) -> String {
     guard let termination else {
-      return "an unknown status (this process ignores SIGCHLD, so the system discarded the worker's exit status)"
+      return
+        "an unknown status (the system discarded the worker's exit status: this process ignores SIGCHLD, or the "
+        + "fork server that started the worker died)"
     }
     guard case .exited(let code) = termination, let meaning = workerExitMeanings[code] else { return "\(termination)" }
     return "\(termination) (\(meaning))"

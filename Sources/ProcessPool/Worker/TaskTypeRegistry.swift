@@ -24,6 +24,12 @@ enum TaskTypeRegistry {
     return name
   }
 
+  /// Every name `name(for:)` has handed out in this process (what a fork server looks up ahead).
+  static func resolvedNames() -> [String] { names.withLock { Array($0.values) } }
+
+  /// How many names `name(for:)` has handed out.
+  static var resolvedCount: Int { names.withLock { $0.count } }
+
   /// The type's name as a user writes it: `String(reflecting:)` without the runtime's
   /// `(unknown context at $…).` that stands for a private or local scope, and with a local
   /// type's `(LocalTask #1 in f())` as `LocalTask`.

@@ -4,3 +4,12 @@
 func processPoolWorkerEntry(_ input: Int32, _ output: Int32) {
   WorkerLoop(input: input, output: output).run()
 }
+
+/// Called by a fork server (before `main`, single-threaded, in a dynamically linked build) with
+/// the mangled name of a task or initializer type the pool uses: the lookup, most of what a fresh
+/// worker spends before its first result, is done once there, and its workers inherit the result.
+@_cdecl("processpool_fork_server_prepare")
+func processPoolForkServerPrepare(_ name: UnsafePointer<CChar>) {
+  let name = String(cString: name)
+  if TaskTypeRegistry.task(named: name) == nil { _ = TaskTypeRegistry.initializer(named: name) }
+}

@@ -7,7 +7,10 @@ import Testing
 #endif
 
 /// What a test may leave behind: nothing. Children of this process (running or zombie) and the
-/// sockets, pipes, pidfds and rings it holds are compared before and after.
+/// sockets, pipes, pidfds and memfds it holds are compared before and after. The fork server (one
+/// per process, started with the first local worker, kept until the process ends) and its socket
+/// do not count; its workers do, as children of the server (`ForkServerTests` checks they are all
+/// reaped).
 struct LeakCheck {
   let descriptors: [String]
 
@@ -17,17 +20,28 @@ struct LeakCheck {
 
   /// Fails the test if a child process or a socket or pipe descriptor was left behind.
   func verify(sourceLocation: SourceLocation = #_sourceLocation) {
-    let children = LeakCheck.childPIDs()
+    let server = ForkServer.current
+    let children = LeakCheck.workerProcesses()
     #expect(children.isEmpty, "child processes left behind: \(children)", sourceLocation: sourceLocation)
-    let now = LeakCheck.socketsAndPipes()
+    let serverSocket = server.map { "\($0.socket)->" }
+    let notServer = { (descriptor: String) in serverSocket == nil || !descriptor.hasPrefix(serverSocket!) }
+    let before = descriptors.filter(notServer)
+    let now = LeakCheck.socketsAndPipes().filter(notServer)
     #expect(
-      now.count <= descriptors.count, "descriptors left open: \(now) (before: \(descriptors))",
+      now.count <= before.count, "descriptors left open: \(now) (before: \(before))",
       sourceLocation: sourceLocation)
   }
 
-  /// The pids whose parent is this process, zombies included.
-  static func childPIDs() -> [Int32] {
-    let me = getpid()
+  /// Workers and other processes this process started, zombies included: its children but the
+  /// fork server, and the fork server's children.
+  static func workerProcesses() -> [Int32] {
+    let server = ForkServer.current?.pid
+    return childPIDs().filter { $0 != server } + (server.map { childPIDs(of: $0) } ?? [])
+  }
+
+  /// The pids whose parent is `parent` (this process by default), zombies included.
+  static func childPIDs(of parent: Int32 = getpid()) -> [Int32] {
+    let me = parent
     var result: [Int32] = []
     guard let dir = opendir("/proc") else { return [] }
     defer { closedir(dir) }

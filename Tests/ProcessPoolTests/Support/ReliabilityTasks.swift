@@ -151,9 +151,18 @@ struct MapNearTheDescriptorLimit: ProcessTask {
 
 /// In a worker: ignores SIGCHLD, crashes a task of a nested pool and returns the error's text.
 struct CrashWithSIGCHLDIgnored: ProcessTask {
-  func run(_: Int) async throws -> String {
+  /// `spawned` 1: the nested pool's workers are spawned (its backtracer setting differs from the
+  /// fork server's), so they are this process's children; 0: forked by its fork server.
+  func run(_ spawned: Int) async throws -> String {
     signal(SIGCHLD, SIG_IGN)
-    let pool = try ProcessPoolExecutor(maxWorkers: 2)
+    var configuration = ProcessPoolExecutor.Configuration()
+    configuration.maxWorkers = 2
+    if spawned == 1 {
+      // This worker's own environment has the backtracer off, which would be the user's setting.
+      unsetenv("SWIFT_BACKTRACE")
+      configuration.workerBacktraces = true
+    }
+    let pool = try ProcessPoolExecutor(configuration: configuration)
     defer { pool.shutdownAndWaitFromTask() }
     do {
       _ = try await pool.submit(Crash(), .exit).value
