@@ -375,29 +375,12 @@ extension WorkerProcessTests {
         let parent = pool.workerPIDs[0]
         // The pool reports the crash once it has reaped the parent; by then the grandchild is
         // ours (re-parented when its parent died).
-        let reaped = ConditionLock()
-        let reports = Mutex(0)
-        ProcessPoolLog.setHandler { _, _ in
-          reaped.withLock {
-            reports.withLock { $0 += 1 }
-            reaped.broadcast()
-          }
-        }
-        kill(parent, SIGKILL)
-        #expect(reaped.withLock { reaped.wait(until: .now.advanced(by: .seconds(30))) { reports.withLock { $0 } > 0 } })
-        ProcessPoolLog.setHandler { _, _ in }
+        killAndAwaitReport(parent)
         // The grandchild (a sleeping worker of the killed parent) must exit by itself, and so
         // must the killed parent's fork server (adopted by now, like every orphan of the parent).
         let ours = ForkServer.current?.pid
         let orphans = Set([grandchild] + LeakCheck.childPIDs().filter { $0 != ours })
-        for orphan in orphans {
-          let exited = waitForExit(orphan, timeout: .seconds(10))
-          #expect(exited, "process \(orphan) (worker \(grandchild)'s pool) outlived its parent")
-          if !exited {
-            kill(orphan, SIGKILL)
-            _ = waitForExit(orphan, timeout: .seconds(10))
-          }
-        }
+        expectExit(of: orphans, "worker \(grandchild)'s pool")
       }
     }
   }
@@ -410,25 +393,4 @@ struct IgnoreTermAndSleep: ProcessTask {
     usleep(600_000_000)
     return 0
   }
-}
-
-/// Waits for an adopted child to exit, from a thread, with a deadline.
-func waitForExit(_ pid: Int32, timeout: Duration) -> Bool {
-  let gate = ConditionLock()
-  let done = Mutex(false)
-  try? OSThread.start(name: "test-reaper") {
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 {
-      if errno == EINTR { continue }
-      // ECHILD: not adopted yet (its parent is still dying). Nothing signals the re-parenting,
-      // so look again shortly, until it is ours to reap or gone.
-      if errno != ECHILD || kill(pid, 0) != 0 { break }
-      usleep(1000)
-    }
-    gate.withLock {
-      done.withLock { $0 = true }
-      gate.broadcast()
-    }
-  }
-  return gate.withLock { gate.wait(until: .now.advanced(by: timeout)) { done.withLock { $0 } } }
 }

@@ -128,25 +128,8 @@ extension WorkerProcessTests {
         #expect(inner.count == 2 && inner[0] != inner[1])
         let parent = pool.workerPIDs[0]
         #expect(inner.allSatisfy { $0 > 0 && $0 != parent })
-        let reaped = ConditionLock()
-        let reports = Mutex(0)
-        ProcessPoolLog.setHandler { _, _ in
-          reaped.withLock {
-            reports.withLock { $0 += 1 }
-            reaped.broadcast()
-          }
-        }
-        kill(parent, SIGKILL)
-        #expect(reaped.withLock { reaped.wait(until: .now.advanced(by: .seconds(30))) { reports.withLock { $0 } > 0 } })
-        ProcessPoolLog.setHandler { _, _ in }
-        for orphan in inner {
-          let exited = waitForExit(orphan, timeout: .seconds(10))
-          #expect(exited, "process \(orphan) outlived the process whose pool it served")
-          if !exited {
-            kill(orphan, SIGKILL)
-            _ = waitForExit(orphan, timeout: .seconds(10))
-          }
-        }
+        killAndAwaitReport(parent)
+        expectExit(of: inner, "the nested pool of a killed worker")
       }
     }
 
