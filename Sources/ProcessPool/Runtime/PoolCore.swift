@@ -9,6 +9,11 @@ import Synchronization
 /// carries out what state transitions ask for (spawning, writing, signalling, finishing
 /// futures) with the lock released. The I/O thread keeps it alive until every worker is reaped,
 /// so dropping the executor finishes the work instead of orphaning it.
+///
+/// Lock order: the state's lock, then `channels`, then one channel's output lock; also the
+/// state's lock, then a future's own lock (`JobSink.start` marks a future running, nothing
+/// more). Never the reverse: a future's watchers (continuations, `asCompleted`, done-callbacks)
+/// run only from `perform`, with no pool lock held.
 final class PoolCore: Sendable {
   let state: Mutex<PoolState>
   /// Every worker's channel, by worker id: added when the I/O thread spawned it, removed and
