@@ -62,7 +62,6 @@ extension PoolState {
         // Every process counts, a retiring one too: never more alive than the launcher allows.
         let count = min(wanted, launchers[launcher].workers - launcherAlive[launcher] - launcherSpawning[launcher])
         guard count > 0 else { continue }
-        spawning += count
         launcherSpawning[launcher] += count
         effects.spawns += repeatElement(launcher, count: count)
         wanted -= count
@@ -254,21 +253,20 @@ extension PoolState {
   ) {
     self.now = now
     ioThreadRunning = false
-    spawning -= spawns.count
     for launcher in spawns { launcherSpawning[launcher] -= 1 }
     breakPool(ProcessPoolError(.brokenPool, "cannot start the pool's I/O thread: \(reason)"), &effects)
   }
 
   /// Fails everything and stops every worker: the pool takes no more work.
   mutating func breakPool(_ error: ProcessPoolError, _ effects: inout PoolEffects) {
-    if case .broken(let first) = lifecycle {
+    if lifecycle == .broken, let first = brokenReason {
       for job in queue.removeAll() { effects.failures.append((job.sink, first)) }
       dropSources(first, &effects)
       advance(&effects)
       return
     }
     if lifecycle == .stopped { return }
-    lifecycle = .broken(error)
+    lifecycle = .broken
     brokenReason = error
     effects.logs.append((.error, "pool broken: \(error.message)"))
     for job in queue.removeAll() { effects.failures.append((job.sink, error)) }

@@ -11,7 +11,6 @@ extension PoolState {
   ) {
     now = spawnedAt
     spawnRetryAt = nil
-    spawning -= 1
     launcherSpawning[launcher] -= 1
     let launched = launchers[launcher].arguments != nil
     let launchDeadline = launched ? configuration.launchTimeout.map { spawnedAt.advanced(by: $0) } : nil
@@ -40,7 +39,6 @@ extension PoolState {
     launcher: Int, _ error: ProcessPoolError, exhausted: Bool, now: MonotonicInstant, _ effects: inout PoolEffects
   ) {
     self.now = now
-    spawning -= 1
     launcherSpawning[launcher] -= 1
     // Out of descriptors or processes is the system's state, not the launcher's fault: while
     // some worker runs, go on with the workers there are and try again later (said once).

@@ -7,8 +7,8 @@ struct PoolState: ~Copyable {
     case running
     /// No new work; queued work still runs, then workers are stopped.
     case shuttingDown
-    /// No new work; every job failed with this error.
-    case broken(ProcessPoolError)
+    /// No new work; every job failed with `brokenReason`.
+    case broken
     /// Every worker reaped; nothing runs.
     case stopped
   }
@@ -19,7 +19,8 @@ struct PoolState: ~Copyable {
   var lifecycle: Lifecycle = .running
   /// Set by `terminateWorkers`/`killWorkers`: workers are not replaced and running work fails.
   var forced = false
-  /// Why the pool broke, kept after it is stopped so later submits can say so.
+  /// Why the pool broke (set once, with `.broken`), kept after it is stopped so later submits
+  /// can say so.
   var brokenReason: ProcessPoolError?
   var queue = JobQueue()
   /// Lazy inputs still to pull from, oldest first (`PoolState+Sources.swift`).
@@ -36,7 +37,7 @@ struct PoolState: ~Copyable {
   var launcherStartFailures: [Int]
   var launcherGivenUp: [Bool]
   /// Workers being spawned right now, over all launchers (counted against the capacity).
-  var spawning = 0
+  var spawning: Int { launcherSpawning.reduce(0, +) }
   /// The instant of the event being handled. Every event method takes it as an argument and the
   /// transitions it runs use it: the state reads no clock, so tests choose the time.
   var now = MonotonicInstant(sinceOrigin: .zero)
@@ -110,8 +111,7 @@ struct PoolState: ~Copyable {
   var rejection: ProcessPoolError? {
     switch lifecycle {
     case .running: return nil
-    case .broken(let error): return error
-    case .shuttingDown, .stopped:
+    case .shuttingDown, .broken, .stopped:
       if let brokenReason { return brokenReason }
       return ProcessPoolError(.shutDown, "cannot schedule new work after shutdown")
     }
