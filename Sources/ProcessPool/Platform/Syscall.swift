@@ -220,6 +220,11 @@ enum Syscall {
     _ = nanosleep(&request, nil)
   }
 
+  /// Lets another runnable thread have this processor (a spinning thread's courtesy).
+  static func yieldProcessor() {
+    _ = sched_yield()
+  }
+
   /// Waits for `pid`; returns its raw wait status, or nil with `WNOHANG` when it still runs.
   static func waitPID(_ pid: pid_t, noHang: Bool) throws(Errno) -> Int32? {
     var status: Int32 = 0

@@ -44,6 +44,10 @@ extension PoolCore {
     var lastFrames = MonotonicInstant(sinceOrigin: .zero)
     /// The ring gave frames in this pass.
     var tookFrames = false
+    /// Results the ring gave in this pass.
+    var resultsTaken = 0
+    /// Jobs its worker had left after the last results were delivered.
+    var jobsLeft = 0
     /// This pass's events.
     var readable = false
     var writable = false
@@ -74,6 +78,12 @@ extension PoolCore {
     var events = [pp_epoll_event](repeating: pp_epoll_event(), count: 256)
     var nextDeadline: MonotonicInstant?
     var deadlinesDue = true
+    var spin = ReplySpin()
+    // The last pass delivered single results, each leaving its worker with nothing to do: round
+    // trips one at a time, where the next reply comes as soon as the caller asks, and looking
+    // for it pays. A pipeline (several results, or jobs still queued at the worker) keeps this
+    // thread awake anyway and needs the processors for the workers' jobs.
+    var oneAtATime = false
     while true {
       for channel in spawnPendingWorkers(poller) { readers[channel.worker] = Reader(channel) }
       let stopped = state.withLock { $0.lifecycle == .stopped && $0.workers.isEmpty }
@@ -81,6 +91,11 @@ extension PoolCore {
       // Replies a busy worker published while this thread was awake are taken without
       // sleeping; one published after the flag is up makes the worker send a `wake` frame.
       var timeout = Self.milliseconds(until: nextDeadline)
+      // A busy worker's reply may be microseconds away: looking for it a little is cheaper than
+      // sleeping and being woken for it.
+      if timeout != 0 && oneAtATime && spin.look(until: { hot.contains { $0.ring?.hasFrames == true } }) {
+        timeout = 0
+      }
       for reader in hot { reader.ring?.ring.setParentSleeping(true) }
       pp_fence()
       if hot.contains(where: { $0.ring?.hasFrames == true }) { timeout = 0 }
@@ -141,6 +156,8 @@ extension PoolCore {
       }
       // Quiet rings go back to waking this thread; one that got a frame meanwhile stays.
       let now = MonotonicInstant.now
+      var mostTaken = 0
+      var jobsLeft = false
       var index = 0
       while index < hot.count {
         let reader = hot[index]
@@ -151,6 +168,9 @@ extension PoolCore {
         }
         if reader.tookFrames { reader.lastFrames = now }
         reader.tookFrames = false
+        mostTaken = max(mostTaken, reader.resultsTaken)
+        if reader.resultsTaken > 0 && reader.jobsLeft > 0 { jobsLeft = true }
+        reader.resultsTaken = 0
         reader.served = false
         if reader.lastFrames.duration(to: now) >= Self.quietBeforeWaking, let ring = reader.ring {
           ring.ring.setParentSleeping(true)
@@ -166,6 +186,7 @@ extension PoolCore {
         }
         index += 1
       }
+      oneAtATime = mostTaken == 1 && !jobsLeft
       if deadlinesDue || nextDeadline.map({ $0 <= .now }) == true {
         deadlinesDue = false
         nextDeadline = transition { state, effects in state.checkDeadlines(now: .now, &effects) }
@@ -269,10 +290,11 @@ extension PoolCore {
           results.append((header.id, payload))
         }
         if results.isEmpty && !announced { break }
-        deliver(results, from: worker, flushes: &flushes)
+        buffer.jobsLeft = deliver(results, from: worker, flushes: &flushes)
         for span in shared { ring.ring.values?.release(span, .toParent) }
         buffer.ring!.release()
         buffer.tookFrames = true
+        buffer.resultsTaken += results.count
         if announced { buffer.ring!.expectedOnSocket += 1 }
         progressed = true
       }
@@ -282,13 +304,14 @@ extension PoolCore {
 
   /// Hands a batch of results to the state under one lock and one dispatch pass, then to
   /// their futures. A result the worker was not running stops the batch (the worker is being
-  /// killed for it).
+  /// killed for it). Returns the jobs the worker has left.
+  @discardableResult
   private func deliver(
     _ results: [(id: UInt64, payload: UnsafeRawBufferPointer)], from worker: Int, flushes: inout [WorkerChannel]
-  ) {
-    guard !results.isEmpty else { return }
+  ) -> Int {
+    guard !results.isEmpty else { return 0 }
     let now = MonotonicInstant.now
-    let deliveries = transition(deferringFlushesTo: &flushes) { state, effects in
+    let (deliveries, jobsLeft) = transition(deferringFlushesTo: &flushes) { state, effects in
       var deliveries: [(Job, Int32)] = []
       deliveries.reserveCapacity(results.count)
       for result in results {
@@ -298,9 +321,10 @@ extension PoolCore {
         deliveries.append(delivery)
       }
       state.advance(&effects)
-      return deliveries
+      return (deliveries, state.index(ofWorker: worker).map { state.workers[$0].inflight.count } ?? 0)
     }
     for (index, (job, pid)) in deliveries.enumerated() { job.sink.deliver(results[index].payload, workerPID: pid) }
+    return jobsLeft
   }
 
   private func handle(
