@@ -12,7 +12,7 @@ struct RawOutcomes: Sendable {
   /// Checks the framing of `count` outcomes and copies them.
   init(_ payload: UnsafeRawBufferPointer, expected count: Int, workerPID: Int32) throws {
     var failed = 0
-    try forEachOutcome(in: payload, expected: count) { succeeded, _ in if !succeeded { failed += 1 } }
+    try ResultsPayload.forEachOutcome(in: payload, expected: count) { succeeded, _ in if !succeeded { failed += 1 } }
     self.payload = Array(payload)
     self.failed = failed
     self.workerPID = workerPID
@@ -59,11 +59,12 @@ struct FinishedChunk {
     case .success(let raw):
       do {
         decoded = try raw.payload.withUnsafeBytes {
-          try decodeOutcomes(Output.self, $0, expected: sentCount, workerPID: raw.workerPID)
+          try ResultsPayload.decodeOutcomes(Output.self, $0, expected: sentCount, workerPID: raw.workerPID)
         }
       } catch {
         // Checked when it arrived, so not expected; failed as a whole if it happens.
-        decoded = Array(repeating: .failure(malformedResults(error, workerPID: raw.workerPID)), count: sentCount)
+        decoded = Array(
+          repeating: .failure(ResultsPayload.malformedResults(error, workerPID: raw.workerPID)), count: sentCount)
       }
     case .failure(let error):
       decoded = Array(repeating: .failure(error), count: sentCount)
@@ -97,7 +98,7 @@ struct MapChunkSink: JobSink {
     do {
       future.complete(.success(try RawOutcomes(payload, expected: count, workerPID: workerPID)))
     } catch {
-      fail(malformedResults(error, workerPID: workerPID))
+      fail(ResultsPayload.malformedResults(error, workerPID: workerPID))
     }
   }
 

@@ -334,7 +334,7 @@ extension PoolCore {
     switch kind {
     case .results where id == 0:
       // The initializer's outcome.
-      let failure = try initializerFailure(in: payload)
+      let failure = try ResultsPayload.initializerFailure(in: payload)
       transition { state, effects in state.initialized(worker: worker, failure: failure, now: .now, &effects) }
     case .results:
       deliver([(id, payload)], from: worker, flushes: &flushes)

@@ -50,9 +50,9 @@ struct TaskSink<Output: Codable & Sendable>: JobSink {
 
   func deliver(_ payload: UnsafeRawBufferPointer, workerPID: Int32) {
     do {
-      future.complete(try decodeOutcomes(Output.self, payload, expected: 1, workerPID: workerPID)[0])
+      future.complete(try ResultsPayload.decodeOutcomes(Output.self, payload, expected: 1, workerPID: workerPID)[0])
     } catch {
-      fail(malformedResults(error, workerPID: workerPID))
+      fail(ResultsPayload.malformedResults(error, workerPID: workerPID))
     }
   }
 

@@ -10,7 +10,7 @@ extension ProcessTask {
   /// whole chunk. An output that would take the frame past `limit` (the worker's
   /// `messageLimit`) becomes a `valueTooLarge` failure (refused before a big array is copied).
   func runChunk(_ inputs: InputBlocks, into payload: inout [UInt8], frameStart: Int, limit: Int) async {
-    appendOutcomeCount(inputs.count, to: &payload)
+    ResultsPayload.appendOutcomeCount(inputs.count, to: &payload)
     let writer = ByteWriter(payload)
     writer.byteLimit = frameStart + limit
     payload = []
@@ -22,17 +22,17 @@ extension ProcessTask {
       do {
         value = try BinaryDecoder.decode(Input.self, from: try reader.block(), reusing: decoder)
       } catch {
-        appendFailureOutcome(
+        ResultsPayload.appendFailureOutcome(
           ProcessPoolError(.decodingFailed, "cannot decode the input of \(Self.self) in the worker: \(error)"),
           to: writer)
         continue
       }
       do {
-        appendSuccessOutcome(try await run(value), to: writer) { error in
+        ResultsPayload.appendSuccessOutcome(try await run(value), to: writer) { error in
           ProcessPoolError.encoding(of: "the output of \(Self.self) in the worker", error, messageStart: frameStart)
         }
       } catch {
-        appendFailureOutcome(error, to: writer)
+        ResultsPayload.appendFailureOutcome(error, to: writer)
       }
     }
   }

@@ -227,8 +227,8 @@ final class WorkerLoop: @unchecked Sendable {
         await task.runChunk(
           InputBlocks(bytes: inputs, count: count), into: &out, frameStart: start, limit: messageLimit)
       case .failure(let error):
-        appendOutcomeCount(count, to: &out)
-        for _ in 0..<count { appendFailureOutcome(error, to: &out) }
+        ResultsPayload.appendOutcomeCount(count, to: &out)
+        for _ in 0..<count { ResultsPayload.appendFailureOutcome(error, to: &out) }
       }
       refuseOversizedResults(from: start, count: count)
     } catch {
@@ -245,17 +245,17 @@ final class WorkerLoop: @unchecked Sendable {
     let size = out.count - start
     guard size > limit else { return }
     out.removeSubrange((start + Frame.headerSize)...)
-    appendOutcomeCount(count, to: &out)
+    ResultsPayload.appendOutcomeCount(count, to: &out)
     let error = ProcessPoolError(
       .valueTooLarge,
       "the outputs of a chunk of \(count) take \(size) bytes together, more than the limit of \(limit) bytes "
         + "of one message (use a smaller chunksize)")
-    for _ in 0..<count { appendFailureOutcome(error, to: &out) }
+    for _ in 0..<count { ResultsPayload.appendFailureOutcome(error, to: &out) }
   }
 
   private func handleInitialize(id: UInt64, _ payload: UnsafeRawBufferPointer) {
     let start = Frame.begin(.results, id: id, into: &out)
-    appendOutcomeCount(1, to: &out)
+    ResultsPayload.appendOutcomeCount(1, to: &out)
     var failed = false
     do {
       var reader = PayloadReader(payload)
@@ -274,10 +274,10 @@ final class WorkerLoop: @unchecked Sendable {
         }
       }
       if let error = outcome.withLock({ $0 }) { throw error.error }
-      appendEmptySuccessOutcome(to: &out)
+      ResultsPayload.appendEmptySuccessOutcome(to: &out)
     } catch {
       failed = true
-      appendFailureOutcome(error, to: &out)
+      ResultsPayload.appendFailureOutcome(error, to: &out)
     }
     Frame.finish(at: start, in: &out)
     // A worker whose initializer failed takes no work; the parent breaks the pool.
