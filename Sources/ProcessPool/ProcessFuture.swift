@@ -11,15 +11,17 @@ import Synchronization
 /// ```
 public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConvertible {
   let state: Mutex<FutureState<Output>>
-  /// A pool's future is acknowledged as cancelled at once (the pool skips it when its turn
-  /// comes), so `wait` and `asCompleted` count it as done without waiting for a free worker.
-  let acknowledgesCancel: Bool
   /// Stops the worker running this future (set by the pool that owns it); nil when the future
   /// is not what its worker runs now, else what finishes the job's other futures.
   let stopWorker: (@Sendable (ObjectIdentifier) -> (@Sendable () -> Void)?)?
   /// Told the outcome once, when the future finishes or is cancelled (a `map` counts its
   /// progress with it), before anyone awaiting the future resumes.
   let onFinish: (@Sendable (Result<Output, any Error>) -> Void)?
+  // The two one-byte properties last, next to each other: padding between them would take a
+  // map chunk's future into the next allocation size.
+  /// A pool's future is acknowledged as cancelled at once (the pool skips it when its turn
+  /// comes), so `wait` and `asCompleted` count it as done without waiting for a free worker.
+  let acknowledgesCancel: Bool
   /// What cancelling the task awaiting `value` does (the pool's `Configuration.cancellation`).
   let cancellation: CancellationMode
 
