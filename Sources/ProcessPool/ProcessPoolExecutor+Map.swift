@@ -120,10 +120,10 @@ final class ChunkSource {
   let cancellation: CancellationMode
   /// The pool's hook that stops a chunk's worker, made once for all the chunks (a closure and
   /// its context less per queued chunk).
-  let stopWorker: @Sendable (ObjectIdentifier) -> (@Sendable () -> Void)?
+  let stopWorker: StopWorkerHook
   /// Counts a full chunk's outcomes in the progress, made once for all the full chunks (a closure
   /// context less per queued chunk; only a short or partly unencodable chunk makes its own).
-  let recordFullChunk: @Sendable (Result<RawOutcomes, any Error>) -> Void
+  let recordFullChunk: FinishHook<RawOutcomes>
   /// The size of the last chunk's frame: the next one reserves it, so a frame is allocated at
   /// about its size instead of at twice the header's (what a queued chunk holds until it is sent).
   @exclusivity(unchecked) var lastFrameSize = 0
@@ -145,7 +145,7 @@ final class ChunkSource {
     self.chunksize = chunksize
     self.taskTimeout = taskTimeout
     self.progress = progress
-    self.recordFullChunk = { progress.record($0, count: chunksize) }
+    self.recordFullChunk = FinishHook { progress.record($0, count: chunksize) }
   }
 
   /// Inputs submitted per lock acquisition while a map fills.
@@ -217,7 +217,7 @@ final class ChunkSource {
     let progress = self.progress
     let future = ProcessFuture<RawOutcomes>(
       acknowledgesCancel: true, stopWorker: stopWorker, cancellation: cancellation,
-      onFinish: sent == chunksize ? recordFullChunk : { progress.record($0, count: sent) })
+      onFinish: sent == chunksize ? recordFullChunk : FinishHook { progress.record($0, count: sent) })
     let chunk = MapChunk(future: future, count: count, encodingFailures: failures)
     let sink = MapChunkSink(future: future, count: sent)
     return (chunk, Job(frame: consume payload, sink: sink, timeout: taskTimeout))

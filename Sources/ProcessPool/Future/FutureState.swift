@@ -134,7 +134,7 @@ struct FutureEffects<Output: Sendable> {
   func run(_ future: ProcessFuture<Output>) {
     if let outcome {
       // Only the transition that finishes the future carries its outcome: told once.
-      future.onFinish?(outcome)
+      future.onFinish?.body(outcome)
       for continuation in continuations { continuation.resume(with: outcome) }
     }
     for callback in callbacks { Self.invoke(callback, future) }
