@@ -124,9 +124,13 @@ final class ChunkSource {
   /// Counts a full chunk's outcomes in the progress, made once for all the full chunks (a closure
   /// context less per queued chunk; only a short or partly unencodable chunk makes its own).
   let recordFullChunk: FinishHook<RawOutcomes>
-  /// The size of the last chunk's frame: the next one reserves it, so a frame is allocated at
-  /// about its size instead of at twice the header's (what a queued chunk holds until it is sent).
+  /// The size of the last chunk's frame: the next one reserves it (up to `reserveLimit`), so a
+  /// small frame is allocated at about its size instead of at twice the header's (what a queued
+  /// chunk holds until it is sent).
   @exclusivity(unchecked) var lastFrameSize = 0
+  /// Beyond this a frame grows as it is written: one huge input must not make every later
+  /// chunk reserve its size.
+  static let reserveLimit = 4096
   /// Whether ending the iteration early stops running chunks too.
   var terminatesRunningWork: Bool { cancellation == .terminatingWorker }
   // Touched by the map's caller, then by the one iterating task: no exclusivity checks.
@@ -188,7 +192,7 @@ final class ChunkSource {
   /// left, no chunk when the input is exhausted).
   private func makeChunk() -> (MapChunk?, Job?) {
     var payload: [UInt8] = []
-    payload.reserveCapacity(max(lastFrameSize, header.count + 4))
+    payload.reserveCapacity(max(min(lastFrameSize, Self.reserveLimit), header.count + 4))
     payload += header
     let countOffset = payload.count
     payload.appendLittleEndian(UInt32(0))
