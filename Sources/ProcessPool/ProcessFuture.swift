@@ -11,21 +11,25 @@ import Synchronization
 /// ```
 public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConvertible {
   let state: Mutex<FutureState<Output>>
+  /// Stops the worker running this future (set by the pool that owns it); nil when the future
+  /// is not what its worker runs now, else what finishes the job's other futures.
+  let stopWorker: StopWorkerHook?
+  /// Told the outcome once, when the future finishes or is cancelled (a `map` counts its
+  /// progress with it), before anyone awaiting the future resumes.
+  /// A shared object rather than a closure: a map makes one for all its full chunks (no closure
+  /// context, nor reabstraction thunk, per queued chunk) and it takes one word here, not two.
+  let onFinish: FinishHook<Output>?
+  // The two one-byte properties last, next to each other: padding between them would take a
+  // map chunk's future into the next allocation size.
   /// A pool's future is acknowledged as cancelled at once (the pool skips it when its turn
   /// comes), so `wait` and `asCompleted` count it as done without waiting for a free worker.
   let acknowledgesCancel: Bool
-  /// Stops the worker running this future (set by the pool that owns it); nil when the future
-  /// is not what its worker runs now, else what finishes the job's other futures.
-  let stopWorker: (@Sendable (ObjectIdentifier) -> (@Sendable () -> Void)?)?
-  /// Told the outcome once, when the future finishes or is cancelled (a `map` counts its
-  /// progress with it), before anyone awaiting the future resumes.
-  let onFinish: (@Sendable (Result<Output, any Error>) -> Void)?
   /// What cancelling the task awaiting `value` does (the pool's `Configuration.cancellation`).
   let cancellation: CancellationMode
 
   init(
-    acknowledgesCancel: Bool = false, stopWorker: (@Sendable (ObjectIdentifier) -> (@Sendable () -> Void)?)? = nil,
-    cancellation: CancellationMode = .pendingOnly, onFinish: (@Sendable (Result<Output, any Error>) -> Void)? = nil
+    acknowledgesCancel: Bool = false, stopWorker: StopWorkerHook? = nil,
+    cancellation: CancellationMode = .pendingOnly, onFinish: FinishHook<Output>? = nil
   ) {
     self.state = Mutex(FutureState())
     self.acknowledgesCancel = acknowledgesCancel
@@ -146,7 +150,9 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
   @discardableResult
   public func cancel(terminatingWorker: Bool) -> Bool {
     if cancel() || !terminatingWorker { return isCancelled }
-    guard state.withLock({ $0.phase == .running }), let finishJob = stopWorker?(ObjectIdentifier(self)) else {
+    guard state.withLock({ $0.phase == .running }),
+      let finishJob = stopWorker?.stopWorker(running: ObjectIdentifier(self))
+    else {
       return isCancelled
     }
     if let effects = state.withLock({ $0.cancelRunning() }) { effects.run(self) }

@@ -120,7 +120,17 @@ final class ChunkSource {
   let cancellation: CancellationMode
   /// The pool's hook that stops a chunk's worker, made once for all the chunks (a closure and
   /// its context less per queued chunk).
-  let stopWorker: @Sendable (ObjectIdentifier) -> (@Sendable () -> Void)?
+  let stopWorker: StopWorkerHook
+  /// Counts a full chunk's outcomes in the progress, made once for all the full chunks (a closure
+  /// context less per queued chunk; only a short or partly unencodable chunk makes its own).
+  let recordFullChunk: FinishHook<RawOutcomes>
+  /// The size of the last chunk's frame: the next one reserves it (up to `reserveLimit`), so a
+  /// small frame is allocated at about its size instead of at twice the header's (what a queued
+  /// chunk holds until it is sent).
+  @exclusivity(unchecked) var lastFrameSize = 0
+  /// Beyond this a frame grows as it is written: one huge input must not make every later
+  /// chunk reserve its size.
+  static let reserveLimit = 4096
   /// Whether ending the iteration early stops running chunks too.
   var terminatesRunningWork: Bool { cancellation == .terminatingWorker }
   // Touched by the map's caller, then by the one iterating task: no exclusivity checks.
@@ -139,6 +149,7 @@ final class ChunkSource {
     self.chunksize = chunksize
     self.taskTimeout = taskTimeout
     self.progress = progress
+    self.recordFullChunk = FinishHook { progress.record($0, count: chunksize) }
   }
 
   /// Inputs submitted per lock acquisition while a map fills.
@@ -180,7 +191,9 @@ final class ChunkSource {
   /// that cannot be encoded stays out of the job and fails at its position; no job when none is
   /// left, no chunk when the input is exhausted).
   private func makeChunk() -> (MapChunk?, Job?) {
-    var payload = header
+    var payload: [UInt8] = []
+    payload.reserveCapacity(max(min(lastFrameSize, Self.reserveLimit), header.count + 4))
+    payload += header
     let countOffset = payload.count
     payload.appendLittleEndian(UInt32(0))
     // The chunk's inputs share one frame: an input that would take it past the limit fails at
@@ -204,10 +217,11 @@ final class ChunkSource {
     payload.withUnsafeMutableBytes {
       $0.storeBytes(of: UInt32(sent).littleEndian, toByteOffset: countOffset, as: UInt32.self)
     }
+    lastFrameSize = payload.count
     let progress = self.progress
     let future = ProcessFuture<RawOutcomes>(
       acknowledgesCancel: true, stopWorker: stopWorker, cancellation: cancellation,
-      onFinish: { progress.record($0, count: sent) })
+      onFinish: sent == chunksize ? recordFullChunk : FinishHook { progress.record($0, count: sent) })
     let chunk = MapChunk(future: future, count: count, encodingFailures: failures)
     let sink = MapChunkSink(future: future, count: sent)
     return (chunk, Job(frame: consume payload, sink: sink, timeout: taskTimeout))

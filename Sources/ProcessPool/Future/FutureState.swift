@@ -10,8 +10,10 @@ enum FuturePhase: Equatable, Sendable {
 /// The mutable part of a future, kept under its mutex. Transitions return the effects to run
 /// after the lock is released (continuations, callbacks), so no user code runs under it.
 struct FutureState<Output: Sendable>: ~Copyable {
-  var phase: FuturePhase = .pending
+  // `outcome` before `phase`: the phase byte fills the outcome's tail padding, so the state is a
+  // word smaller (a queued map chunk holds one future).
   var outcome: Result<Output, any Error>?
+  var phase: FuturePhase = .pending
   var waiters: [Int: CheckedContinuation<Output, any Error>] = [:]
   var abandoned: Set<Int> = []
   var nextWaiterID = 0
@@ -132,7 +134,7 @@ struct FutureEffects<Output: Sendable> {
   func run(_ future: ProcessFuture<Output>) {
     if let outcome {
       // Only the transition that finishes the future carries its outcome: told once.
-      future.onFinish?(outcome)
+      future.onFinish?.body(outcome)
       for continuation in continuations { continuation.resume(with: outcome) }
     }
     for callback in callbacks { Self.invoke(callback, future) }

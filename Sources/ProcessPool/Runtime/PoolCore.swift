@@ -249,19 +249,8 @@ final class PoolCore: Sendable {
     }
   }
 
-  /// What a future calls to stop the worker running it; weak, so futures do not keep the pool.
-  /// Returns nil when the future's job is not the one its worker runs (it is left alone), else
-  /// what fails the job's other futures (a `map` chunk) once the caller has cancelled its own.
-  var stopWorkerHook: @Sendable (ObjectIdentifier) -> (@Sendable () -> Void)? {
-    { [weak self] future in
-      guard let self, self.belongsToThisProcess else { return nil }
-      let job = self.transition { state, effects in state.stopWorker(running: future, now: .now, &effects) }
-      guard let job else { return nil }
-      return {
-        job.sink.fail(ProcessPoolError(.cancelled, "the task was cancelled while running; its worker was stopped"))
-      }
-    }
-  }
+  /// What a future calls to stop the worker running it (holds the pool weakly).
+  var stopWorkerHook: StopWorkerHook { StopWorkerHook(core: self) }
 
   // MARK: Shutdown
 

@@ -10,13 +10,16 @@ final class Job: @unchecked Sendable {
   var frame: [UInt8]
   let sink: any JobSink
   /// The per-task timeout for this job (each item of a chunk gets it).
-  let timeout: Duration?
+  var timeout: Duration? { timeoutOrZero == .zero ? nil : timeoutOrZero }
+  /// `timeout`, zero for none (a timeout is positive): a `Duration?` would take the object past
+  /// 88 bytes, into the next allocation size (a queued map chunk holds one `Job`).
+  private let timeoutOrZero: Duration
 
   /// `frame` starts with `Frame.headerSize` bytes of room (`Frame.emptyHeader`).
   init(frame: [UInt8], sink: any JobSink, timeout: Duration?) {
     self.frame = frame
     self.sink = sink
-    self.timeout = timeout
+    self.timeoutOrZero = timeout ?? .zero
   }
 }
 
