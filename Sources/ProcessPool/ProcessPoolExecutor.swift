@@ -165,5 +165,6 @@ public final class ProcessPoolExecutor: Sendable {
 
   /// The pids of the live workers (for diagnostics and tests). Workers are started by the pool's
   /// I/O thread, never by `submit`, so the worker for a task just submitted may not be listed yet.
+  /// A worker retired by ``ProcessPoolExecutor/Configuration/maxTasksPerChild`` is listed until it has exited.
   public var workerPIDs: [Int32] { core.read { $0.workerPIDs } }
 }

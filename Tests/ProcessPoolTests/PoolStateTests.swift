@@ -391,9 +391,42 @@ import Testing
     machine.result(first)
     #expect(machine.slot(first)?.phase == .retiring(from: .ready))
     #expect(machine.queued == 2)
+    // Replaced when told to stop, not once it has exited.
+    #expect(machine.effects.spawns == [0])
+    machine.exited(first, .exited(0))
+    #expect(machine.effects.spawns.isEmpty)
+    #expect(machine.state.statistics.workersRetired == 1)
+    #expect(machine.state.statistics.workersCrashed == 0)
+  }
+
+  @Test func aRetiredWorkerIsReplacedWhileItExitsWithABoundedOverlap() throws {
+    let machine = Machine { $0.maxTasksPerChild = 1 }
+    _ = machine.submit(4)
+    #expect(machine.effects.spawns == [0])
+    let first = try machine.spawned()
+    machine.hello(first)
+    machine.result(first)
+    // Retired: its replacement starts at once, while it still drains.
+    #expect(machine.slot(first)?.phase == .retiring(from: .ready))
+    #expect(machine.effects.spawns == [0])
+    let second = try machine.spawned()
+    #expect(machine.running(second).count == 1)
+    #expect(machine.running(first).isEmpty)  // only one worker runs jobs (maxWorkers 1)
+    machine.hello(second)
+    machine.result(second)
+    // Two retired workers alive already: no third process until one of them is gone.
+    #expect(machine.slot(second)?.phase == .retiring(from: .ready))
+    #expect(machine.effects.spawns.isEmpty)
+    #expect(machine.state.workers.count == 2)
     machine.exited(first, .exited(0))
     #expect(machine.effects.spawns == [0])
-    #expect(machine.state.statistics.workersRetired == 1)
+    let third = try machine.spawned()
+    #expect(machine.running(third).count == 1)
+    #expect(machine.state.launcherReplaced == [1])
+    machine.exited(second, .exited(0))
+    #expect(machine.effects.spawns.isEmpty)  // the one alive runs the next job; one is queued
+    #expect(machine.state.launcherReplaced == [0])
+    #expect(machine.queued == 1)
     #expect(machine.state.statistics.workersCrashed == 0)
   }
 

@@ -17,7 +17,8 @@ extension PoolState {
   mutating func advance(_ effects: inout PoolEffects) {
     dispatch(&effects)
     requestFeed(&effects)
-    stopIdleWorkers(&effects)
+    // A worker retired at its task limit is replaced at once, not once it has exited.
+    if stopIdleWorkers(&effects) && !queue.isEmpty { dispatch(&effects) }
     switch lifecycle {
     case .shuttingDown, .broken:
       guard workers.isEmpty, spawning == 0, queue.isEmpty, sources.isEmpty else { return }
@@ -59,8 +60,14 @@ extension PoolState {
     if canSpawn {
       var wanted = queue.count - workersComing
       for launcher in launchers.indices where wanted > 0 && !launcherGivenUp[launcher] {
-        // Every process counts, a retiring one too: never more alive than the launcher allows.
-        let count = min(wanted, launchers[launcher].workers - launcherAlive[launcher] - launcherSpawning[launcher])
+        // Never more workers that can run jobs than the launcher allows; a worker retired at its
+        // task limit holds none and is not counted while it exits, but at most as many of those
+        // as the launcher's workers may be alive besides (a bounded overlap of exiting processes).
+        let limit = launchers[launcher].workers
+        let coming = launcherSpawning[launcher]
+        let count = min(
+          wanted, limit - (launcherAlive[launcher] - launcherReplaced[launcher]) - coming,
+          2 * limit - launcherAlive[launcher] - coming)
         guard count > 0 else { continue }
         launcherSpawning[launcher] += count
         effects.spawns += repeatElement(launcher, count: count)
@@ -174,10 +181,11 @@ extension PoolState {
   }
 
   /// Workers with nothing to do that must go: at their task limit, or the pool is shutting down
-  /// and no work is left.
-  private mutating func stopIdleWorkers(_ effects: inout PoolEffects) {
+  /// and no work is left. True when a worker at its task limit was retired (it may be replaced).
+  private mutating func stopIdleWorkers(_ effects: inout PoolEffects) -> Bool {
     let shuttingDown = lifecycle == .shuttingDown && queue.isEmpty && sources.isEmpty
-    guard shuttingDown || configuration.maxTasksPerChild != nil else { return }
+    guard shuttingDown || configuration.maxTasksPerChild != nil else { return false }
+    var retired = false
     for index in workers.indices where workers[index].isIdle {
       let startup: WorkerSlot.Startup
       switch workers[index].phase {
@@ -189,9 +197,15 @@ extension PoolState {
       let atLimit = configuration.maxTasksPerChild.map { workers[index].jobsAssigned >= $0 } ?? false
       guard shuttingDown || atLimit else { continue }
       workers[index].phase = .retiring(from: startup)
-      if atLimit { statistics.workersRetired += 1 }
+      if atLimit {
+        statistics.workersRetired += 1
+        workers[index].replaced = true
+        launcherReplaced[workers[index].launcher] += 1
+        retired = true
+      }
       effects.writes.append(PoolEffects.Write(worker: workers[index].id, bytes: Frame.bare(.stop)))
     }
+    return retired
   }
 
   /// Stops taking work. With `cancelFutures`, queued jobs are cancelled.

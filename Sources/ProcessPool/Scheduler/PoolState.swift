@@ -53,6 +53,9 @@ struct PoolState: ~Copyable {
   var available = WorkerAvailability()
   /// Workers alive per launcher (a retiring one too).
   var launcherAlive: [Int]
+  /// Of those, workers retired at their task limit (`stop` sent, no work held): they no longer
+  /// count toward the launcher's workers, so their replacements start while they exit.
+  var launcherReplaced: [Int]
   /// Whether any launcher starts workers by a command (only those wait for a hello to get work).
   let anyLaunched: Bool
   /// Whether the I/O thread runs (it is started with the first worker and ends when stopped).
@@ -65,6 +68,7 @@ struct PoolState: ~Copyable {
     launchers = configuration.effectiveLaunchers
     launcherSpawning = Array(repeating: 0, count: launchers.count)
     launcherAlive = launcherSpawning
+    launcherReplaced = launcherSpawning
     anyLaunched = launchers.contains { $0.arguments != nil }
     launcherStartFailures = launcherSpawning
     launcherGivenUp = Array(repeating: false, count: launchers.count)
@@ -86,6 +90,7 @@ struct PoolState: ~Copyable {
     let slot = workers.remove(at: index)
     slotIndex[slot.id] = nil
     launcherAlive[slot.launcher] -= 1
+    if slot.replaced { launcherReplaced[slot.launcher] -= 1 }
     for later in index..<workers.count { slotIndex[workers[later].id] = later }
     return slot
   }

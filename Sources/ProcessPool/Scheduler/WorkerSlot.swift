@@ -45,6 +45,9 @@ struct WorkerSlot {
   /// whose regions could be mapped): a job too big for its socket can still go to it.
   let sharesMemory: Bool
   var phase: Phase
+  /// Retired at its task limit and already replaced: it no longer counts toward its launcher's
+  /// workers while it drains and exits (`PoolState.launcherReplaced`).
+  var replaced = false
   /// Jobs sent and not answered, oldest first; the first one is running.
   var inflight: [Job] = []
   var jobsAssigned = 0

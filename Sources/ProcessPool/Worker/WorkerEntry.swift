@@ -10,6 +10,7 @@ func processPoolWorkerEntry(_ input: Int32, _ output: Int32) {
 /// worker spends before its first result, is done once there, and its workers inherit the result.
 @_cdecl("processpool_fork_server_prepare")
 func processPoolForkServerPrepare(_ name: UnsafePointer<CChar>) {
+  WorkerLoop.forkWarmUp
   let name = String(cString: name)
   if TaskTypeRegistry.task(named: name) == nil { _ = TaskTypeRegistry.initializer(named: name) }
 }

@@ -1,0 +1,25 @@
+/// A fork server makes, ahead, the generic type metadata every worker's first frames need, so
+/// that its workers inherit it: made afresh in each worker (a demangling per type), it took
+/// about a tenth of a recycled worker's life (`maxTasksPerChild: 1`, a crash storm).
+extension WorkerLoop {
+  /// What the warm-up made, kept so that the optimizer cannot drop the making.
+  nonisolated(unsafe) static var forkWarmUpKept: [Any] = []
+
+  /// Runs once, in the fork server, before it forks a worker.
+  static let forkWarmUp: Void = {
+    // A growing reply buffer and a batch of frame headers (the worker loop's first frames).
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(1 << 12)
+    for byte in 0..<UInt8(64) { bytes.append(byte) }
+    var headers: [Frame.Header] = []
+    for id in 0..<UInt64(8) { headers.append(Frame.Header(kind: .run, id: id, payload: 0..<Int(id))) }
+    let instant: ContinuousClock.Instant? = ContinuousClock.now
+    // The types the worker loop's deadlines and the decoder's fast paths look at.
+    let types: [Any.Type] = [
+      [UInt8].self, [Int].self, [Double].self, ContinuousClock.Instant?.self,
+      (ContinuousClock.Instant?, ContinuousClock.Instant?).self, TaskPriority?.self,
+      (name: [UInt8], bytes: [UInt8], task: any ProcessTask)?.self,
+    ]
+    forkWarmUpKept = [bytes, headers, instant as Any, types]
+  }()
+}
