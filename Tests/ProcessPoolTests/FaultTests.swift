@@ -207,8 +207,12 @@ extension WorkerProcessTests {
       }
     }
 
-    @Test func submitNeverBlocksOnAWorkerThatDoesNotRead() async throws {
+    /// Through the socket, and through the memory shared with the worker (large values).
+    @Test(arguments: [false, true])
+    func submitNeverBlocksOnAWorkerThatDoesNotRead(sharedMemory: Bool) async throws {
       // gh-105829: far more than the socket buffers hold, queued to a worker that is busy.
+      SharedValues.unavailable.store(!sharedMemory, ordering: .relaxed)
+      defer { SharedValues.unavailable.store(false, ordering: .relaxed) }
       var configuration = ProcessPoolExecutor.Configuration.workers(1)
       configuration.jobsPerWorker = 32
       try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in

@@ -21,17 +21,7 @@ extension WorkerProcessTests {
 
     /// Every outcome of an ordered map, in order, failures included.
     static func collect<Output>(_ sequence: ProcessMapSequence<Output>) async -> [Result<Output, any Error>] {
-      var iterator = sequence.makeAsyncIterator()
-      var results: [Result<Output, any Error>] = []
-      while true {
-        do {
-          guard let value = try await iterator.next() else { break }
-          results.append(.success(value))
-        } catch {
-          results.append(.failure(error))
-        }
-      }
-      return results
+      await CollectionTests.collect(sequence)
     }
 
     /// The most a map can have pulled while its pool's only worker is held: the queue's window,
