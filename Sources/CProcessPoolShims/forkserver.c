@@ -93,10 +93,15 @@ static void close_from(int first) {
 // In the forked child: the descriptors, process group, signals, working directory and
 // environment a posix_spawned worker gets (see pp_spawn_worker). Exits on failure, which the
 // pool reports as a worker that failed to start.
+static int forked_by_server = 0;
+
+int pp_forked_by_server(void) { return forked_by_server; }
+
 static void become_worker(pid_t server, int fds[PP_FS_SLOTS], char *environment, uint64_t length) {
-    // The server ends when the parent does; its workers go with it (their own watchdog would
-    // too, a moment later). The server is single-threaded, so its death is this thread's parent's.
+    // The server ends when the parent does; its workers go with it, so they need no watchdog
+    // thread of their own. The server is single-threaded, so its death is this thread's parent's.
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != server) _exit(PP_EXIT_NO_ENTRY);
+    forked_by_server = 1;
     if (setpgid(0, 0) != 0) _exit(PP_EXIT_NO_ENTRY);
     // Above every target first, so no dup2 overwrites a source still to be moved.
     for (int i = 0; i < PP_FS_SLOTS; i++) {

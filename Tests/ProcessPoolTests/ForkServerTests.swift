@@ -35,6 +35,17 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test func aForkedWorkerRunsOnOneThread() async throws {
+      // Its parent-death signal ends it with its server, so it starts no watchdog thread (a
+      // synchronous task runs on the loop's thread: no other thread exists while it runs).
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let pid = try await pool.submit(ProcessID(), 0).value
+        let server = try #require(ForkServer.current)
+        #expect(Self.parent(of: pid) == server.pid)
+        #expect(try await pool.submit(ThreadCount(), 0).value == 1)
+      }
+    }
+
     @Test func aWorkerGetsTheEnvironmentAndDirectoryOfItsStartNotOfTheServers() async throws {
       // The server is running before the environment and the directory change.
       try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
@@ -218,5 +229,14 @@ struct WaitForGateAtExit: ProcessTask {
       close(fd)
     }
     return x
+  }
+}
+
+/// How many threads the worker has while the task runs (from /proc).
+struct ThreadCount: ProcessTask {
+  func run(_: Int) async throws -> Int {
+    let status = LeakCheck.readFile("/proc/self/status") ?? ""
+    let line = status.split(separator: "\n").first { $0.hasPrefix("Threads:") }
+    return line.flatMap { Int($0.dropFirst("Threads:".count).trimmingPrefix(while: \.isWhitespace)) } ?? -1
   }
 }

@@ -153,6 +153,10 @@ char *const *pp_environ(void);
 int pp_fork_server_spawn(int server, int child_fd, int ring_fd, int error_fd, const char *environment,
                          unsigned long length, pid_t *pid);
 
+/// 1 in a worker the fork server forked (killed by its parent-death signal when the server
+/// ends, which it does when the pool's process goes), else 0.
+int pp_forked_by_server(void);
+
 /// Has the fork server look up the task and initializer types named in `names` (`length` bytes
 /// of NUL-terminated mangled names) before it forks more workers, which then find them at once.
 /// No answer; returns 0, a positive errno value or `PP_FORK_SERVER_LOST`.

@@ -7,9 +7,10 @@ import Synchronization
 
 /// The worker side of the socket. The calling thread reads frames, runs each job on itself and
 /// hands over its results (into the reply ring a local worker shares with its parent, else on
-/// the socket): no hand-off between threads on the way. A watchdog thread sleeps until the
-/// parent's end of the socket closes and then ends the process, so a parent that dies while a
-/// task runs leaves no orphan.
+/// the socket): no hand-off between threads on the way. A spawned or launched worker starts a
+/// watchdog thread that sleeps until the parent's end of the socket closes and then ends the
+/// process, so a parent that dies while a task runs leaves no orphan; a forked worker gets that
+/// from its parent-death signal (see `ForkServer`).
 final class WorkerLoop: @unchecked Sendable {
   /// Set once this process has entered the worker loop; a process started as a worker that did
   /// not get here must not start workers itself (that recursion is a fork bomb).
@@ -57,11 +58,15 @@ final class WorkerLoop: @unchecked Sendable {
     out.appendLittleEndian(Int32(getpid()))
     Frame.finish(at: start, in: &out)
     flush()
-    let (input, output) = (self.input, self.output)
-    do {
-      try OSThread.start(name: "pp-worker-hup") { Self.watchForHangUp(input, output) }
-    } catch {
-      _exit(PP_EXIT_NO_THREAD)
+    // A forked worker dies with its fork server, which dies with the parent: the parent's
+    // death needs no thread here (the pool closes a worker's socket only once it has reaped it).
+    if pp_forked_by_server() == 0 {
+      let (input, output) = (self.input, self.output)
+      do {
+        try OSThread.start(name: "pp-worker-hup") { Self.watchForHangUp(input, output) }
+      } catch {
+        _exit(PP_EXIT_NO_THREAD)
+      }
     }
     var buffer = FrameBuffer()
     while true {
