@@ -96,14 +96,18 @@ enum ForkServer {
   }
 
   /// `waitpid` for a worker: through its fork server for one it forked, else directly. Returns
-  /// the raw status, or nil with `noHang` while it runs.
-  static func waitPID(_ pid: pid_t, noHang: Bool) throws(Errno) -> Int32? {
+  /// the raw status, or nil with `noHang` while it runs. `pidfd`: one the caller holds open for
+  /// `pid`, used instead of opening another.
+  static func waitPID(_ pid: pid_t, pidfd known: Int32? = nil, noHang: Bool) throws(Errno) -> Int32? {
     // The server answers one request at a time, for every pool of this process: a worker that
-    // takes its time to exit is waited for here, through its pidfd, not in the server.
-    if !noHang, state.withLock({ $0.server?.workers.contains(pid) == true }), let pidfd = try? Syscall.pidfdOpen(pid) {
+    // takes its time to exit is waited for here, through its pidfd (the caller's, when it has
+    // one open), not in the server.
+    if !noHang, state.withLock({ $0.server?.workers.contains(pid) == true }),
+      let pidfd = known ?? (try? Syscall.pidfdOpen(pid))
+    {
       var exit = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
       _ = try? Syscall.poll(&exit, 1, timeoutMilliseconds: -1)
-      Syscall.close(pidfd)
+      if known == nil { Syscall.close(pidfd) }
       if let status = try wait(pid, noHang: true) { return status }
     }
     return try wait(pid, noHang: noHang)

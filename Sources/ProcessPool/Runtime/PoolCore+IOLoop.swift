@@ -368,7 +368,7 @@ extension PoolCore {
       // Known to have exited: no blocking wait (with SIGCHLD ignored, a blocking waitpid would
       // wait for every other child too).
       var status = exited ? try ForkServer.waitPID(channel.pid, noHang: true) : nil
-      if status == nil { status = try ForkServer.waitPID(channel.pid, noHang: false) }
+      if status == nil { status = try ForkServer.waitPID(channel.pid, pidfd: channel.pidfd, noHang: false) }
       if let status { termination = Self.termination(fromWaitStatus: status) }
     } catch {
       // ECHILD: SIGCHLD is ignored here, so the system reaped the worker and kept no status.
