@@ -119,9 +119,9 @@ final class MapState {
   private let source: ChunkSource
   private let buffersize: Int?
   private let deadline: ContinuousClock.Instant?
-  /// Without a `buffersize`: the rest of the input, pulled by the pool.
+  /// Without a `buffersize`: the rest of the input, pulled by the pool (then `fill` has
+  /// nothing to do).
   private var feed: MapFeed?
-  private var fedByPool = false
   /// Submitted chunks, oldest first; those before `head` are fully yielded (released, and
   /// popped by moving `head`, so a map of many small chunks does not shift the array each time).
   @exclusivity(unchecked) private var chunks: [MapChunk?] = []
@@ -147,7 +147,6 @@ final class MapState {
   /// the input may be pulled `lazily`, on the pool's feeder thread), or else the whole input.
   func start(lazily: Bool) throws {
     guard buffersize == nil, lazily else { return try fill() }
-    fedByPool = true
     let feed = MapFeed(source: source, signal: CompletionSignal())
     self.feed = feed
     chunks = try feed.start().map { $0 }
@@ -156,7 +155,7 @@ final class MapState {
   /// Submits chunks up to the buffer size, or all of them without one (unless the pool feeds
   /// the map).
   func fill() throws {
-    guard !fedByPool else { return }
+    guard feed == nil else { return }
     while true {
       let submitted = try source.submitBatch(room: buffersize.map { $0 - (chunks.count - head) })
       if submitted.isEmpty { return }
