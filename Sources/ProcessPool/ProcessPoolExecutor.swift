@@ -147,11 +147,7 @@ public final class ProcessPoolExecutor: Sendable {
   public func shutdownAndWait(cancelFutures: Bool = false, isolation: (any Actor)? = #isolation) {
     guard core.belongsToThisProcess else { return }
     core.transition { state, effects in state.shutdown(cancelFutures: cancelFutures, now: .now, &effects) }
-    if let isolation {
-      for case let feed as MapFeed in core.read({ $0.sources }) where feed.pulls(on: isolation) {
-        feed.drain(into: core)
-      }
-    }
+    if let isolation { core.drainSources(pulledOn: isolation) }
     core.blockUntilStopped()
   }
 

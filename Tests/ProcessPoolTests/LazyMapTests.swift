@@ -121,6 +121,29 @@ extension WorkerProcessTests {
       check.verify()
     }
 
+    @MainActor @Test func theExitHookPullsTheRestOfAnInputPulledOnTheMainActor() async throws {
+      // `main` returned right after `map`: the exit hook, on the main actor, waits for the pool,
+      // and the main actor runs nothing more, so the hook pulls the input itself.
+      let check = LeakCheck()
+      let pool = try ProcessPoolExecutor(maxWorkers: 1)
+      var pulled = 0
+      let count = 5000
+      let inputs = (0..<count).lazy.map { value in
+        MainActor.assertIsolated()
+        pulled += 1
+        return value
+      }
+      let sequence = try pool.map(Square(), inputs, chunksize: 1)
+      #expect(pulled < count)
+      ActivePools.finish(pool.core)
+      #expect(pulled == count)
+      var values: [Int] = []
+      for try await value in sequence { values.append(value) }
+      #expect(values == (0..<count).map { $0 * $0 })
+      pool.core.waitForIOThread()
+      check.verify()
+    }
+
     /// The blocking shutdown, from synchronous code on the main actor.
     @MainActor static func shutDownBlocking(_ pool: ProcessPoolExecutor) {
       pool.shutdownAndWait()

@@ -35,6 +35,8 @@ final class MapFeed: JobSource, @unchecked Sendable {
     var feeding = false
   }
   private let shared = Mutex(Shared())
+  /// Held while a batch is pulled: one puller at a time.
+  private let pulling = Mutex(())
 
   /// About how many inputs `map` pulls before it returns (at least one chunk).
   static let firstWindowInputs = 1024
@@ -97,7 +99,8 @@ final class MapFeed: JobSource, @unchecked Sendable {
   func pulls(on actor: any Actor) -> Bool { self.actor === actor }
 
   /// On `actor`'s thread, blocked until the pool stops: pulls the rest of the input here, as the
-  /// task that would pull it cannot run meanwhile.
+  /// task that would pull it cannot run meanwhile. (Should the exit hook run on another thread
+  /// while the actor still runs, `pulling` keeps the two from pulling at once.)
   func drain(into core: PoolCore) {
     while !shared.withLock({ $0.done }) { pull(into: core) }
   }
@@ -110,6 +113,10 @@ final class MapFeed: JobSource, @unchecked Sendable {
 
   /// Pulls one batch and queues it.
   private func pull(into core: PoolCore) {
+    pulling.withLock { _ in pullBatch(into: core) }
+  }
+
+  private func pullBatch(into core: PoolCore) {
     let go = shared.withLock { shared -> Bool in
       guard !shared.done, !shared.abandoned else { return false }
       shared.feeding = true
