@@ -143,11 +143,11 @@ final class MapState {
     source.progress.end()
   }
 
-  /// Queues the first chunks: up to the buffer size, or the first window of a lazy feed (when
-  /// the input may be pulled `lazily`, on the pool's feeder thread), or else the whole input.
-  func start(lazily: Bool) throws {
-    guard buffersize == nil, lazily else { return try fill() }
-    let feed = MapFeed(source: source, signal: CompletionSignal())
+  /// Queues the first chunks: up to the buffer size, or the first window of a lazy feed, pulled
+  /// on the pool's feeder thread or, when `actor` is given, on that actor.
+  func start(pullingOn actor: (any Actor)?) throws {
+    guard buffersize == nil else { return try fill() }
+    let feed = MapFeed(source: source, signal: CompletionSignal(), pullingOn: actor)
     self.feed = feed
     chunks = try feed.start().map { $0 }
   }

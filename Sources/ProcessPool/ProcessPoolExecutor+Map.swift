@@ -17,8 +17,9 @@ extension ProcessPoolExecutor {
   ///     Default: all of the input runs whether or not it is iterated (as in Python); `map`
   ///     queues a first window of it and returns at once, and the pool pulls the rest on a
   ///     thread of its own as its queue runs low (a graceful shutdown waits for all of it).
-  ///     Called from an actor, an input other than an array or an integer range is pulled whole
-  ///     before `map` returns instead, as its iterator may hold closures isolated to that actor.
+  ///     Called from an actor, an input other than an array or an integer range is pulled on
+  ///     that actor instead (a batch at a time, when the pool asks for it), as its iterator may
+  ///     hold closures isolated there.
   ///   - timeout: A deadline for the whole iteration. Past it, `next()` throws
   ///     ``ProcessPoolError/Code/timedOut`` and the rest is cancelled (at once, for a zero or
   ///     negative one, at the first result not yet available).
@@ -31,7 +32,8 @@ extension ProcessPoolExecutor {
   ///     it short. ``ProcessMapSequence/progress`` offers the same
   ///     as an `AsyncStream`.
   ///   - isolation: The caller's actor (left to its default): where an input that may run the
-  ///     caller's code is pulled.
+  ///     caller's code is pulled, so that actor must not block waiting for the map (a blocking
+  ///     ``shutdownAndWait(cancelFutures:isolation:)`` on it pulls the rest itself).
   /// - Throws: ``ProcessPoolError/Code/invalidArgument`` for a `chunksize` or `buffersize` below 1,
   ///   and the errors of ``submit(_:_:timeout:)`` for the task.
   ///
@@ -53,20 +55,20 @@ extension ProcessPoolExecutor {
       task, MapCodec(T.self, inputs.makeIterator()), underestimatedCount: inputs.underestimatedCount,
       count: (inputs as? any Collection)?.count, chunksize: chunksize, buffersize: buffersize, timeout: timeout,
       taskTimeout: taskTimeout, progress: progress,
-      pullsAnywhere: isolation == nil || MapCodec.pullsAnywhere(inputs, T.Input.self))
+      pullingOn: MapCodec.pullsAnywhere(inputs, T.Input.self) ? nil : isolation)
   }
 
   @usableFromInline
   func map<T: ProcessTask>(
     _ task: T, _ codec: MapCodec, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
     timeout: Duration?, taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?,
-    pullsAnywhere: Bool
+    pullingOn actor: (any Actor)?
   ) throws -> ProcessMapSequence<T.Output> {
     let (source, counter) = try chunkSource(
       task, codec, underestimatedCount: underestimatedCount, count: count, chunksize: chunksize, buffersize: buffersize,
       taskTimeout: taskTimeout, progress: progress)
     let state = MapState(source: source, buffersize: buffersize, timeout: timeout)
-    try state.start(lazily: pullsAnywhere)
+    try state.start(pullingOn: actor)
     return ProcessMapSequence(state: state, progress: counter)
   }
 

@@ -42,20 +42,20 @@ extension ProcessPoolExecutor {
       task, MapCodec(T.self, inputs.makeIterator()), underestimatedCount: inputs.underestimatedCount,
       count: (inputs as? any Collection)?.count, chunksize: chunksize, buffersize: buffersize, timeout: timeout,
       taskTimeout: taskTimeout, progress: progress,
-      pullsAnywhere: isolation == nil || MapCodec.pullsAnywhere(inputs, T.Input.self))
+      pullingOn: MapCodec.pullsAnywhere(inputs, T.Input.self) ? nil : isolation)
   }
 
   @usableFromInline
   func mapUnordered<T: ProcessTask>(
     _ task: T, _ codec: MapCodec, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
     timeout: Duration?, taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?,
-    pullsAnywhere: Bool
+    pullingOn actor: (any Actor)?
   ) throws -> ProcessUnorderedMapSequence<T.Output> {
     let (source, counter) = try chunkSource(
       task, codec, underestimatedCount: underestimatedCount, count: count, chunksize: chunksize, buffersize: buffersize,
       taskTimeout: taskTimeout, progress: progress)
     let state = UnorderedMapState(source: source, buffersize: buffersize, timeout: timeout)
-    try state.start(lazily: pullsAnywhere)
+    try state.start(pullingOn: actor)
     return ProcessUnorderedMapSequence(state: state, progress: counter)
   }
 }

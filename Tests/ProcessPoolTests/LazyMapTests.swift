@@ -63,13 +63,13 @@ extension WorkerProcessTests {
     }
 
     @MainActor @Test(arguments: [true, false])
-    func aMapMadeOnAnActorRunsItsInputsClosuresThere(_ ordered: Bool) async throws {
+    func aMapMadeOnAnActorPullsItsInputLazilyOnThatActor(_ ordered: Bool) async throws {
       // The input's closure is isolated to the main actor (Swift checks that at run time): such
-      // an input is pulled whole on the caller's thread, never on the pool's feeder.
+      // an input is pulled on the caller's actor, a batch at a time, never on the pool's feeder.
       let check = LeakCheck()
       let pool = try ProcessPoolExecutor(maxWorkers: 1)
       var pulled = 0
-      let count = 2000
+      let count = 20_000
       let inputs = (0..<count).lazy.map { value in
         MainActor.assertIsolated()
         pulled += 1
@@ -78,18 +78,75 @@ extension WorkerProcessTests {
       var values: [Int] = []
       if ordered {
         let sequence = try pool.map(Square(), inputs, chunksize: 1)
-        #expect(pulled == count)
+        #expect(pulled <= Self.windowBound(pool))
         for try await value in sequence { values.append(value) }
       } else {
         let sequence = try pool.mapUnordered(Square(), inputs, chunksize: 1)
-        #expect(pulled == count)
+        #expect(pulled <= Self.windowBound(pool))
         for try await (_, value) in sequence { values.append(value) }
         values.sort()
       }
+      #expect(pulled == count)
       #expect(values == (0..<count).map { $0 * $0 })
       await pool.shutdown()
       pool.core.waitForIOThread()
       check.verify()
+    }
+
+    @MainActor @Test(arguments: [true, false])
+    func aShutdownOnTheMapsActorRunsTheWholeInput(_ blocking: Bool) async throws {
+      // Unread, the map's input is still pulled to its end: by the actor's task while the
+      // actor awaits the shutdown, or by the blocking shutdown itself, which holds the actor.
+      let check = LeakCheck()
+      let pool = try ProcessPoolExecutor(maxWorkers: 1)
+      var pulled = 0
+      let count = 5000
+      let inputs = (0..<count).lazy.map { value in
+        MainActor.assertIsolated()
+        pulled += 1
+        return value
+      }
+      let sequence = try pool.map(Square(), inputs, chunksize: 1)
+      #expect(pulled < count)
+      if blocking {
+        Self.shutDownBlocking(pool)
+      } else {
+        await pool.shutdown()
+      }
+      #expect(pulled == count)
+      var values: [Int] = []
+      for try await value in sequence { values.append(value) }
+      #expect(values == (0..<count).map { $0 * $0 })
+      pool.core.waitForIOThread()
+      check.verify()
+    }
+
+    @MainActor @Test func theExitHookPullsTheRestOfAnInputPulledOnTheMainActor() async throws {
+      // `main` returned right after `map`: the exit hook, on the main actor, waits for the pool,
+      // and the main actor runs nothing more, so the hook pulls the input itself.
+      let check = LeakCheck()
+      let pool = try ProcessPoolExecutor(maxWorkers: 1)
+      var pulled = 0
+      let count = 5000
+      let inputs = (0..<count).lazy.map { value in
+        MainActor.assertIsolated()
+        pulled += 1
+        return value
+      }
+      let sequence = try pool.map(Square(), inputs, chunksize: 1)
+      #expect(pulled < count)
+      ActivePools.finish(pool.core)
+      #expect(pulled == count)
+      var values: [Int] = []
+      for try await value in sequence { values.append(value) }
+      #expect(values == (0..<count).map { $0 * $0 })
+      pool.core.waitForIOThread()
+      check.verify()
+    }
+
+    /// The blocking shutdown, from synchronous code on the main actor.
+    @MainActor static func shutDownBlocking(_ pool: ProcessPoolExecutor) {
+      pool.shutdownAndWait()
     }
 
     @MainActor @Test func anArrayMappedOnAnActorIsStillPulledLazily() async throws {

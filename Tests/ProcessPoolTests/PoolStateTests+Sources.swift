@@ -50,6 +50,42 @@ extension PoolStateTests {
     #expect(source.stopped.isEmpty)
   }
 
+  @Test func theFeederSleepsUntilASourceHandsItsBatchOverLateAndIsWokenByIt() {
+    let machine = Machine()
+    let source = RecordingSource()
+    let later = RecordingSource()
+    #expect(machine.event { state, effects in state.addSource(source, now: .now, &effects) } == nil)
+    #expect(machine.event { state, effects in state.addSource(later, now: .now, &effects) } == nil)
+    guard case .feed(let first) = machine.event({ state, _ in state.nextFeederStep() }) else {
+      Issue.record("the feeder has nothing to pull")
+      return
+    }
+    #expect(first === source)
+    // The source pulls on its actor: until it hands the batch over, it is not asked again, and
+    // the next map is not pulled before it (maps run in the order they were made).
+    guard case .sleep = machine.event({ state, _ in state.nextFeederStep() }) else {
+      Issue.record("the feeder asks a source twice, or skips it")
+      return
+    }
+    let rejection = machine.event { state, effects in
+      state.sourceFed(source, Self.jobs(1), exhausted: false, now: .now, &effects)
+    }
+    #expect(rejection == nil)
+    #expect(machine.effects.wakeFeeder)
+    guard case .feed(let again) = machine.event({ state, _ in state.nextFeederStep() }) else {
+      Issue.record("the woken feeder does not pull again")
+      return
+    }
+    #expect(again === source)
+    // Abandoned while it pulls: the feeder goes on with the next map.
+    machine.event { state, effects in state.removeSource(source, now: .now, &effects) }
+    guard case .feed(let next) = machine.event({ state, _ in state.nextFeederStep() }) else {
+      Issue.record("the feeder waits for an abandoned source")
+      return
+    }
+    #expect(next === later)
+  }
+
   @Test func aGracefulShutdownWaitsForASourceToRunOut() throws {
     let machine = Machine()
     _ = machine.submit(1)

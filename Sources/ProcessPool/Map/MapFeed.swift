@@ -6,13 +6,21 @@ import Synchronization
 /// still runs if the map is never iterated (the pool does not stop while the feed has inputs);
 /// the map's state takes the chunks made here in input order.
 ///
+/// An input whose iterator may run the caller's code (anything but an array or an integer range)
+/// of a map made on an actor is pulled on that actor instead: the feeder thread asks for a batch
+/// and a task on the actor pulls it and hands it over.
+///
 /// `@unchecked Sendable`: `source` (and the user's iterator in it) is touched by one thread at a
-/// time, the map's caller for the first window, then the feeder thread (handed over under the
-/// pool's lock); everything else is under `shared`.
+/// time, the map's caller for the first window, then the feeder thread or the map's actor (handed
+/// over under the pool's lock); everything else is under `shared`.
 final class MapFeed: JobSource, @unchecked Sendable {
   private let source: ChunkSource
   /// Fired when chunks are made or the feed ends; the map's iterator waits on it.
   let signal: CompletionSignal
+  /// The actor the input is pulled on (nil: the feeder thread pulls it), and its requests.
+  private let actor: (any Actor)?
+  private let requests: AsyncStream<Void>.Continuation?
+  private let requested: AsyncStream<Void>?
 
   private struct Shared {
     /// Chunks made (and queued) that the map's state has not taken yet, in input order.
@@ -27,13 +35,23 @@ final class MapFeed: JobSource, @unchecked Sendable {
     var feeding = false
   }
   private let shared = Mutex(Shared())
+  /// Held while a batch is pulled: one puller at a time.
+  private let pulling = Mutex(())
 
   /// About how many inputs `map` pulls before it returns (at least one chunk).
   static let firstWindowInputs = 1024
 
-  init(source: ChunkSource, signal: CompletionSignal) {
+  init(source: ChunkSource, signal: CompletionSignal, pullingOn actor: (any Actor)?) {
     self.source = source
     self.signal = signal
+    self.actor = actor
+    if actor != nil {
+      // One request outstanding at most (the pool asks again only once a batch is handed over).
+      let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+      (requested, requests) = (stream, continuation)
+    } else {
+      (requested, requests) = (nil, nil)
+    }
   }
 
   /// Queues the first window on the caller's thread (throwing there, as `submit` does, when the
@@ -49,20 +67,56 @@ final class MapFeed: JobSource, @unchecked Sendable {
         chunks += try source.submitNext(upTo: min(source.batchChunks, window - chunks.count))
       }
       if source.exhausted {
-        shared.withLock { $0.done = true }
+        markDone()
         return chunks
       }
       let rejection = source.core.transition { state, effects in state.addSource(self, now: .now, &effects) }
       if let rejection { throw rejection }
     } catch {
+      markDone()
       for chunk in chunks { _ = chunk.future?.cancel() }
       throw error
+    }
+    if let actor, let requested {
+      // Holds the actor until the feed is done (it runs to its end, as the pool's thread would).
+      Task { await Self.pump(self, requested, on: actor) }
     }
     return chunks
   }
 
-  /// On the feeder thread: pulls one batch and queues it.
+  /// On the map's actor: pulls a batch each time the pool asks, until the feed is done.
+  private static func pump(_ feed: MapFeed, _ requested: AsyncStream<Void>, on actor: isolated any Actor) async {
+    for await _ in requested { feed.pull(into: feed.source.core) }
+  }
+
+  /// On the feeder thread: pulls one batch and queues it, or asks the map's actor to.
   func feed(into core: PoolCore) {
+    guard let requests else { return pull(into: core) }
+    requests.yield()
+  }
+
+  /// Whether the input is pulled on `actor`.
+  func pulls(on actor: any Actor) -> Bool { self.actor === actor }
+
+  /// On `actor`'s thread, blocked until the pool stops: pulls the rest of the input here, as the
+  /// task that would pull it cannot run meanwhile. (Should the exit hook run on another thread
+  /// while the actor still runs, `pulling` keeps the two from pulling at once.)
+  func drain(into core: PoolCore) {
+    while !shared.withLock({ $0.done }) { pull(into: core) }
+  }
+
+  /// Ends the actor's task once nothing more is pulled.
+  private func markDone() {
+    shared.withLock { $0.done = true }
+    requests?.finish()
+  }
+
+  /// Pulls one batch and queues it.
+  private func pull(into core: PoolCore) {
+    pulling.withLock { _ in pullBatch(into: core) }
+  }
+
+  private func pullBatch(into core: PoolCore) {
     let go = shared.withLock { shared -> Bool in
       guard !shared.done, !shared.abandoned else { return false }
       shared.feeding = true
@@ -80,14 +134,15 @@ final class MapFeed: JobSource, @unchecked Sendable {
       let reason = shared.withLock { $0.ending } ?? rejection
       for job in jobs { job.sink.fail(reason) }
     }
-    let abandoned = shared.withLock { shared -> Bool in
+    let (abandoned, done) = shared.withLock { shared -> (Bool, Bool) in
       shared.feeding = false
-      if shared.abandoned { return true }
+      if shared.abandoned { return (true, true) }
       shared.produced.append(contentsOf: chunks)
       if !exhausted, shared.ending == nil { shared.ending = rejection }
       if exhausted || shared.ending != nil { shared.done = true }
-      return false
+      return (false, shared.done)
     }
+    if done { requests?.finish() }
     if abandoned {
       for chunk in chunks { _ = chunk.future?.cancel(terminatingWorker: source.terminatesRunningWork) }
     }
@@ -96,12 +151,14 @@ final class MapFeed: JobSource, @unchecked Sendable {
 
   /// The pool dropped the source (it broke, or its queued work was cancelled).
   func stop(_ error: ProcessPoolError) {
-    shared.withLock { shared in
-      guard !shared.done else { return }
+    let done = shared.withLock { shared -> Bool in
+      guard !shared.done else { return true }
       if shared.ending == nil { shared.ending = error }
       // A batch being pulled hands over first, then ends the feed.
       if !shared.feeding { shared.done = true }
+      return shared.done
     }
+    if done { requests?.finish() }
     signal.fire()
   }
 
@@ -135,6 +192,7 @@ final class MapFeed: JobSource, @unchecked Sendable {
       defer { shared.produced = [] }
       return (shared.produced, registered)
     }
+    requests?.finish()
     // A forked child's copy of the pool is its parent's: leave it alone.
     if registered && source.core.belongsToThisProcess {
       source.core.transition { state, effects in state.removeSource(self, now: .now, &effects) }

@@ -36,9 +36,15 @@ enum ActivePools {
     if pp_is_io_thread() != 0 { return }
     // A forked child inherits the list but not the I/O threads: its parent's pools are not its own.
     let cores = pools.withLock { Array($0.cores.values) }.filter(\.belongsToThisProcess)
-    for core in cores {
-      core.transition { state, effects in state.shutdown(cancelFutures: false, now: .now, &effects) }
-      core.blockUntilStopped()
-    }
+    for core in cores { finish(core) }
+  }
+
+  /// Shuts one pool down gracefully and waits for it, from the exit hook.
+  static func finish(_ core: PoolCore) {
+    core.transition { state, effects in state.shutdown(cancelFutures: false, now: .now, &effects) }
+    // `main` returned (or `exit` was called) on the main actor, which runs nothing more: the
+    // input of a map made there is pulled here, or the pool would wait for it forever.
+    core.drainSources(pulledOn: MainActor.shared)
+    core.blockUntilStopped()
   }
 }

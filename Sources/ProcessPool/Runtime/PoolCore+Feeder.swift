@@ -14,6 +14,15 @@ extension PoolCore {
     }
   }
 
+  /// Pulls to their end the inputs of maps pulled on `actor`, on this thread, which holds that
+  /// actor (a blocking shutdown on it, or the exit hook on the main actor): the tasks that would
+  /// pull them cannot run meanwhile, and the pool waits for every input to run out.
+  func drainSources(pulledOn actor: any Actor) {
+    for case let feed as MapFeed in read({ $0.sources }) where feed.pulls(on: actor) {
+      feed.drain(into: self)
+    }
+  }
+
   func wakeFeeder() {
     feederGate.withLock {
       feederWoken = true

@@ -2,8 +2,9 @@
 /// `buffersize`): only a bounded window of such an input is encoded and queued at a time, and the
 /// pool does not stop (a graceful shutdown included) while a source still has inputs.
 protocol JobSource: AnyObject, Sendable {
-  /// Pulls the next batch and hands it to the pool with `PoolState.sourceFed`. Called on the
-  /// pool's feeder thread, never twice at once.
+  /// Pulls the next batch and hands it to the pool with `PoolState.sourceFed`, before it returns
+  /// or later (a source whose input must be pulled on its map's actor hands it over from there).
+  /// Called on the pool's feeder thread, and not again before the batch was handed over.
   func feed(into core: PoolCore)
   /// The pool will not run what is left of the source (it broke, or the queued work was
   /// cancelled); `error` says why. Called with the pool's lock released.
@@ -43,6 +44,7 @@ extension PoolState {
   /// The source's map was abandoned (its iteration ended early): nothing more is pulled from it.
   mutating func removeSource(_ source: any JobSource, now: MonotonicInstant, _ effects: inout PoolEffects) {
     self.now = now
+    if sources.first === source { feederAwaitsSource = false }
     sources.removeAll { $0 === source }
     advance(&effects)
   }
@@ -58,6 +60,14 @@ extension PoolState {
       if let brokenReason { return brokenReason }
       if forced { return ProcessPoolError(.brokenPool, "the pool was forcefully shut down") }
       return ProcessPoolError(.cancelled, "the map's remaining inputs were cancelled")
+    }
+    if index == 0 && feederAwaitsSource {
+      // A batch handed over late: the feeder, asleep meanwhile, decides whether to pull more.
+      feederAwaitsSource = false
+      if feederSleeping {
+        feederSleeping = false
+        effects.wakeFeeder = true
+      }
     }
     if exhausted { sources.remove(at: index) }
     for job in jobs { queue.append(job) }
@@ -84,10 +94,11 @@ extension PoolState {
       feederSleeping = false
       return .exit
     }
-    guard queue.count < feedHighWater else {
+    guard queue.count < feedHighWater, !feederAwaitsSource else {
       feederSleeping = true
       return .sleep
     }
+    feederAwaitsSource = true
     return .feed(source)
   }
 
@@ -118,5 +129,6 @@ extension PoolState {
   mutating func dropSources(_ error: ProcessPoolError, _ effects: inout PoolEffects) {
     for source in sources { effects.stoppedSources.append((source, error)) }
     sources = []
+    feederAwaitsSource = false
   }
 }

@@ -28,6 +28,9 @@ struct PoolState: ~Copyable {
   /// Whether the feeder thread runs, and whether it sleeps (the queue was full enough).
   var feederRunning = false
   var feederSleeping = false
+  /// The first source was asked for a batch that it hands over later (its input is pulled on
+  /// its map's actor): the feeder sleeps until it does.
+  var feederAwaitsSource = false
   var workers: [WorkerSlot] = []
   /// How workers start (`configuration.effectiveLaunchers`), and per launcher: workers being
   /// spawned right now, workers in a row that died before saying hello, and whether it was given
