@@ -144,6 +144,37 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test func aRetiredWorkerFlushesItsOutputAndRunsNoExitHandler() async throws {
+      // As Python's forked workers (`os._exit`): stdio flushed, no exit handler of the program.
+      let fifo = "/tmp/pp-fifo-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+      #expect(mkfifo(fifo, 0o600) == 0)
+      defer { unlink(fifo) }
+      // Open first, so that the worker's open for writing does not wait.
+      let output = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+      #expect(output >= 0)
+      defer { close(output) }
+      var configuration = ProcessPoolExecutor.Configuration.workers(1)
+      configuration.maxTasksPerChild = 1
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
+        let pid = try await pool.submit(PrintUnflushed(path: fifo), 0).value
+        #expect(Self.parent(of: pid) == ForkServer.current?.pid)
+      }
+      // The worker is reaped: its writes are all in the FIFO, and its end is closed.
+      var text: [UInt8] = []
+      var bytes = [UInt8](repeating: 0, count: 256)
+      while true {
+        let got = read(output, &bytes, bytes.count)
+        if got > 0 {
+          text += bytes[0..<got]
+        } else if got < 0 && errno == EINTR {
+          continue
+        } else {
+          break
+        }
+      }
+      #expect(String(decoding: text, as: UTF8.self) == "written, not flushed")
+    }
+
     @Test func aWorkerSlowToExitDoesNotHoldUpAnotherPoolsWorkers() async throws {
       // The server serves every pool of the process: a pool waiting for its worker's exit must
       // not keep it from starting another pool's workers.
@@ -153,8 +184,11 @@ extension WorkerProcessTests {
       var configuration = ProcessPoolExecutor.Configuration.workers(1)
       configuration.maxTasksPerChild = 1
       let slow = try ProcessPoolExecutor(configuration: configuration)
-      // The worker retires after this task and then waits at the gate in its exit handler.
-      #expect(try await slow.submit(WaitForGateAtExit(path: gate.path), 0).value == 0)
+      // The worker retires after this task; its last flush of stdout then blocks (see the task).
+      #expect(try await slow.submit(HoldExitAtGate(path: gate.path), 0).value == 0)
+      #expect(await gate.waitForArrivals(1))
+      // It ends its side of the socket: the pool waits for its exit from now on.
+      gate.open()
       #expect(await gate.waitForArrivals(1))
       // (Not `withPool`: the slow pool's worker is still there when this one is done.)
       let other = try ProcessPoolExecutor(configuration: .workers(2))
@@ -211,22 +245,55 @@ struct StartNestedPoolWithServer: ProcessTask {
   }
 }
 
-/// Registers an exit handler that ends the worker's side of its socket and waits at the gate at
-/// `path`: once stopped, the worker has gone as far as the pool can see, but exits only when the
-/// gate opens.
-struct WaitForGateAtExit: ProcessTask {
+/// Sends the worker's stdout to the FIFO at `path`, leaves a line without its newline in the
+/// buffer, and registers an exit handler that would add to it. Returns the worker's pid.
+struct PrintUnflushed: ProcessTask {
   var path: String
-  nonisolated(unsafe) static var gatePath = ""
+
+  func run(_: Int) async throws -> Int32 {
+    let fd = open(path, O_WRONLY | O_CLOEXEC)
+    guard fd >= 0, dup2(fd, 1) == 1 else { throw GateError(message: "cannot open \(path)") }
+    close(fd)
+    print("written, not flushed", terminator: "")
+    atexit { print(" and an exit handler ran", terminator: "") }
+    return getpid()
+  }
+}
+
+/// Makes the worker slow to exit once stopped, without any exit handler (a forked worker runs
+/// none): its stdout becomes a full pipe with a byte pending in its buffer, so the flush before
+/// it exits blocks until a thread drains the pipe. That thread waits at the gate at `path`, ends
+/// the worker's side of its socket (so the pool waits for the exit from then on), waits at the
+/// gate again, then drains the pipe.
+struct HoldExitAtGate: ProcessTask {
+  var path: String
 
   func run(_ x: Int) async throws -> Int {
-    Self.gatePath = path
-    atexit {
-      // End of stream for the pool (which then waits for the exit), while the process lives on.
-      shutdown(3, Int32(SHUT_WR))
-      guard let fd = try? connectToGate(WaitForGateAtExit.gatePath) else { return }
-      var byte: UInt8 = 0
-      while read(fd, &byte, 1) < 0 && errno == EINTR {}
-      close(fd)
+    var ends: [Int32] = [0, 0]
+    guard pipe(&ends) == 0, dup2(ends[1], 1) == 1 else { throw GateError(message: "no pipe") }
+    close(ends[1])
+    // Full: every write to it blocks from now on.
+    _ = fcntl(1, F_SETFL, fcntl(1, F_GETFL) | O_NONBLOCK)
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while write(1, &chunk, chunk.count) > 0 {}
+    _ = fcntl(1, F_SETFL, fcntl(1, F_GETFL) & ~O_NONBLOCK)
+    // Buffered (stdout is a pipe here, or a terminal: no newline), not written.
+    print("x", terminator: "")
+    let (path, drain) = (path, ends[0])
+    try OSThread.start(name: "hold-exit") {
+      for round in 0..<2 {
+        guard let fd = try? connectToGate(path) else { return }
+        var byte: UInt8 = 0
+        while read(fd, &byte, 1) < 0 && errno == EINTR {}
+        close(fd)
+        if round == 0 { shutdown(3, Int32(SHUT_WR)) }
+      }
+      var bytes = [UInt8](repeating: 0, count: 4096)
+      while true {
+        let got = read(drain, &bytes, bytes.count)
+        if got > 0 || (got < 0 && errno == EINTR) { continue }
+        break
+      }
     }
     return x
   }

@@ -399,6 +399,62 @@ import Testing
     #expect(machine.state.statistics.workersCrashed == 0)
   }
 
+  @Test func aWorkersLastJobGoesWithStopAndNoSecondStopFollowsItsResult() throws {
+    let machine = Machine {
+      $0.maxTasksPerChild = 2
+      $0.jobsPerWorker = 2
+    }
+    _ = machine.submit(3)
+    let first = try machine.spawned()
+    // Both of its jobs, then `stop`, in one go: it exits once its last reply is out.
+    #expect(Self.kinds(of: machine.effects.writes, to: first) == [.run, .run, .stop])
+    #expect(machine.slot(first)?.stopSent == true)
+    #expect(machine.slot(first)?.phase == .starting(initializer: false, launchDeadline: nil))
+    machine.hello(first)
+    machine.result(first)
+    #expect(machine.slot(first)?.phase == .ready)  // still runs its last job
+    machine.result(first)
+    // Retired (and replaced) as a worker stopped when idle, without another `stop`.
+    #expect(machine.slot(first)?.phase == .retiring(from: .ready))
+    #expect(Self.kinds(of: machine.effects.writes, to: first).isEmpty)
+    #expect(machine.effects.spawns == [0])
+    machine.exited(first, .exited(0))
+    #expect(machine.state.statistics.workersRetired == 1)
+    #expect(machine.state.statistics.workersCrashed == 0)
+  }
+
+  @Test func aWorkerThatDiesInItsLastJobCrashedEvenThoughItWasToldToStop() throws {
+    let machine = Machine { $0.maxTasksPerChild = 1 }
+    let jobs = machine.submit(2)
+    let first = try machine.spawned()
+    #expect(Self.kinds(of: machine.effects.writes, to: first) == [.run, .stop])
+    machine.hello(first)
+    machine.exited(first, .signaled(SIGSEGV))
+    #expect(machine.failures(of: jobs[0].1) == [.workerCrashed])
+    #expect(machine.state.statistics.workersCrashed == 1)
+    #expect(machine.effects.spawns == [0])  // the next job gets a new worker
+  }
+
+  @Test func aPoolWithoutATaskLimitSendsStopOnlyToIdleWorkersAtShutdown() throws {
+    let machine = Machine()
+    _ = machine.submit(1)
+    let worker = try machine.spawned()
+    #expect(Self.kinds(of: machine.effects.writes, to: worker) == [.run])
+    machine.hello(worker)
+    machine.event { state, effects in state.shutdown(cancelFutures: false, now: .now, &effects) }
+    #expect(Self.kinds(of: machine.effects.writes, to: worker).isEmpty)
+    machine.result(worker)
+    #expect(Self.kinds(of: machine.effects.writes, to: worker) == [.stop])
+    #expect(machine.slot(worker)?.phase == .retiring(from: .ready))
+  }
+
+  /// The kinds of the frames written to `worker`, in order.
+  static func kinds(of writes: [PoolEffects.Write], to worker: (id: Int, pid: Int32)) -> [Frame.Kind] {
+    writes.filter { $0.worker == worker.id }.compactMap { write in
+      write.bytes.withUnsafeBytes { try? Frame.header(in: $0, at: 0).kind }
+    }
+  }
+
   @Test func aRetiredWorkerIsReplacedWhileItExitsWithABoundedOverlap() throws {
     let machine = Machine { $0.maxTasksPerChild = 1 }
     _ = machine.submit(4)

@@ -175,6 +175,13 @@ extension PoolState {
       }
       Frame.fillHeader(.run, id: job.id, in: &job.frame)
       effects.writes.append(PoolEffects.Write(worker: workers[index].id, bytes: job.frame, run: job.id))
+      // Its last job: `stop` goes right behind it, so the worker exits as soon as its reply is
+      // out, without waiting for a frame once the parent has the reply (it is marked retiring
+      // when that reply arrives, as a worker stopped when idle is).
+      if let limit = configuration.maxTasksPerChild, workers[index].jobsAssigned >= limit {
+        workers[index].stopSent = true
+        effects.writes.append(PoolEffects.Write(worker: workers[index].id, bytes: Frame.bare(.stop)))
+      }
       return true
     }
     return false
@@ -203,7 +210,10 @@ extension PoolState {
         launcherReplaced[workers[index].launcher] += 1
         retired = true
       }
-      effects.writes.append(PoolEffects.Write(worker: workers[index].id, bytes: Frame.bare(.stop)))
+      if !workers[index].stopSent {
+        workers[index].stopSent = true
+        effects.writes.append(PoolEffects.Write(worker: workers[index].id, bytes: Frame.bare(.stop)))
+      }
     }
     return retired
   }

@@ -51,6 +51,8 @@ struct WorkerSlot {
   /// Jobs sent and not answered, oldest first; the first one is running.
   var inflight: [Job] = []
   var jobsAssigned = 0
+  /// `stop` was written to it (behind its last job, or once idle): it exits after what it holds.
+  var stopSent = false
   /// The inflight count under which it is listed in `PoolState.available`, if it is.
   var listedAt: Int?
   /// When the running job's per-task timeout ends (set once the worker has said hello).

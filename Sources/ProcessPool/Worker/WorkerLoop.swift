@@ -91,7 +91,7 @@ final class WorkerLoop: @unchecked Sendable {
               index += 1
             case .stop:
               flush()
-              exit(0)
+              Self.exitStopped()
             default: _exit(PP_EXIT_UNEXPECTED_FRAME)  // a parent speaking another protocol
             }
           }
