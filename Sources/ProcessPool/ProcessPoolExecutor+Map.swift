@@ -123,9 +123,15 @@ final class ChunkSource {
   let stopWorker: StopWorkerHook
   /// How the map's iterator learns that chunks are done.
   let arrivals: ChunkArrivals
-  /// A chunk whose inputs take more bytes than this gets a frame of its own as it is pulled
-  /// (given to its job without a copy) instead of sharing its batch's buffer.
+  /// Chunks of fewer inputs than this share their batch's buffer (their frame is made when a
+  /// worker takes them); bigger ones get a frame of their own as they are pulled, which their
+  /// job takes without a copy (the task's header it repeats is small next to their inputs).
+  static let sharedChunkInputs = 16
+  /// A shared chunk whose inputs take more bytes than this gets a frame of its own all the same.
   static let sharedChunkLimit = 4096
+  /// The size of the last frame of its own: the next one reserves it (up to
+  /// `sharedChunkLimit`), so a small frame is allocated at about its size.
+  @exclusivity(unchecked) var lastFrameSize = 0
   /// Whether ending the iteration early stops running chunks too.
   var terminatesRunningWork: Bool { cancellation == .terminatingWorker }
   // Touched by the map's caller, then by the one iterating task or the feeder: no exclusivity
@@ -178,21 +184,29 @@ final class ChunkSource {
     let messageLimit = core.configuration.messageLimit
     // What a chunk's `[u32 count](block)*` may take for its frame to fit in one message.
     let chunkLimit = messageLimit > header.count ? messageLimit - header.count : 0
-    var inputs: [UInt8] = []
+    // Small chunks share one buffer (one writer for the batch); a chunk of many inputs is
+    // written straight into a frame of its own, which its job takes without a copy.
+    let shared = chunksize < Self.sharedChunkInputs
+    let writer = ByteWriter([])
     var ends: [Int] = []
     var frames: [Int: [UInt8]] = [:]
     var failures: [Int: [Int: ProcessPoolError]] = [:]
     var lastCount = chunksize
     while ends.count < limit, !exhausted {
-      let from = inputs.count
-      inputs.appendLittleEndian(UInt32(0))
+      let chunk = ends.count
+      var from = writer.bytes.count
+      if !shared {
+        writer.bytes = []
+        writer.bytes.reserveCapacity(max(min(lastFrameSize, Self.sharedChunkLimit), header.count + 4))
+        writer.bytes += header
+        from = writer.bytes.count
+      }
+      writer.bytes.appendLittleEndian(UInt32(0))
       // The chunk's inputs share one frame: an input that would take it past the limit fails at
       // its own position (with `valueTooLarge`) and is left out.
-      let (count, failed) = inputs.withByteWriter { writer in
-        let (limit, overflow) = from.addingReportingOverflow(chunkLimit)
-        writer.byteLimit = overflow ? Int.max : limit
-        return codec.pull(chunksize, writer)
-      }
+      let (end, overflow) = from.addingReportingOverflow(chunkLimit)
+      writer.byteLimit = overflow ? Int.max : end
+      let (count, failed) = codec.pull(chunksize, writer)
       pulled += count
       if count < chunksize {
         exhausted = true
@@ -200,26 +214,32 @@ final class ChunkSource {
         if progress.snapshot.total == nil { progress.setTotal(pulled) }
       }
       guard count > 0 else {
-        inputs.removeSubrange(from...)
+        writer.bytes.removeSubrange(from...)
         break
       }
       lastCount = count
-      let chunk = ends.count
       if !failed.isEmpty {
         progress.record(completed: 0, failed: failed.count)
         failures[chunk] = failed
       }
-      inputs.withUnsafeMutableBytes {
+      writer.bytes.withUnsafeMutableBytes {
         $0.storeBytes(of: UInt32(count - failed.count).littleEndian, toByteOffset: from, as: UInt32.self)
       }
-      if inputs.count - from > Self.sharedChunkLimit {
-        frames[chunk] = header + inputs[from...]
-        inputs.removeSubrange(from...)
+      if !shared {
+        lastFrameSize = writer.bytes.count
+        frames[chunk] = writer.bytes
+        writer.bytes = []
+      } else if writer.bytes.count - from > Self.sharedChunkLimit {
+        // One big input: its frame is its own (copied once here rather than at dispatch).
+        frames[chunk] = header + writer.bytes[from...]
+        writer.bytes.removeSubrange(from...)
       }
-      ends.append(inputs.count)
+      ends.append(writer.bytes.count)
     }
+    let inputs = writer.bytes
     guard !ends.isEmpty else { return nil }
     return MapBatch(
-      source: self, start: start, inputs: inputs, ends: ends, frames: frames, lastCount: lastCount, failures: failures)
+      source: self, start: start, inputs: consume inputs, ends: ends, frames: frames, lastCount: lastCount,
+      failures: failures)
   }
 }
