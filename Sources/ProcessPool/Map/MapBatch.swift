@@ -19,7 +19,7 @@ final class MapBatch: JobBatch, @unchecked Sendable {
   private let ends: [Int]
   /// Chunks too big to share `inputs`: their whole frame, made as they were pulled and handed
   /// to their job without a copy.
-  private var frames: [Int: [UInt8]]
+  @exclusivity(unchecked) private var frames: [Int: [UInt8]]
   /// How many inputs the last chunk holds (the others hold the map's chunksize).
   private let lastCount: Int
   /// By chunk, the inputs that could not be encoded, by position in the chunk (rare).
@@ -73,7 +73,14 @@ final class MapBatch: JobBatch, @unchecked Sendable {
   func position(of index: Int) -> Int { start + index * source.chunksize }
 
   /// The inputs of chunk `index` that could not be encoded, by position in the chunk.
-  func encodingFailures(of index: Int) -> [Int: ProcessPoolError] { failures[index] ?? [:] }
+  func encodingFailures(of index: Int) -> [Int: ProcessPoolError] {
+    failures.isEmpty ? [:] : failures[index] ?? [:]
+  }
+
+  /// How many inputs of chunk `index` were sent to a worker (those that could be encoded).
+  func sentCount(of index: Int) -> Int {
+    count(of: index) - (failures.isEmpty ? 0 : failures[index]?.count ?? 0)
+  }
 
   /// The outcome of chunk `index` if it is done, which the batch lets go of (taken once).
   func takeOutcome(_ index: Int) -> Result<RawOutcomes, any Error>? {
@@ -96,7 +103,8 @@ final class MapBatch: JobBatch, @unchecked Sendable {
   func job(at index: Int) -> Job? {
     guard state.withLock({ $0.phases[index] == .pending }) else { return nil }
     let frame: [UInt8]
-    if let own = frames.removeValue(forKey: index) {
+    // Checked for emptiness first: a batch of small chunks has none, and a lookup hashes.
+    if !frames.isEmpty, let own = frames.removeValue(forKey: index) {
       frame = own
     } else {
       let from = index == 0 ? 0 : ends[index - 1]
@@ -193,7 +201,7 @@ final class MapBatch: JobBatch, @unchecked Sendable {
 
   /// Counts a chunk that just finished in the progress, and tells the iterator.
   private func announce(_ index: Int, _ outcome: Result<RawOutcomes, any Error>) {
-    source.progress.record(outcome, count: count(of: index) - (failures[index]?.count ?? 0))
+    source.progress.record(outcome, count: sentCount(of: index))
     source.arrivals.arrived(self, index)
   }
 
@@ -211,9 +219,9 @@ struct MapChunkSink: JobSink {
   func acknowledgeCancel() {}
 
   func deliver(_ payload: UnsafeRawBufferPointer, workerPID: Int32) {
-    let expected = batch.count(of: index) - batch.encodingFailures(of: index).count
     do {
-      batch.complete(index, .success(try RawOutcomes(payload, expected: expected, workerPID: workerPID)))
+      let outcomes = try RawOutcomes(payload, expected: batch.sentCount(of: index), workerPID: workerPID)
+      batch.complete(index, .success(outcomes))
     } catch {
       fail(ResultsPayload.malformedResults(error, workerPID: workerPID))
     }
