@@ -7,15 +7,16 @@ import Synchronization
 /// has a future: its outcome is kept here until the map's iterator takes it, and `ChunkArrivals`
 /// wakes the iterator.
 ///
-/// `@unchecked Sendable`: `frames` is touched by the thread that made the batch, then only under
-/// the pool's lock; `unyielded` only by the one iterating task; the chunks' phases and outcomes
-/// are under `state`.
+/// `@unchecked Sendable`: `inputs` and `frames` are touched by the thread that made the batch,
+/// then only under the pool's lock; `unyielded` only by the one iterating task; the chunks'
+/// phases and outcomes are under `state`.
 final class MapBatch: JobBatch, @unchecked Sendable {
   let source: ChunkSource
   /// The position of the first chunk's first input in the map's input.
   let start: Int
-  /// Each chunk's `[u32 count](block)*` back to back; chunk `i` ends at `ends[i]`.
-  private let inputs: [UInt8]
+  /// Each chunk's `[u32 count](block)*` back to back; chunk `i` ends at `ends[i]`. Let go of
+  /// once the last chunk's job is made (a job keeps its own frame).
+  @exclusivity(unchecked) private var inputs: [UInt8]
   private let ends: [Int]
   /// Chunks too big to share `inputs`: their whole frame, made as they were pulled and handed
   /// to their job without a copy.
@@ -114,6 +115,7 @@ final class MapBatch: JobBatch, @unchecked Sendable {
       built += inputs[from..<ends[index]]
       frame = built
     }
+    if index == ends.count - 1 { inputs = [] }
     return Job(frame: frame, sink: MapChunkSink(batch: self, index: index), timeout: source.taskTimeout)
   }
 
