@@ -1,6 +1,6 @@
-/// What a future calls to stop the worker running it; weak, so futures do not keep the pool. An
-/// object rather than a closure: a future holds it in one word, not two (a queued map chunk
-/// holds one future), and a map's chunks share one.
+/// What a future (or a map's chunk) calls to stop the worker running it; weak, so futures do not
+/// keep the pool. An object rather than a closure: a future holds it in one word, not two, and a
+/// map's chunks share one.
 final class StopWorkerHook: Sendable {
   private weak let core: PoolCore?
 

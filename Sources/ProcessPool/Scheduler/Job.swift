@@ -13,7 +13,7 @@ final class Job: @unchecked Sendable {
   /// The per-task timeout for this job (each item of a chunk gets it).
   var timeout: Duration? { timeoutOrZero == .zero ? nil : timeoutOrZero }
   /// `timeout`, zero for none (a timeout is positive): a `Duration?` would take the object past
-  /// 88 bytes, into the next allocation size (a queued map chunk holds one `Job`).
+  /// 88 bytes, into the next allocation size (every task sent holds one `Job`).
   private let timeoutOrZero: Duration
 
   /// `frame` starts with `Frame.headerSize` bytes of room (`Frame.emptyHeader`).
@@ -79,7 +79,7 @@ protocol JobBatch: AnyObject, Sendable {
   /// Makes the job of chunk `index`, or nil when it needs no worker (it was cancelled, or none of
   /// its inputs could be encoded). Called under the pool's lock, once per chunk, in order.
   func job(at index: Int) -> Job?
-  /// How many chunks from `index` on were not cancelled.
+  /// How many chunks from `index` on are still to run (neither cancelled nor done).
   func liveCount(from index: Int) -> Int
   /// The chunks from `index` on, not made into jobs, as one sink: to cancel or fail them all.
   func remainder(from index: Int) -> any JobSink

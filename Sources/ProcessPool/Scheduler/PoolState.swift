@@ -150,8 +150,8 @@ struct JobQueue {
     count += batch.jobCount
   }
 
-  /// The next job; nil when the queue is empty, or its first entries were all skipped (chunks
-  /// that need no worker), which dispatch takes as the queue running dry for now.
+  /// The next job; nil when the queue is empty. A batch's chunks that need no worker (cancelled
+  /// ones) are skipped without a job.
   mutating func popFirst() -> Job? {
     while head < items.count {
       count -= 1
