@@ -397,11 +397,16 @@ nonisolated func bigmap(count: Int) async throws -> [(String, Double)] {
   let t0 = clock.now
   let sequence = try big.map(Identity(), inputs, chunksize: 1)
   let returned = seconds(t0.duration(to: clock.now))
-  // Read before the memory: the feeder may pull more meanwhile, which can only make the figure
-  // per item larger.
   let pulledAtReturn = bigmapPulled.load(ordering: .relaxed)
-  let atReturn = residentBytes().current
-  let heapAtReturn = heapInUse()
+  // Nothing is read yet, so every input pulled is held (queued, or run with its output kept).
+  // The feeder goes on pulling as the workers take items: the memory is read between two equal
+  // counts of the inputs pulled, so that it is divided by the items it holds.
+  var (held, atReturn, heapAtReturn) = (0, 0.0, 0.0)
+  for _ in 0..<100 {
+    held = bigmapPulled.load(ordering: .relaxed)
+    (atReturn, heapAtReturn) = (residentBytes().current, heapInUse())
+    if bigmapPulled.load(ordering: .relaxed) == held { break }
+  }
   var seen = 0
   for try await value in sequence {
     precondition(value == seen)
@@ -421,8 +426,8 @@ nonisolated func bigmap(count: Int) async throws -> [(String, Double)] {
   return [
     ("bigmap_items", Double(count)), ("bigmap_return_ms", returned * 1e3),
     ("bigmap_pulled_at_return", Double(pulledAtReturn)),
-    ("bigmap_queued_bytes_per_item", (atReturn - before) / Double(max(pulledAtReturn, 1))),
-    ("bigmap_queued_heap_bytes_per_item", (heapAtReturn - heapBefore) / Double(max(pulledAtReturn, 1))),
+    ("bigmap_queued_bytes_per_item", (atReturn - before) / Double(max(held, 1))),
+    ("bigmap_queued_heap_bytes_per_item", (heapAtReturn - heapBefore) / Double(max(held, 1))),
     ("bigmap_peak_bytes_per_item", (peak - before) / Double(count)), ("bigmap_total_s", total),
     ("bigmap_items_per_s", Double(count) / total), ("bigmap_auto_chunksize_return_ms", automaticReturned * 1e3),
   ]
