@@ -15,11 +15,11 @@ final class MapBatch: JobBatch, @unchecked Sendable {
   /// The position of the first chunk's first input in the map's input.
   let start: Int
   /// Each chunk's `[u32 count](block)*` back to back; chunk `i` ends at `ends[i]`. Let go of
-  /// once the last chunk's job is made (a job keeps its own frame).
+  /// when the last chunk's turn comes in the pool's queue (a job keeps its own frame).
   @exclusivity(unchecked) private var inputs: [UInt8]
   private let ends: [Int]
   /// Chunks too big to share `inputs`: their whole frame, made as they were pulled and handed
-  /// to their job without a copy.
+  /// to their job without a copy (or dropped when their turn comes, if they were cancelled).
   @exclusivity(unchecked) private var frames: [Int: [UInt8]]
   /// How many inputs the last chunk holds (the others hold the map's chunksize).
   private let lastCount: Int
@@ -102,10 +102,13 @@ final class MapBatch: JobBatch, @unchecked Sendable {
   var jobCount: Int { ends.count }
 
   func job(at index: Int) -> Job? {
+    // Nothing reads the inputs once the last chunk's turn has come (a job keeps its frame).
+    defer { if index == ends.count - 1 { inputs = [] } }
+    // Checked for emptiness first: a batch of small chunks has none, and a lookup hashes.
+    let own = frames.isEmpty ? nil : frames.removeValue(forKey: index)
     guard state.withLock({ $0.phases[index] == .pending }) else { return nil }
     let frame: [UInt8]
-    // Checked for emptiness first: a batch of small chunks has none, and a lookup hashes.
-    if !frames.isEmpty, let own = frames.removeValue(forKey: index) {
+    if let own {
       frame = own
     } else {
       let from = index == 0 ? 0 : ends[index - 1]
@@ -115,7 +118,6 @@ final class MapBatch: JobBatch, @unchecked Sendable {
       built += inputs[from..<ends[index]]
       frame = built
     }
-    if index == ends.count - 1 { inputs = [] }
     return Job(frame: frame, sink: MapChunkSink(batch: self, index: index), timeout: source.taskTimeout)
   }
 
