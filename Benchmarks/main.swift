@@ -351,6 +351,32 @@ func resetPeakResident() {
   fclose(file)
 }
 
+/// The bytes the process's heap has in use (glibc's `malloc_stats`, all arenas and mmapped
+/// blocks): unlike the resident set, it leaves out a new thread's stack and arena, which would
+/// swamp the few hundred items a lazy map queues.
+func heapInUse() -> Double {
+  guard let symbol = dlsym(nil, "malloc_stats"), let file = tmpfile() else { return .nan }
+  defer { fclose(file) }
+  let mallocStats = unsafeBitCast(symbol, to: (@convention(c) () -> Void).self)
+  let saved = dup(2)
+  dup2(fileno(file), 2)
+  mallocStats()
+  dup2(saved, 2)
+  close(saved)
+  rewind(file)
+  var inUse = Double.nan
+  var line = [CChar](repeating: 0, count: 256)
+  // The last "in use bytes" line is the total over every arena, mmapped blocks included.
+  while fgets(&line, Int32(line.count), file) != nil {
+    let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    if text.contains("in use bytes") {
+      let number = text.split(separator: "=").last?.filter(\.isNumber) ?? ""
+      inUse = Double(String(number)) ?? .nan
+    }
+  }
+  return inUse
+}
+
 /// Inputs pulled so far by the `bigmap` section's input.
 let bigmapPulled = Atomic<Int>(0)
 
@@ -362,6 +388,7 @@ nonisolated func bigmap(count: Int) async throws -> [(String, Double)] {
   let big = try ProcessPoolExecutor(maxWorkers: workers)
   _ = try await big.submit(Identity(), 0).value
   let before = residentBytes().current
+  let heapBefore = heapInUse()
   resetPeakResident()
   let inputs = (0..<count).lazy.map { value in
     bigmapPulled.add(1, ordering: .relaxed)
@@ -371,7 +398,15 @@ nonisolated func bigmap(count: Int) async throws -> [(String, Double)] {
   let sequence = try big.map(Identity(), inputs, chunksize: 1)
   let returned = seconds(t0.duration(to: clock.now))
   let pulledAtReturn = bigmapPulled.load(ordering: .relaxed)
-  let atReturn = residentBytes().current
+  // Nothing is read yet, so every input pulled is held (queued, or run with its output kept).
+  // The feeder goes on pulling as the workers take items: the memory is read between two equal
+  // counts of the inputs pulled, so that it is divided by the items it holds.
+  var (held, atReturn, heapAtReturn) = (0, 0.0, 0.0)
+  for _ in 0..<100 {
+    held = bigmapPulled.load(ordering: .relaxed)
+    (atReturn, heapAtReturn) = (residentBytes().current, heapInUse())
+    if bigmapPulled.load(ordering: .relaxed) == held { break }
+  }
   var seen = 0
   for try await value in sequence {
     precondition(value == seen)
@@ -391,7 +426,8 @@ nonisolated func bigmap(count: Int) async throws -> [(String, Double)] {
   return [
     ("bigmap_items", Double(count)), ("bigmap_return_ms", returned * 1e3),
     ("bigmap_pulled_at_return", Double(pulledAtReturn)),
-    ("bigmap_queued_bytes_per_item", (atReturn - before) / Double(max(pulledAtReturn, 1))),
+    ("bigmap_queued_bytes_per_item", (atReturn - before) / Double(max(held, 1))),
+    ("bigmap_queued_heap_bytes_per_item", (heapAtReturn - heapBefore) / Double(max(held, 1))),
     ("bigmap_peak_bytes_per_item", (peak - before) / Double(count)), ("bigmap_total_s", total),
     ("bigmap_items_per_s", Double(count) / total), ("bigmap_auto_chunksize_return_ms", automaticReturned * 1e3),
   ]
@@ -417,10 +453,15 @@ if enabled("bigmap") {
   for try await _ in sequence { seen += 1 }
   precondition(seen == count && pulled == count)
   // What each queued item costs: the whole input queued before `map` returns (a `buffersize` as
-  // large as the input), measured by the resident size.
+  // large as the input), by the resident size and by the heap in use.
   let before = residentBytes().current
+  let heapBefore = heapInUse()
   let whole = try big.map(Identity(), 0..<count, chunksize: 1, buffersize: count)
   let queued = residentBytes().current - before
+  let queuedHeap = heapInUse() - heapBefore
+  // The workers ran some of the items while the rest were queued: those hold their outputs
+  // until read, which counts in the figures per item too.
+  let finishedAtReturn = whole.currentProgress.completed
   seen = 0
   for try await _ in whole { seen += 1 }
   precondition(seen == count)
@@ -429,6 +470,8 @@ if enabled("bigmap") {
   results.append(("bigmap_actor_return_ms", returned * 1e3))
   results.append(("bigmap_actor_pulled_at_return", Double(pulledAtReturn)))
   results.append(("bigmap_whole_queued_bytes_per_item", queued / Double(count)))
+  results.append(("bigmap_whole_queued_heap_bytes_per_item", queuedHeap / Double(count)))
+  results.append(("bigmap_whole_finished_at_return", Double(finishedAtReturn)))
   log("  bigmap done")
 }
 

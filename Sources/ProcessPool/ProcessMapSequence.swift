@@ -110,10 +110,11 @@ final class MapReadyBuffer<Output: Sendable> {
   }
 }
 
-/// The chunks of a map in input order, the chunks still to pull (with a `buffersize`), and the
-/// deadline. Cancels what is left when the iteration ends early (this object is released).
-/// Only the one iterating task touches it (iterate a map once), so its properties skip the
-/// runtime's exclusivity checks, which cost more per item than the work they guard.
+/// The chunks of a map in input order (as the batches they were pulled in), the chunks still to
+/// pull (with a `buffersize`), and the deadline. Cancels what is left when the iteration ends
+/// early (this object is released). Only the one iterating task touches it (iterate a map
+/// once), so its properties skip the runtime's exclusivity checks, which cost more per item than
+/// the work they guard.
 @usableFromInline
 final class MapState {
   private let source: ChunkSource
@@ -122,10 +123,14 @@ final class MapState {
   /// Without a `buffersize`: the rest of the input, pulled by the pool (then `fill` has
   /// nothing to do).
   private var feed: MapFeed?
-  /// Submitted chunks, oldest first; those before `head` are fully yielded (released, and
-  /// popped by moving `head`, so a map of many small chunks does not shift the array each time).
-  @exclusivity(unchecked) private var chunks: [MapChunk?] = []
+  /// Submitted batches, oldest first; those before `head` are fully yielded (released, and
+  /// popped by moving `head`, so a map of many batches does not shift the array each time).
+  @exclusivity(unchecked) private var batches: [MapBatch?] = []
   @exclusivity(unchecked) private var head = 0
+  /// The head batch's chunk to yield next.
+  @exclusivity(unchecked) private var chunk = 0
+  /// Chunks submitted and not yet yielded (against `buffersize`).
+  @exclusivity(unchecked) private var queued = 0
   /// Whether the head chunk was handed to the iterator (it still counts against `buffersize`
   /// while the iterator steps through it).
   @exclusivity(unchecked) private var headOpened = false
@@ -147,19 +152,24 @@ final class MapState {
   /// on the pool's feeder thread or, when `actor` is given, on that actor.
   func start(pullingOn actor: (any Actor)?) throws {
     guard buffersize == nil else { return try fill() }
-    let feed = MapFeed(source: source, signal: CompletionSignal(), pullingOn: actor)
+    let feed = MapFeed(source: source, pullingOn: actor)
     self.feed = feed
-    chunks = try feed.start().map { $0 }
+    append(try feed.start())
+  }
+
+  private func append(_ more: [MapBatch]) {
+    for batch in more {
+      batches.append(batch)
+      queued += batch.count
+    }
   }
 
   /// Submits chunks up to the buffer size, or all of them without one (unless the pool feeds
   /// the map).
   func fill() throws {
     guard feed == nil else { return }
-    while true {
-      let submitted = try source.submitBatch(room: buffersize.map { $0 - (chunks.count - head) })
-      if submitted.isEmpty { return }
-      chunks.append(contentsOf: submitted.lazy.map { $0 })
+    while let batch = try source.submitBatch(room: buffersize.map { $0 - queued }) {
+      append([batch])
     }
   }
 
@@ -170,49 +180,37 @@ final class MapState {
     guard !finished else { return nil }
     if headOpened {
       headOpened = false
-      chunks[head] = nil
-      head += 1
-      if head == chunks.count || head >= 1024 && head * 2 >= chunks.count {
-        chunks.removeSubrange(0..<head)
-        head = 0
+      queued -= 1
+      chunk += 1
+      if chunk == batches[head]!.count {
+        batches[head] = nil
+        head += 1
+        chunk = 0
+        if head == batches.count || head >= 1024 && head * 2 >= batches.count {
+          batches.removeSubrange(0..<head)
+          head = 0
+        }
       }
       try fill()
     }
-    if head == chunks.count, let feed { try await takeChunks(from: feed, isolation: isolation) }
-    guard head < chunks.count, let chunk = chunks[head] else {
+    if head == batches.count, let feed { try await takeBatches(from: feed, isolation: isolation) }
+    guard head < batches.count, let batch = batches[head] else {
       finished = true
       return nil
     }
-    var sent: Result<RawOutcomes, any Error> = .success(RawOutcomes())
-    // No future: every input of the chunk failed to encode.
-    if let future = chunk.future {
-      do {
-        sent = .success(try await value(of: future, isolation: isolation))
-      } catch let error as MapTimeout {
-        finished = true
-        cancelRemaining()
-        throw error.error
-      } catch is CancellationError {
-        finished = true
-        cancelRemaining()
-        throw CancellationError()
-      } catch {
-        // The whole chunk failed (its worker crashed, it timed out, it was cancelled): each of
-        // its items throws the error at its own position.
-        sent = .failure(error)
-      }
-    }
+    let index = chunk
+    let sent = try await outcome(of: batch, index, isolation: isolation)
     headOpened = true
-    return FinishedChunk(sent: sent, count: chunk.count, encodingFailures: chunk.encodingFailures)
+    return FinishedChunk(sent: sent, count: batch.count(of: index), encodingFailures: batch.encodingFailures(of: index))
   }
 
-  /// Waits for the feed's next chunks (returns with none at its end, throwing why it ended
+  /// Waits for the feed's next batches (returns with none at its end, throwing why it ended
   /// early if it did).
-  private func takeChunks(from feed: MapFeed, isolation: isolated (any Actor)?) async throws {
+  private func takeBatches(from feed: MapFeed, isolation: isolated (any Actor)?) async throws {
     while true {
       switch feed.take() {
-      case .chunks(let more):
-        chunks.append(contentsOf: more.lazy.map { $0 })
+      case .batches(let more):
+        append(more)
         return
       case .end(let error):
         guard let error else { return }
@@ -220,52 +218,51 @@ final class MapState {
         cancelRemaining()
         throw error
       case .nothingYet:
-        if let deadline, deadline <= .now {
-          finished = true
-          cancelRemaining()
-          throw ProcessPoolError(.timedOut, "map did not finish within its timeout")
-        }
-        if Task.isCancelled {
-          finished = true
-          cancelRemaining()
-          throw CancellationError()
-        }
-        await feed.signal.wait(until: deadline)
+        try checkDeadlineAndCancellation()
+        await feed.signal.wait(until: deadline, isolation: isolation)
       }
     }
   }
 
-  private struct MapTimeout: Error { let error: ProcessPoolError }
-
-  /// The future's value, or `MapTimeout` at the map's deadline (kept apart from a timeout the
-  /// task itself threw).
-  private func value(
-    of future: ProcessFuture<RawOutcomes>, isolation: isolated (any Actor)?
-  ) async throws -> RawOutcomes {
-    guard let deadline else { return try await future.value(isolation: isolation) }
-    if future.outcome == nil {
-      let signal = CompletionSignal()
-      let id = signal.nextID()
-      if future.watchCompletion(id, { signal.fire() }) {
-        defer { future.stopWatching(id) }
-        while !future.isCompleted && deadline > .now && !Task.isCancelled {
-          await signal.wait(until: deadline)
-        }
-      }
-      if future.outcome == nil {
-        try Task.checkCancellation()
-        throw MapTimeout(error: ProcessPoolError(.timedOut, "map did not finish within its timeout"))
-      }
+  /// The outcome of chunk `index` of `batch` once it is done (a failure fails each of its items
+  /// at its own position), or the map's timeout or cancellation.
+  private func outcome(
+    of batch: MapBatch, _ index: Int, isolation: isolated (any Actor)?
+  ) async throws -> Result<RawOutcomes, any Error> {
+    while true {
+      if let outcome = batch.takeOutcome(index) { return outcome }
+      try checkDeadlineAndCancellation()
+      source.arrivals.want(batch, index)
+      if batch.isDone(index) { continue }
+      await source.arrivals.wait(until: deadline, isolation: isolation)
     }
-    return try future.outcome!.get()
+  }
+
+  /// Ends the map (cancelling what is left) when its task was cancelled or its deadline passed.
+  private func checkDeadlineAndCancellation() throws {
+    if Task.isCancelled {
+      finished = true
+      cancelRemaining()
+      throw CancellationError()
+    }
+    if let deadline, deadline <= .now {
+      finished = true
+      cancelRemaining()
+      throw ProcessPoolError(.timedOut, "map did not finish within its timeout")
+    }
   }
 
   private func cancelRemaining() {
     // The feed first: cancelled chunks leave the queue, which must not make the pool pull more.
     feed?.abandon()
-    for chunk in chunks[head...] { chunk?.future?.cancel(terminatingWorker: source.terminatesRunningWork) }
-    chunks = []
+    for position in head..<batches.count {
+      batches[position]?.cancel(
+        from: position == head ? chunk : 0, terminatingWorker: source.terminatesRunningWork)
+    }
+    batches = []
     head = 0
+    chunk = 0
+    queued = 0
     headOpened = false
   }
 }

@@ -76,7 +76,7 @@ extension ProcessPoolExecutor {
   /// `mapUnordered`).
   func chunkSource<T: ProcessTask>(
     _ task: T, _ codec: MapCodec, underestimatedCount: Int, count: Int?, chunksize: Int?, buffersize: Int?,
-    taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?
+    taskTimeout: Duration?, progress: (@Sendable (ProcessPoolProgress) -> Void)?, unordered: Bool = false
   ) throws -> (ChunkSource, ProgressCounter) {
     if let chunksize, chunksize < 1 {
       throw ProcessPoolError(.invalidArgument, "chunksize must be at least 1 (got \(chunksize))")
@@ -92,7 +92,7 @@ extension ProcessPoolExecutor {
     let counter = ProgressCounter(total: count, handler: progress)
     let source = ChunkSource(
       core: core, header: header, codec: codec, chunksize: size, taskTimeout: taskTimeout ?? configuration.taskTimeout,
-      cancellation: configuration.cancellation, progress: counter)
+      cancellation: configuration.cancellation, progress: counter, arrivals: ChunkArrivals(collects: unordered))
     return (source, counter)
   }
 
@@ -105,13 +105,14 @@ extension ProcessPoolExecutor {
 
 }
 
-/// Pulls inputs and submits them a chunk at a time. It holds the pool's core, not the executor:
-/// dropping the executor shuts the pool down even while a map's results are unread (what was
-/// submitted still finishes; a lazy input's later chunks are refused), as CPython's iterator holds
-/// its executor weakly.
+/// Pulls inputs and submits them a batch of chunks at a time (`MapBatch`). It holds the pool's
+/// core, not the executor: dropping the executor shuts the pool down even while a map's results
+/// are unread (what was submitted still finishes; a lazy input's later chunks are refused), as
+/// CPython's iterator holds its executor weakly.
 final class ChunkSource {
   let core: PoolCore
-  /// The start of every chunk's frame: room for the frame header, the task's name and value.
+  /// The start of every chunk's frame: room for the frame header, the task's name and value
+  /// (kept once per map: a queued chunk holds only its inputs).
   let header: [UInt8]
   let codec: MapCodec
   let chunksize: Int
@@ -120,28 +121,29 @@ final class ChunkSource {
   let progress: ProgressCounter
   /// What ending the iteration early does to running chunks (the pool's setting).
   let cancellation: CancellationMode
-  /// The pool's hook that stops a chunk's worker, made once for all the chunks (a closure and
-  /// its context less per queued chunk).
+  /// The pool's hook that stops a chunk's worker, one for all the map's chunks.
   let stopWorker: StopWorkerHook
-  /// Counts a full chunk's outcomes in the progress, made once for all the full chunks (a closure
-  /// context less per queued chunk; only a short or partly unencodable chunk makes its own).
-  let recordFullChunk: FinishHook<RawOutcomes>
-  /// The size of the last chunk's frame: the next one reserves it (up to `reserveLimit`), so a
-  /// small frame is allocated at about its size instead of at twice the header's (what a queued
-  /// chunk holds until it is sent).
+  /// How the map's iterator learns that chunks are done.
+  let arrivals: ChunkArrivals
+  /// Chunks of fewer inputs than this share their batch's buffer (their frame is made when a
+  /// worker takes them); bigger ones get a frame of their own as they are pulled, which their
+  /// job takes without a copy (the task's header it repeats is small next to their inputs).
+  static let sharedChunkInputs = 16
+  /// A shared chunk whose inputs take more bytes than this gets a frame of its own all the same.
+  static let sharedChunkLimit = 4096
+  /// The size of the last frame of its own: the next one reserves it (up to
+  /// `sharedChunkLimit`), so a small frame is allocated at about its size.
   @exclusivity(unchecked) var lastFrameSize = 0
-  /// Beyond this a frame grows as it is written: one huge input must not make every later
-  /// chunk reserve its size.
-  static let reserveLimit = 4096
   /// Whether ending the iteration early stops running chunks too.
   var terminatesRunningWork: Bool { cancellation == .terminatingWorker }
-  // Touched by the map's caller, then by the one iterating task: no exclusivity checks.
+  // Touched by the map's caller, then by the one iterating task or the feeder: no exclusivity
+  // checks.
   @exclusivity(unchecked) var exhausted = false
   @exclusivity(unchecked) var pulled = 0
 
   init(
     core: PoolCore, header: [UInt8], codec: MapCodec, chunksize: Int, taskTimeout: Duration?,
-    cancellation: CancellationMode, progress: ProgressCounter
+    cancellation: CancellationMode, progress: ProgressCounter, arrivals: ChunkArrivals
   ) {
     self.core = core
     self.cancellation = cancellation
@@ -151,7 +153,7 @@ final class ChunkSource {
     self.chunksize = chunksize
     self.taskTimeout = taskTimeout
     self.progress = progress
-    self.recordFullChunk = FinishHook { progress.record($0, count: chunksize) }
+    self.arrivals = arrivals
   }
 
   /// Inputs submitted per lock acquisition while a map fills.
@@ -161,71 +163,85 @@ final class ChunkSource {
   /// `buffersize`); none when there is no room or the input is exhausted. Chunks go to the pool
   /// in batches, one lock and one dispatch pass per batch, of about `submitBatch` inputs, so big
   /// chunks still reach the workers one by one while the next ones are encoded.
-  func submitBatch(room: Int?) throws -> [MapChunk] {
+  func submitBatch(room: Int?) throws -> MapBatch? {
     let count = room.map { min($0, batchChunks) } ?? batchChunks
-    guard count > 0 else { return [] }
+    guard count > 0 else { return nil }
     return try submitNext(upTo: count)
   }
 
   /// Submits up to `limit` chunks at once and returns them (none when the input is exhausted).
-  func submitNext(upTo limit: Int) throws -> [MapChunk] {
-    let (chunks, jobs) = makeChunks(upTo: limit)
-    try core.enqueue(jobs)
-    return chunks
-  }
-
-  /// Pulls and encodes up to `limit` chunks, and their jobs (not queued).
-  func makeChunks(upTo limit: Int) -> (chunks: [MapChunk], jobs: [Job]) {
-    var chunks: [MapChunk] = []
-    var jobs: [Job] = []
-    while chunks.count < limit, !exhausted {
-      let (chunk, job) = makeChunk()
-      if let chunk { chunks.append(chunk) }
-      if let job { jobs.append(job) }
-    }
-    return (chunks, jobs)
+  func submitNext(upTo limit: Int) throws -> MapBatch? {
+    guard let batch = makeBatch(upTo: limit) else { return nil }
+    try core.enqueue(batch)
+    return batch
   }
 
   /// How many chunks make one batch (about `submitBatch` inputs).
   var batchChunks: Int { max(1, Self.submitBatch / chunksize) }
 
-  /// Pulls and encodes one chunk: one job and one future for the inputs that encode (an input
-  /// that cannot be encoded stays out of the job and fails at its position; no job when none is
-  /// left, no chunk when the input is exhausted).
-  private func makeChunk() -> (MapChunk?, Job?) {
-    var payload: [UInt8] = []
-    payload.reserveCapacity(max(min(lastFrameSize, Self.reserveLimit), header.count + 4))
-    payload += header
-    let countOffset = payload.count
-    payload.appendLittleEndian(UInt32(0))
-    // The chunk's inputs share one frame: an input that would take it past the limit fails at
-    // its own position (with `valueTooLarge`) and is left out.
-    let (count, failures) = payload.withByteWriter { writer in
-      writer.byteLimit = core.configuration.messageLimit
-      return codec.pull(chunksize, writer)
+  /// Pulls and encodes up to `limit` chunks (not queued); nil when the input is exhausted. An
+  /// input that cannot be encoded stays out of its chunk and fails at its position.
+  func makeBatch(upTo limit: Int) -> MapBatch? {
+    let start = pulled
+    let messageLimit = core.configuration.messageLimit
+    // What a chunk's `[u32 count](block)*` may take for its frame to fit in one message.
+    let chunkLimit = messageLimit > header.count ? messageLimit - header.count : 0
+    // Small chunks share one buffer (one writer for the batch); a chunk of many inputs is
+    // written straight into a frame of its own, which its job takes without a copy.
+    let shared = chunksize < Self.sharedChunkInputs
+    let writer = ByteWriter([])
+    var ends: [Int] = []
+    var frames: [Int: [UInt8]] = [:]
+    var failures: [Int: [Int: ProcessPoolError]] = [:]
+    var lastCount = chunksize
+    while ends.count < limit, !exhausted {
+      let chunk = ends.count
+      var from = writer.bytes.count
+      if !shared {
+        writer.bytes = []
+        writer.bytes.reserveCapacity(max(min(lastFrameSize, Self.sharedChunkLimit), header.count + 4))
+        writer.bytes += header
+        from = writer.bytes.count
+      }
+      writer.bytes.appendLittleEndian(UInt32(0))
+      // The chunk's inputs share one frame: an input that would take it past the limit fails at
+      // its own position (with `valueTooLarge`) and is left out.
+      let (end, overflow) = from.addingReportingOverflow(chunkLimit)
+      writer.byteLimit = overflow ? Int.max : end
+      let (count, failed) = codec.pull(chunksize, writer)
+      pulled += count
+      if count < chunksize {
+        exhausted = true
+        // A lazy input's size is known now; a collection's was known from the start.
+        if progress.snapshot.total == nil { progress.setTotal(pulled) }
+      }
+      guard count > 0 else {
+        writer.bytes.removeSubrange(from...)
+        break
+      }
+      lastCount = count
+      if !failed.isEmpty {
+        progress.record(completed: 0, failed: failed.count)
+        failures[chunk] = failed
+      }
+      writer.bytes.withUnsafeMutableBytes {
+        $0.storeBytes(of: UInt32(count - failed.count).littleEndian, toByteOffset: from, as: UInt32.self)
+      }
+      if !shared {
+        lastFrameSize = writer.bytes.count
+        frames[chunk] = writer.bytes
+        writer.bytes = []
+      } else if writer.bytes.count - from > Self.sharedChunkLimit {
+        // One big input: its frame is its own (copied once here rather than at dispatch).
+        frames[chunk] = header + writer.bytes[from...]
+        writer.bytes.removeSubrange(from...)
+      }
+      ends.append(writer.bytes.count)
     }
-    pulled += count
-    if count < chunksize {
-      exhausted = true
-      // A lazy input's size is known now; a collection's was known from the start.
-      if progress.snapshot.total == nil { progress.setTotal(pulled) }
-    }
-    guard count > 0 else { return (nil, nil) }
-    if !failures.isEmpty { progress.record(completed: 0, failed: failures.count) }
-    let sent = count - failures.count
-    guard sent > 0 else {
-      return (MapChunk(future: nil, count: count, encodingFailures: failures), nil)
-    }
-    payload.withUnsafeMutableBytes {
-      $0.storeBytes(of: UInt32(sent).littleEndian, toByteOffset: countOffset, as: UInt32.self)
-    }
-    lastFrameSize = payload.count
-    let progress = self.progress
-    let future = ProcessFuture<RawOutcomes>(
-      acknowledgesCancel: true, stopWorker: stopWorker, cancellation: cancellation,
-      onFinish: sent == chunksize ? recordFullChunk : FinishHook { progress.record($0, count: sent) })
-    let chunk = MapChunk(future: future, count: count, encodingFailures: failures)
-    let sink = MapChunkSink(future: future, count: sent)
-    return (chunk, Job(frame: consume payload, sink: sink, timeout: taskTimeout))
+    let inputs = writer.bytes
+    guard !ends.isEmpty else { return nil }
+    return MapBatch(
+      source: self, start: start, inputs: consume inputs, ends: ends, frames: frames, lastCount: lastCount,
+      failures: failures)
   }
 }

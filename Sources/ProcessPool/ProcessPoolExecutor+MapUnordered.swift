@@ -53,7 +53,7 @@ extension ProcessPoolExecutor {
   ) throws -> ProcessUnorderedMapSequence<T.Output> {
     let (source, counter) = try chunkSource(
       task, codec, underestimatedCount: underestimatedCount, count: count, chunksize: chunksize, buffersize: buffersize,
-      taskTimeout: taskTimeout, progress: progress)
+      taskTimeout: taskTimeout, progress: progress, unordered: true)
     let state = UnorderedMapState(source: source, buffersize: buffersize, timeout: timeout)
     try state.start(pullingOn: actor)
     return ProcessUnorderedMapSequence(state: state, progress: counter)

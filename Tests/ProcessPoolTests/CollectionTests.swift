@@ -58,7 +58,8 @@ extension WorkerProcessTests {
       }
     }
 
-    @Test(arguments: [1, 3, 8])
+    // 16: a chunk of that many inputs gets a frame of its own; smaller ones share their batch's.
+    @Test(arguments: [1, 3, 8, 16])
     func anInputThatCannotBeEncodedFailsAtItsPosition(_ chunksize: Int) async throws {
       try await withPool { (pool: ProcessPoolExecutor) async throws in
         let values = [-1, 1, 2, -3, 4, -5, -6, 7]

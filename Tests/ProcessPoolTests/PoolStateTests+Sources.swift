@@ -14,9 +14,7 @@ extension PoolStateTests {
     func stop(_ error: ProcessPoolError) { stops.withLock { $0.append(error) } }
   }
 
-  static func jobs(_ count: Int) -> [Job] {
-    (0..<count).map { _ in Job(frame: Frame.emptyHeader, sink: RecordingSink(), timeout: nil) }
-  }
+  static func jobs(_ count: Int) -> RecordingBatch { RecordingBatch(count) }
 
   @Test func theFeederStartsBelowTheLowWaterMarkSleepsAtTheHighOneAndEndsWithTheLastSource() {
     let machine = Machine()

@@ -27,8 +27,9 @@ import Testing
     func fail(_ error: ProcessPoolError) { record.withLock { $0.failures.append(error) } }
     func cancelAll() { record.withLock { $0.cancelled = true } }
     func acknowledgeCancel() {}
-    func contains(_ future: ObjectIdentifier) -> Bool { future == ObjectIdentifier(self) }
+    func contains(_ future: ObjectIdentifier, chunk: Int) -> Bool { future == ObjectIdentifier(self) }
     var isCancelled: Bool { record.withLock { $0.cancelled } }
+    var failureCount: Int { record.withLock { $0.failures.count } }
   }
 
   /// A pool state and the events to drive it, with every effect asked for kept in `effects`.

@@ -26,19 +26,6 @@ struct RawOutcomes: Sendable {
   }
 }
 
-/// One chunk of a `map`: a single future for the whole chunk (one lock, one wake-up and one
-/// progress update per chunk instead of per item), and the inputs that could not be encoded,
-/// which never reach a worker and fail at their own position. Not generic: the map's state
-/// handles chunks without runtime generic lookups, and the iterator decodes them.
-struct MapChunk {
-  /// The outcomes of the inputs that were sent; nil when none could be encoded.
-  let future: ProcessFuture<RawOutcomes>?
-  /// How many inputs the chunk holds, sent or not.
-  let count: Int
-  /// The inputs that could not be encoded, by position in the chunk (rare: usually empty).
-  let encodingFailures: [Int: ProcessPoolError]
-}
-
 /// A finished chunk as the map's iterator gets it: the outcomes of the inputs that were sent (or
 /// the error that failed them all), still encoded, and the inputs that could not be encoded.
 @usableFromInline
@@ -83,30 +70,4 @@ struct FinishedChunk {
     }
     return all
   }
-}
-
-/// The sink of a map chunk: checks and keeps the chunk's results and finishes its future once.
-struct MapChunkSink: JobSink {
-  let future: ProcessFuture<RawOutcomes>
-  let count: Int
-
-  func start() -> Bool { future.setRunning() }
-
-  func acknowledgeCancel() { future.notifyCancel() }
-
-  func deliver(_ payload: UnsafeRawBufferPointer, workerPID: Int32) {
-    do {
-      future.complete(.success(try RawOutcomes(payload, expected: count, workerPID: workerPID)))
-    } catch {
-      fail(ResultsPayload.malformedResults(error, workerPID: workerPID))
-    }
-  }
-
-  func fail(_ error: ProcessPoolError) { future.complete(.failure(error)) }
-
-  func cancelAll() { future.cancel() }
-
-  func contains(_ future: ObjectIdentifier) -> Bool { ObjectIdentifier(self.future) == future }
-
-  var isCancelled: Bool { future.isCancelled }
 }

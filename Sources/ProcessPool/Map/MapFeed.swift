@@ -4,7 +4,7 @@ import Synchronization
 /// returns, and the pool's feeder thread pulls the rest a batch at a time whenever the queue runs
 /// low, so a map of millions of items neither holds its caller nor its memory. What was passed
 /// still runs if the map is never iterated (the pool does not stop while the feed has inputs);
-/// the map's state takes the chunks made here in input order.
+/// the map's state takes the batches of chunks made here in input order.
 ///
 /// An input whose iterator may run the caller's code (anything but an array or an integer range)
 /// of a map made on an actor is pulled on that actor instead: the feeder thread asks for a batch
@@ -16,15 +16,15 @@ import Synchronization
 final class MapFeed: JobSource, @unchecked Sendable {
   private let source: ChunkSource
   /// Fired when chunks are made or the feed ends; the map's iterator waits on it.
-  let signal: CompletionSignal
+  let signal: ChunkArrivals
   /// The actor the input is pulled on (nil: the feeder thread pulls it), and its requests.
   private let actor: (any Actor)?
   private let requests: AsyncStream<Void>.Continuation?
   private let requested: AsyncStream<Void>?
 
   private struct Shared {
-    /// Chunks made (and queued) that the map's state has not taken yet, in input order.
-    var produced: [MapChunk] = []
+    /// Batches made (and queued) that the map's state has not taken yet, in input order.
+    var produced: [MapBatch] = []
     /// Nothing more will be produced.
     var done = false
     /// Why the feed stopped before the input's end (thrown once, after the last chunk).
@@ -41,9 +41,9 @@ final class MapFeed: JobSource, @unchecked Sendable {
   /// About how many inputs `map` pulls before it returns (at least one chunk).
   static let firstWindowInputs = 1024
 
-  init(source: ChunkSource, signal: CompletionSignal, pullingOn actor: (any Actor)?) {
+  init(source: ChunkSource, pullingOn actor: (any Actor)?) {
     self.source = source
-    self.signal = signal
+    self.signal = source.arrivals
     self.actor = actor
     if actor != nil {
       // One request outstanding at most (the pool asks again only once a batch is handed over).
@@ -56,32 +56,35 @@ final class MapFeed: JobSource, @unchecked Sendable {
 
   /// Queues the first window on the caller's thread (throwing there, as `submit` does, when the
   /// pool takes no work) and, if the input goes on, hands the rest to the pool. Returns the
-  /// first window's chunks.
-  func start() throws -> [MapChunk] {
+  /// first window's batches.
+  func start() throws -> [MapBatch] {
     // Few inputs when the chunks are big (the automatic chunksize makes a handful of huge ones):
     // the pool's feeder pulls the rest at once.
     let window = min(source.core.read { $0.feedHighWater }, max(1, Self.firstWindowInputs / source.chunksize))
-    var chunks: [MapChunk] = []
+    var batches: [MapBatch] = []
+    var chunks = 0
     do {
-      while chunks.count < window, !source.exhausted {
-        chunks += try source.submitNext(upTo: min(source.batchChunks, window - chunks.count))
+      while chunks < window, !source.exhausted {
+        guard let batch = try source.submitNext(upTo: min(source.batchChunks, window - chunks)) else { break }
+        batches.append(batch)
+        chunks += batch.count
       }
       if source.exhausted {
         markDone()
-        return chunks
+        return batches
       }
       let rejection = source.core.transition { state, effects in state.addSource(self, now: .now, &effects) }
       if let rejection { throw rejection }
     } catch {
       markDone()
-      for chunk in chunks { _ = chunk.future?.cancel() }
+      for batch in batches { batch.cancel(from: 0, terminatingWorker: false) }
       throw error
     }
     if let actor, let requested {
       // Holds the actor until the feed is done (it runs to its end, as the pool's thread would).
       Task { await Self.pump(self, requested, on: actor) }
     }
-    return chunks
+    return batches
   }
 
   /// On the map's actor: pulls a batch each time the pool asks, until the feed is done.
@@ -123,29 +126,27 @@ final class MapFeed: JobSource, @unchecked Sendable {
       return true
     }
     guard go else { return }
-    let (chunks, jobs) = source.makeChunks(upTo: source.batchChunks)
+    let batch = source.makeBatch(upTo: source.batchChunks)
     let exhausted = source.exhausted
     let rejection = core.transition { state, effects in
-      state.sourceFed(self, jobs, exhausted: exhausted, now: .now, &effects)
+      state.sourceFed(self, batch, exhausted: exhausted, now: .now, &effects)
     }
     // Not queued: each of the batch's items fails at its position with the reason (the one the
     // pool gave when it dropped the source, if it did already).
     if let rejection {
       let reason = shared.withLock { $0.ending } ?? rejection
-      for job in jobs { job.sink.fail(reason) }
+      batch?.fail(from: 0, reason)
     }
     let (abandoned, done) = shared.withLock { shared -> (Bool, Bool) in
       shared.feeding = false
       if shared.abandoned { return (true, true) }
-      shared.produced.append(contentsOf: chunks)
+      if let batch { shared.produced.append(batch) }
       if !exhausted, shared.ending == nil { shared.ending = rejection }
       if exhausted || shared.ending != nil { shared.done = true }
       return (false, shared.done)
     }
     if done { requests?.finish() }
-    if abandoned {
-      for chunk in chunks { _ = chunk.future?.cancel(terminatingWorker: source.terminatesRunningWork) }
-    }
+    if abandoned { batch?.cancel(from: 0, terminatingWorker: source.terminatesRunningWork) }
     signal.fire()
   }
 
@@ -162,19 +163,19 @@ final class MapFeed: JobSource, @unchecked Sendable {
     signal.fire()
   }
 
-  /// What the map's state finds: chunks, the end (with why, if early), or nothing yet.
+  /// What the map's state finds: batches, the end (with why, if early), or nothing yet.
   enum Take {
-    case chunks([MapChunk])
+    case batches([MapBatch])
     case end(ProcessPoolError?)
     case nothingYet
   }
 
-  /// Takes the chunks made so far; the end only once every chunk was taken (its error once).
+  /// Takes the batches made so far; the end only once every one was taken (its error once).
   func take() -> Take {
     shared.withLock { shared in
       if !shared.produced.isEmpty {
         defer { shared.produced = [] }
-        return .chunks(shared.produced)
+        return .batches(shared.produced)
       }
       guard shared.done else { return .nothingYet }
       defer { shared.ending = nil }
@@ -184,7 +185,7 @@ final class MapFeed: JobSource, @unchecked Sendable {
 
   /// The map's iteration ended early: cancels what was made and not taken, and stops pulling.
   func abandon() {
-    let (produced, registered) = shared.withLock { shared -> ([MapChunk], Bool) in
+    let (produced, registered) = shared.withLock { shared -> ([MapBatch], Bool) in
       // Done means the pool no longer holds the source (or never did).
       let registered = !shared.done
       shared.abandoned = true
@@ -197,6 +198,6 @@ final class MapFeed: JobSource, @unchecked Sendable {
     if registered && source.core.belongsToThisProcess {
       source.core.transition { state, effects in state.removeSource(self, now: .now, &effects) }
     }
-    for chunk in produced { _ = chunk.future?.cancel(terminatingWorker: source.terminatesRunningWork) }
+    for batch in produced { batch.cancel(from: 0, terminatingWorker: source.terminatesRunningWork) }
   }
 }

@@ -1,24 +1,23 @@
-import Synchronization
-
-/// The chunks of an unordered map that are submitted and not yet yielded, each with the
-/// position of its first input, and the order they finish in. Like `MapState`, only the one
-/// iterating task touches it; the futures' completion reaches it through `ChunkArrivals`.
+/// The chunks of an unordered map that are submitted and not yet yielded (as the batches they
+/// were pulled in), and the order they finish in. Like `MapState`, only the one iterating task
+/// touches it; the chunks' completion reaches it through the map's `ChunkArrivals`.
 @usableFromInline
 final class UnorderedMapState {
   private let source: ChunkSource
   private let buffersize: Int?
   private let deadline: ContinuousClock.Instant?
-  private let arrivals = ChunkArrivals()
+  private var arrivals: ChunkArrivals { source.arrivals }
   /// Without a `buffersize`: the rest of the input, pulled by the pool (nil once it ended).
   private var feed: MapFeed?
   private var fedByPool = false
   /// Why the feed ended early, thrown once every chunk it made was yielded.
   @exclusivity(unchecked) private var feedEnding: ProcessPoolError?
-  /// Submitted chunks not yet handed to the iterator, by key, with their first position and
-  /// the id they are watched with.
-  @exclusivity(unchecked) private var pending: [Int: (chunk: MapChunk, start: Int, watch: Int)] = [:]
-  @exclusivity(unchecked) private var nextKey = 0
-  @exclusivity(unchecked) private var nextStart = 0
+  /// Batches with chunks not yet yielded, by identity (a chunk may finish, and be yielded,
+  /// before its batch is taken from the feed).
+  @exclusivity(unchecked) private var live: [ObjectIdentifier: MapBatch] = [:]
+  /// Chunks submitted (taken from the feed) and not yet yielded; below zero while chunks of a
+  /// batch not yet taken from the feed were yielded.
+  @exclusivity(unchecked) private var outstanding = 0
   /// Whether a chunk was handed to the iterator (it counts against `buffersize` until the
   /// iterator comes back for the next one).
   @exclusivity(unchecked) private var opened = false
@@ -40,33 +39,25 @@ final class UnorderedMapState {
   func start(pullingOn actor: (any Actor)?) throws {
     guard buffersize == nil else { return try fill() }
     fedByPool = true
-    let feed = MapFeed(source: source, signal: arrivals.signal, pullingOn: actor)
+    let feed = MapFeed(source: source, pullingOn: actor)
     self.feed = feed
-    watch(try feed.start())
+    keep(try feed.start())
   }
 
   /// Submits chunks up to the buffer size, or all of them without one (unless the pool feeds
   /// the map).
   func fill() throws {
     guard !fedByPool else { return }
-    while true {
-      let submitted = try source.submitBatch(room: buffersize.map { $0 - pending.count - (opened ? 1 : 0) })
-      if submitted.isEmpty { return }
-      watch(submitted)
+    while let batch = try source.submitBatch(room: buffersize.map { $0 - outstanding - (opened ? 1 : 0) }) {
+      keep([batch])
     }
   }
 
-  /// Keeps submitted chunks, in input order, and watches each.
-  private func watch(_ submitted: [MapChunk]) {
-    for chunk in submitted {
-      let key = nextKey
-      nextKey += 1
-      let watch = arrivals.signal.nextID()
-      pending[key] = (chunk, nextStart, watch)
-      nextStart += chunk.count
-      let arrivals = self.arrivals
-      // No future: every input failed to encode, so the chunk is ready now.
-      if chunk.future?.watchCompletion(watch, { arrivals.arrived(key) }) != true { arrivals.arrived(key) }
+  /// Keeps submitted batches until each of their chunks is yielded.
+  private func keep(_ batches: [MapBatch]) {
+    for batch in batches {
+      outstanding += batch.count
+      if batch.unyielded > 0 { live[ObjectIdentifier(batch)] = batch }
     }
   }
 
@@ -74,7 +65,7 @@ final class UnorderedMapState {
   private func takeFromFeed() {
     guard let feed else { return }
     switch feed.take() {
-    case .chunks(let chunks): watch(chunks)
+    case .batches(let batches): keep(batches)
     case .end(let error):
       feedEnding = error
       self.feed = nil
@@ -92,16 +83,19 @@ final class UnorderedMapState {
     }
     while true {
       takeFromFeed()
-      if let key = arrivals.take(), let (chunk, start, _) = pending.removeValue(forKey: key) {
+      if let (batch, index) = arrivals.take().map({ ($0.0, $0.1) }) {
         opened = true
-        var sent: Result<RawOutcomes, any Error> = .success(RawOutcomes())
-        if let future = chunk.future {
-          // Finished or cancelled: it has an outcome. A failure fails each item in its turn.
-          sent = future.outcome ?? .failure(ProcessPoolError(.cancelled, "the future was cancelled"))
-        }
-        return (start, FinishedChunk(sent: sent, count: chunk.count, encodingFailures: chunk.encodingFailures))
+        outstanding -= 1
+        batch.unyielded -= 1
+        if batch.unyielded == 0 { live[ObjectIdentifier(batch)] = nil }
+        // Finished or cancelled: it has an outcome. A failure fails each item in its turn.
+        let sent = batch.takeOutcome(index) ?? .failure(ProcessPoolError(.cancelled, "the future was cancelled"))
+        return (
+          batch.position(of: index),
+          FinishedChunk(sent: sent, count: batch.count(of: index), encodingFailures: batch.encodingFailures(of: index))
+        )
       }
-      if pending.isEmpty && feed == nil {
+      if outstanding == 0 && feed == nil {
         finished = true
         if let error = feedEnding {
           feedEnding = nil
@@ -119,7 +113,7 @@ final class UnorderedMapState {
         cancelRemaining()
         throw CancellationError()
       }
-      await arrivals.signal.wait(until: deadline)
+      await arrivals.wait(until: deadline, isolation: isolation)
     }
   }
 
@@ -127,27 +121,11 @@ final class UnorderedMapState {
     // The feed first: cancelled chunks leave the queue, which must not make the pool pull more.
     feed?.abandon()
     feed = nil
-    for (chunk, _, watch) in pending.values {
-      chunk.future?.stopWatching(watch)
-      chunk.future?.cancel(terminatingWorker: source.terminatesRunningWork)
-    }
-    pending = [:]
+    // What finishes from now on is not collected: the batches are let go of.
+    arrivals.stopCollecting()
+    for batch in live.values { batch.cancel(from: 0, terminatingWorker: source.terminatesRunningWork) }
+    live = [:]
+    outstanding = 0
     opened = false
-  }
-}
-
-/// The keys of the chunks that finished, in the order they did, and the signal that wakes the
-/// iterator; told by the thread that finishes each chunk's future.
-final class ChunkArrivals: Sendable {
-  private let keys = Mutex<[Int]>([])
-  let signal = CompletionSignal()
-
-  func arrived(_ key: Int) {
-    keys.withLock { $0.append(key) }
-    signal.fire()
-  }
-
-  func take() -> Int? {
-    keys.withLock { $0.isEmpty ? nil : $0.removeFirst() }
   }
 }

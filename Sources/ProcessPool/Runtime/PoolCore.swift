@@ -61,6 +61,16 @@ final class PoolCore: Sendable {
     if let rejection { throw rejection }
   }
 
+  /// Queues a map's batch of chunks (as `enqueue` does jobs).
+  func enqueue(_ batch: any JobBatch) throws(ProcessPoolError) {
+    guard belongsToThisProcess else {
+      throw ProcessPoolError(
+        .shutDown, "this pool belongs to the process this one was forked from; create a new pool in the child")
+    }
+    let rejection = transition { state, effects in state.submit(batch, now: .now, &effects) }
+    if let rejection { throw rejection }
+  }
+
   /// Reads something off the state under the lock (no transition).
   func read<T>(_ body: (borrowing PoolState) -> T) -> T {
     state.withLock { body($0) }

@@ -1,5 +1,6 @@
 /// One `run` frame's worth of work: a task over one input (a `submit`) or several (a `map`
-/// chunk), with the futures it finishes.
+/// chunk), with the futures it finishes. A map's chunks wait in the queue as a `JobBatch` and
+/// get their `Job` only when a worker takes them.
 final class Job: @unchecked Sendable {
   /// Set by the pool, under its lock, each time the job is handed to a worker (a job put back in
   /// the queue gets a new one): a result names the job by it.
@@ -12,7 +13,7 @@ final class Job: @unchecked Sendable {
   /// The per-task timeout for this job (each item of a chunk gets it).
   var timeout: Duration? { timeoutOrZero == .zero ? nil : timeoutOrZero }
   /// `timeout`, zero for none (a timeout is positive): a `Duration?` would take the object past
-  /// 88 bytes, into the next allocation size (a queued map chunk holds one `Job`).
+  /// 88 bytes, into the next allocation size (every task sent holds one `Job`).
   private let timeoutOrZero: Duration
 
   /// `frame` starts with `Frame.headerSize` bytes of room (`Frame.emptyHeader`).
@@ -37,8 +38,9 @@ protocol JobSink: Sendable {
   func fail(_ error: ProcessPoolError)
   /// Cancels every future that has not started.
   func cancelAll()
-  /// Whether one of its futures is the one with this identity.
-  func contains(_ future: ObjectIdentifier) -> Bool
+  /// Whether it finishes the future with this identity (a map chunk: chunk `chunk` of the batch
+  /// with this identity).
+  func contains(_ future: ObjectIdentifier, chunk: Int) -> Bool
   /// Whether it was cancelled before it started (it is skipped when its turn comes).
   var isCancelled: Bool { get }
 }
@@ -63,7 +65,22 @@ struct TaskSink<Output: Codable & Sendable>: JobSink {
 
   func cancelAll() { future.cancel() }
 
-  func contains(_ future: ObjectIdentifier) -> Bool { ObjectIdentifier(self.future) == future }
+  func contains(_ future: ObjectIdentifier, chunk: Int) -> Bool { ObjectIdentifier(self.future) == future }
 
   var isCancelled: Bool { future.isCancelled }
+}
+
+/// Chunks of a `map` queued together (one batch pulled from its input), as the pool's queue holds
+/// them: their inputs share one buffer, and a chunk's `Job` (its frame, with the map's task) is
+/// made only when a worker takes it, so a queued chunk holds no object of its own.
+protocol JobBatch: AnyObject, Sendable {
+  /// How many chunks (jobs) the batch holds.
+  var jobCount: Int { get }
+  /// Makes the job of chunk `index`, or nil when it needs no worker (it was cancelled, or none of
+  /// its inputs could be encoded). Called under the pool's lock, once per chunk, in order.
+  func job(at index: Int) -> Job?
+  /// How many chunks from `index` on are still to run (neither cancelled nor done).
+  func liveCount(from index: Int) -> Int
+  /// The chunks from `index` on, not made into jobs, as one sink: to cancel or fail them all.
+  func remainder(from index: Int) -> any JobSink
 }

@@ -13,6 +13,19 @@ extension PoolState {
     return nil
   }
 
+  /// Queues a map's batch of chunks with one dispatch pass; nil when accepted, else the error to
+  /// throw at the caller.
+  mutating func submit(_ batch: any JobBatch, now: MonotonicInstant, _ effects: inout PoolEffects)
+    -> ProcessPoolError?
+  {
+    self.now = now
+    if let rejection { return rejection }
+    queue.append(batch)
+    statistics.tasksSubmitted += batch.jobCount
+    advance(&effects)
+    return nil
+  }
+
   /// Runs after every event: dispatch, retire, and move the lifecycle on.
   mutating func advance(_ effects: inout PoolEffects) {
     dispatch(&effects)
@@ -223,7 +236,7 @@ extension PoolState {
     self.now = now
     if lifecycle == .running { lifecycle = .shuttingDown }
     if cancelFutures {
-      effects.cancellations += queue.removeAll().map(\.sink)
+      effects.cancellations += queue.removeAll()
       dropSources(ProcessPoolError(.cancelled, "the pool was shut down with cancelFutures"), &effects)
     }
     advance(&effects)
@@ -235,7 +248,7 @@ extension PoolState {
     self.now = now
     if lifecycle == .running { lifecycle = .shuttingDown }
     forced = true
-    effects.cancellations += queue.removeAll().map(\.sink)
+    effects.cancellations += queue.removeAll()
     dropSources(ProcessPoolError(.brokenPool, "the pool was forcefully shut down"), &effects)
     let killAt = signal == SignalNumber.kill ? nil : now.advanced(by: configuration.terminationGracePeriod)
     for index in workers.indices where workers[index].phase != .exited {
@@ -284,7 +297,7 @@ extension PoolState {
   /// Fails everything and stops every worker: the pool takes no more work.
   mutating func breakPool(_ error: ProcessPoolError, _ effects: inout PoolEffects) {
     if lifecycle == .broken, let first = brokenReason {
-      for job in queue.removeAll() { effects.failures.append((job.sink, first)) }
+      for sink in queue.removeAll() { effects.failures.append((sink, first)) }
       dropSources(first, &effects)
       advance(&effects)
       return
@@ -293,7 +306,7 @@ extension PoolState {
     lifecycle = .broken
     brokenReason = error
     effects.logs.append((.error, "pool broken: \(error.message)"))
-    for job in queue.removeAll() { effects.failures.append((job.sink, error)) }
+    for sink in queue.removeAll() { effects.failures.append((sink, error)) }
     dropSources(error, &effects)
     for index in workers.indices {
       for job in workers[index].inflight { effects.failures.append((job.sink, error)) }

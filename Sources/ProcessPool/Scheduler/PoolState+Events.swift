@@ -206,13 +206,14 @@ extension PoolState {
   /// future's job is the one it runs. Returns that job (taken off the worker, for the caller to
   /// cancel and fail), or nil when the job is not running: one handed to a worker behind
   /// another cannot be stopped without stopping that other task, so it is left to run.
-  mutating func stopWorker(running future: ObjectIdentifier, now: MonotonicInstant, _ effects: inout PoolEffects)
-    -> Job?
-  {
+  mutating func stopWorker(
+    running future: ObjectIdentifier, chunk: Int = 0, now: MonotonicInstant, _ effects: inout PoolEffects
+  ) -> Job? {
     self.now = now
     // Its hello may not have been read yet (a local worker gets work before it): the job is
     // still the one it runs or is about to run.
-    guard let index = workers.firstIndex(where: { $0.inflight.first?.sink.contains(future) == true }) else {
+    guard let index = workers.firstIndex(where: { $0.inflight.first?.sink.contains(future, chunk: chunk) == true })
+    else {
       return nil
     }
     switch workers[index].phase {

@@ -49,10 +49,12 @@ extension PoolState {
     advance(&effects)
   }
 
-  /// Queues a batch pulled from `source` (the last one when `exhausted`); nil when accepted,
-  /// else why not (the source was dropped meanwhile): the batch is then the source's to fail.
+  /// Queues a batch pulled from `source` (none when the input ended exactly; the last one when
+  /// `exhausted`); nil when accepted, else why not (the source was dropped meanwhile): the batch
+  /// is then the source's to fail.
   mutating func sourceFed(
-    _ source: any JobSource, _ jobs: [Job], exhausted: Bool, now: MonotonicInstant, _ effects: inout PoolEffects
+    _ source: any JobSource, _ batch: (any JobBatch)?, exhausted: Bool, now: MonotonicInstant,
+    _ effects: inout PoolEffects
   ) -> ProcessPoolError? {
     self.now = now
     guard feeds, let index = sources.firstIndex(where: { $0 === source }) else {
@@ -70,8 +72,10 @@ extension PoolState {
       }
     }
     if exhausted { sources.remove(at: index) }
-    for job in jobs { queue.append(job) }
-    statistics.tasksSubmitted += jobs.count
+    if let batch {
+      queue.append(batch)
+      statistics.tasksSubmitted += batch.jobCount
+    }
     advance(&effects)
     return nil
   }

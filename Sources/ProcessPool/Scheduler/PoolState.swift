@@ -126,41 +126,91 @@ struct PoolState: ~Copyable {
   }
 }
 
-/// A FIFO of jobs that pops from the front without shifting the array.
+/// A FIFO of jobs that pops from the front without shifting the array. A map's batch of chunks
+/// is one entry, counted as its chunks: each chunk's job is made when it is popped.
 struct JobQueue {
-  private var items: [Job] = []
+  private enum Entry {
+    case job(Job)
+    /// A batch and its next chunk to pop.
+    case batch(any JobBatch, next: Int)
+  }
+  private var items: [Entry] = []
   private var head = 0
+  /// The jobs queued, a batch's chunks included.
+  private(set) var count = 0
 
-  var isEmpty: Bool { head == items.count }
-  var count: Int { items.count - head }
+  var isEmpty: Bool { count == 0 }
 
-  mutating func append(_ job: Job) { items.append(job) }
+  mutating func append(_ job: Job) {
+    items.append(.job(job))
+    count += 1
+  }
 
+  /// Queues a batch's chunks, in order.
+  mutating func append(_ batch: any JobBatch) {
+    guard batch.jobCount > 0 else { return }
+    items.append(.batch(batch, next: 0))
+    count += batch.jobCount
+  }
+
+  /// The next job; nil when the queue is empty. A batch's chunks that need no worker (cancelled
+  /// ones) are skipped without a job.
   mutating func popFirst() -> Job? {
-    guard head < items.count else { return nil }
-    let job = items[head]
+    while head < items.count {
+      count -= 1
+      switch items[head] {
+      case .job(let job):
+        advanceHead()
+        return job
+      case .batch(let batch, let next):
+        if next + 1 == batch.jobCount {
+          advanceHead()
+        } else {
+          items[head] = .batch(batch, next: next + 1)
+        }
+        if let job = batch.job(at: next) { return job }
+      }
+    }
+    return nil
+  }
+
+  private mutating func advanceHead() {
     head += 1
     if head == items.count || head > 4096 && head * 2 > items.count {
       items.removeSubrange(0..<head)
       head = 0
     }
-    return job
   }
 
   /// Puts jobs back at the front, in order (work a dead worker had not started).
   mutating func prepend(_ jobs: some Collection<Job>) {
     guard !jobs.isEmpty else { return }
-    items.replaceSubrange(0..<head, with: jobs)
+    items.replaceSubrange(0..<head, with: jobs.map { .job($0) })
     head = 0
+    count += jobs.count
   }
 
   /// How many jobs are not cancelled (cancelled ones wait to be skipped when their turn comes).
-  var liveCount: Int { items[head...].reduce(0) { $0 + ($1.sink.isCancelled ? 0 : 1) } }
+  var liveCount: Int {
+    items[head...].reduce(0) { total, entry in
+      switch entry {
+      case .job(let job): return total + (job.sink.isCancelled ? 0 : 1)
+      case .batch(let batch, let next): return total + batch.liveCount(from: next)
+      }
+    }
+  }
 
-  mutating func removeAll() -> [Job] {
-    let all = Array(items[head...])
+  /// Empties the queue; returns the sinks of what was in it (a batch's remaining chunks as one).
+  mutating func removeAll() -> [any JobSink] {
+    let all = items[head...].map { entry -> any JobSink in
+      switch entry {
+      case .job(let job): return job.sink
+      case .batch(let batch, let next): return batch.remainder(from: next)
+      }
+    }
     items = []
     head = 0
+    count = 0
     return all
   }
 }
