@@ -64,6 +64,23 @@ extension WorkerProcessTests {
       }
     }
 
+    /// Past 4 GiB, where a block's `u32` length escapes to a `u64` (see `BlockLength`): an
+    /// output of 4 GiB and a page, made in the worker, checked by its size and a few bytes on
+    /// both sides of the 4 GiB mark. About 8 GiB of memory at the peak over both processes (the
+    /// output and its encoding in the worker, then its copy in shared memory and the decoded
+    /// array in the parent), so only with PROCESSPOOL_LARGE_TESTS set (run by hand).
+    @Test(.enabled(if: getenv("PROCESSPOOL_LARGE_TESTS") != nil))
+    func aValueAbove4GiBWorksLocally() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let size = (4 << 30) + 4096
+        let output = try await pool.submit(MarkedBytes(), size).value
+        #expect(output.count == size)
+        #expect(MarkedBytes.marks(size).allSatisfy { output[$0] == MarkedBytes.mark($0) })
+        #expect(output[1 << 20] == 0 && output[size - 2] == 0)
+        #expect(pool.statistics.workersCrashed == 0)
+      }
+    }
+
     @Test func aWorkerThatDiesWithALargeValueInFlightLeavesNothingBehind() async throws {
       var configuration = ProcessPoolExecutor.Configuration.workers(1)
       configuration.jobsPerWorker = 2
@@ -253,6 +270,75 @@ extension WorkerProcessTests {
       try payload.withUnsafeBytes { try values.value(at: UnsafeRawBufferPointer(rebasing: $0[..<15]), .toParent) }
     }
   }
+}
+
+/// Blocks of 4 GiB or more escape their `u32` length; tried here with the escape lowered.
+@Suite struct BlockLengthTests {
+  @Test func aLongBlockEscapesItsLengthAndReadsBack() throws {
+    for escapeAt in [0, 5, 1000] {
+      var bytes: [UInt8] = [7]
+      bytes.appendLittleEndian(UInt32(0))
+      bytes.append(contentsOf: MakeBytes.expected(100))
+      BlockLength.patch(&bytes, at: 1, escapeAt: escapeAt)
+      #expect(bytes.count == 105 + (escapeAt <= 100 ? 8 : 0))
+      bytes.append(42)
+      let read = bytes.withUnsafeBytes { raw -> (block: [UInt8], next: UInt8, atEnd: Bool)? in
+        var reader = PayloadReader(UnsafeRawBufferPointer(rebasing: raw[1...]))
+        guard let block = try? reader.block(), let next = try? reader.integer(UInt8.self) else { return nil }
+        return (Array(block), next, reader.isAtEnd)
+      }
+      #expect(read?.block == MakeBytes.expected(100) && read?.next == 42 && read?.atEnd == true)
+    }
+  }
+
+  /// A forged or cut escaped length (from a broken worker) throws a `WireError`, which the pool
+  /// reports as a protocol violation; it never traps or reads past the payload.
+  @Test(arguments: [UInt64(5), 100, UInt64(Int.max), UInt64(Int.max) + 1, .max])
+  func aForgedEscapedLengthThrows(_ length: UInt64) {
+    var payload: [UInt8] = []
+    payload.appendLittleEndian(BlockLength.escape)
+    payload.appendLittleEndian(length)
+    payload.append(contentsOf: [1, 2, 3, 4])
+    #expect(throws: WireError.self) {
+      try payload.withUnsafeBytes { raw in
+        var reader = PayloadReader(raw)
+        _ = try reader.block()
+      }
+    }
+    #expect(throws: WireError.self) {
+      try payload.withUnsafeBytes { raw in
+        var reader = PayloadReader(UnsafeRawBufferPointer(rebasing: raw[..<9]))
+        _ = try reader.block()
+      }
+    }
+  }
+
+  /// Through the encoder: a value's block is escaped only from 4 GiB on (the common block
+  /// keeps its 4-byte length).
+  @Test func theEncoderEscapesOnlyFrom4GiB() throws {
+    var bytes: [UInt8] = []
+    try bytes.appendEncodedBlock(MakeBytes.expected(70_000))
+    let short = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+    #expect(short == UInt32(bytes.count - 4))
+    #expect(BlockLength.extra(forLength: Int(UInt32.max) - 1) == 0)
+    #expect(BlockLength.extra(forLength: Int(UInt32.max)) == 8)
+  }
+}
+
+/// `size` zero bytes but at `marks(size)`, where byte `i` is `mark(i)`: a value of gigabytes
+/// made and checked without per-byte work.
+struct MarkedBytes: ProcessTask {
+  func run(_ size: Int) async throws -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: size)
+    for index in Self.marks(size) { bytes[index] = Self.mark(index) }
+    return bytes
+  }
+
+  static func marks(_ size: Int) -> [Int] {
+    [0, 4097, (4 << 30) - 1, 4 << 30, (4 << 30) + 1, size - 1].filter { $0 < size }
+  }
+
+  static func mark(_ index: Int) -> UInt8 { UInt8(truncatingIfNeeded: index % 251 + 1) }
 }
 
 /// Publishes a `resultsShared` frame whose place starts at `offset` (8 bytes long) into its

@@ -6,7 +6,7 @@ import Synchronization
 /// region toward the worker, and the socket carries only a `runShared` frame that says where
 /// it is; a `results` frame too big for the reply ring goes into the region toward the parent,
 /// announced in the ring by a `resultsShared` frame. One copy each way besides the encoding and
-/// the decoding, no system call per value, and no 1 GiB frame limit (values up to `limit`).
+/// the decoding, no system call per value, and no 1 GiB frame limit (values up to `limit`, 8 GiB).
 ///
 /// The regions live in the reply ring's memfd, after the ring (the worker gets them with it, no
 /// descriptor passing): a header page (how many values each consumer has released), then
@@ -52,9 +52,12 @@ final class SharedValues: @unchecked Sendable {
   /// What a region keeps once a smaller value follows bigger ones: its producer gives back the
   /// pages between this (or the new value's end) and what the bigger ones used.
   static let kept = 1 << 26
-  /// The largest whole frame (length field included) exchanged with a local worker: the `u32`
-  /// lengths of frames and blocks bound it. Tests lower it, like `Frame.sendLimit`.
-  static let limit = Atomic(Int(UInt32.max))
+  /// The largest whole frame (length field included) exchanged with a local worker: half a
+  /// region, so that with a value of that size in flight the next one still finds room (a
+  /// worker takes two jobs at a time by default). Blocks of 4 GiB or more escape their `u32`
+  /// length (see `BlockLength`); a frame's own length field only saturates, since such a frame
+  /// never crosses the socket. Tests lower it, like `Frame.sendLimit`.
+  static let limit = Atomic(capacity / 2)
   /// Set by tests: the next workers get no regions, as when mapping them fails (their values
   /// then go through the socket, up to `Frame.sendLimit`).
   static let unavailable = Atomic(false)
