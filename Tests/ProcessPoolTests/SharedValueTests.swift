@@ -325,6 +325,39 @@ extension WorkerProcessTests {
   }
 }
 
+/// Buffers of megabytes for values (which ask for huge pages) hold what was written, and grow
+/// geometrically, as `append` does.
+@Suite struct BulkBufferTests {
+  @Test func largeByteArraysEncodeAndDecodeWhole() throws {
+    for size in [[UInt8].hugePagesFrom - 1, [UInt8].hugePagesFrom, 9 << 20] {
+      let value = MakeBytes.expected(size)
+      var bytes: [UInt8] = [1, 2, 3]
+      try bytes.appendEncodedBlock(value)
+      #expect(bytes[..<3] == [1, 2, 3])
+      let decoded = try bytes.withUnsafeBytes { raw in
+        var reader = PayloadReader(UnsafeRawBufferPointer(rebasing: raw[3...]))
+        return try BinaryDecoder.decode([UInt8].self, from: try reader.block())
+      }
+      #expect(decoded == value)
+      #expect(value.withUnsafeBytes { [UInt8](copying: $0) } == value)
+    }
+  }
+
+  @Test func bulkRoomGrowsGeometrically() {
+    var bytes: [UInt8] = [7]
+    var reallocations = 0
+    for _ in 0..<16 {
+      let capacity = bytes.capacity
+      bytes.reserveForBulk(1 << 20)
+      #expect(bytes.capacity >= bytes.count + (1 << 20))
+      if bytes.capacity != capacity { reallocations += 1 }
+      bytes.append(contentsOf: repeatElement(UInt8(9), count: 1 << 20))
+    }
+    #expect(reallocations <= 6)
+    #expect(bytes.first == 7 && bytes.count == 1 + 16 << 20 && bytes.last == 9)
+  }
+}
+
 /// `size` zero bytes but at `marks(size)`, where byte `i` is `mark(i)`: a value of gigabytes
 /// made and checked without per-byte work.
 struct MarkedBytes: ProcessTask {

@@ -123,6 +123,7 @@ final class ByteWriter {
     case .bytes:
       let value = unsafeBitCast(value, to: [UInt8].self)
       try checkLimit(adding: value.count)
+      bytes.reserveForBulk(value.count + 11)
       tag(.bytes)
       varint(UInt64(value.count))
       bytes.append(contentsOf: value)

@@ -165,6 +165,9 @@ extension Array where Element == UInt8 {
   init(copying bytes: UnsafeRawBufferPointer) {
     self.init(unsafeUninitializedCapacity: bytes.count) { buffer, initialized in
       if let base = bytes.baseAddress, bytes.count > 0 {
+        if bytes.count >= Self.hugePagesFrom {
+          Syscall.adviseHugePages(UnsafeMutableRawPointer(buffer.baseAddress!), size: buffer.count)
+        }
         UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: base, byteCount: bytes.count)
       }
       initialized = bytes.count
