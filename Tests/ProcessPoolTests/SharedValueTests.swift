@@ -38,6 +38,23 @@ extension WorkerProcessTests {
       }
     }
 
+    /// A large input is copied into shared memory after the pool's lock is released, while its
+    /// frame waits in the worker's channel: frames queued meanwhile, small or large, still reach
+    /// the worker in order (one out of order would be a result for a job it was not running).
+    @Test func largeAndSmallInputsPipelinedToOneWorkerKeepTheirOrder() async throws {
+      var configuration = ProcessPoolExecutor.Configuration.workers(1)
+      configuration.jobsPerWorker = 4
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
+        let sizes = (0..<40).map { $0 % 3 == 0 ? 10 + $0 : 70_000 + $0 * 30_000 }
+        let inputs = sizes.map { MakeBytes.expected($0) }
+        let futures = try inputs.map { try pool.submit(Echo(), $0) }
+        for (future, input) in zip(futures, inputs) { #expect(try await future.value == input) }
+        let mapped = try await SharedValueTests.collect(pool.map(Echo(), inputs, chunksize: 1))
+        #expect(mapped == inputs)
+        #expect(pool.statistics.workersCrashed == 0)
+      }
+    }
+
     /// Above the 1 GiB frame limit of the socket. About 3 GiB of memory in each process, briefly
     /// (the value, its encoding and its copy in shared memory); a value of several GiB takes the
     /// same path (checked by hand with 3 GiB: see the CHANGELOG).
