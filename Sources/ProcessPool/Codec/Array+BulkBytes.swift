@@ -8,15 +8,17 @@ extension Array where Element == UInt8 {
   static var hugePagesFrom: Int { 4 << 20 }
 
   /// Makes room for `more` bytes after the last, growing as `append` would (geometrically); a
-  /// fresh buffer of `hugePagesFrom` bytes or more asks for huge pages.
+  /// fresh buffer of `hugePagesFrom` bytes or more asks for huge pages past the bytes it already
+  /// holds (those were just copied in).
   mutating func reserveForBulk(_ more: Int) {
     let needed = count + more
     guard needed > capacity else { return }
     reserveCapacity(Swift.max(needed, 2 * capacity))
-    let size = capacity
-    guard size >= Self.hugePagesFrom else { return }
+    let room = capacity - count
+    guard capacity >= Self.hugePagesFrom else { return }
     withUnsafeMutableBufferPointer { buffer in
-      if let base = buffer.baseAddress { Syscall.adviseHugePages(UnsafeMutableRawPointer(base), size: size) }
+      guard let base = buffer.baseAddress else { return }
+      Syscall.adviseHugePages(UnsafeMutableRawPointer(base + buffer.count), size: room)
     }
   }
 }
