@@ -184,6 +184,19 @@ extension WorkerProcessTests {
       }
     }
 
+    /// A worker whose result in shared memory has an escaped block length past its payload:
+    /// the future fails with a protocol violation (nothing read out of bounds, no trap), and
+    /// the pool goes on with a new worker.
+    @Test func aForgedEscapedLengthFromTheWorkerIsAProtocolViolation() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        await #expect { try await pool.submit(ForgeEscapedLength(), 0).value } throws: {
+          ($0 as? ProcessPoolError)?.code == .protocolViolation
+        }
+        let input = MakeBytes.expected(1 << 20)
+        #expect(try await pool.submit(Echo(), input).value == input)
+      }
+    }
+
     /// Lowers the socket limit in this process and in the pool's worker (one worker) for `body`.
     func withSocketLimit(_ limit: Int, _ pool: ProcessPoolExecutor, _ body: () async throws -> Void) async throws {
       let saved = Frame.sendLimit.exchange(limit, ordering: .relaxed)
@@ -417,6 +430,46 @@ struct ForgeSharedPlace: ProcessTask {
       usleep(600_000_000)
     }
     return 0
+  }
+}
+
+/// Writes a `results` payload whose one block claims, by an escaped length, far more bytes than
+/// follow into the region toward the parent, announces it in the reply ring with a
+/// `resultsShared` frame (request 1), wakes the parent and exits (a reply in the ring outlives
+/// its worker).
+struct ForgeEscapedLength: ProcessTask {
+  func run(_: Int) async throws -> Int {
+    let ringSize = ReplyRing.headerPage + ReplyRing.capacity
+    var ring: UnsafeMutableRawPointer?
+    var region: UnsafeMutableRawPointer?
+    for line in (LeakCheck.readFile("/proc/self/maps") ?? "").split(separator: "\n")
+    where line.contains("memfd:processpool-ring") {
+      let fields = line.split(separator: " ")
+      let bounds = fields[0].split(separator: "-").compactMap { UInt(String($0), radix: 16) }
+      guard bounds.count == 2, let base = UnsafeMutableRawPointer(bitPattern: bounds[0]) else { continue }
+      let size = Int(bounds[1] - bounds[0])
+      let offset = UInt(String(fields[2]), radix: 16)
+      if size == ringSize && offset == 0 { ring = base }
+      if size == SharedValues.mappedSize && offset == UInt(ringSize) {
+        region = base + SharedValues.headerSize + SharedValues.capacity
+      }
+    }
+    guard let ring, let region else { return -1 }
+    var payload: [UInt8] = []
+    payload.appendLittleEndian(UInt32(1))
+    payload.append(Frame.Status.success.rawValue)
+    payload.appendLittleEndian(BlockLength.escape)
+    payload.appendLittleEndian(UInt64(1) << 40)
+    payload.append(contentsOf: [UInt8](repeating: 0, count: 8))
+    payload.withUnsafeBytes { region.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    let frame = SharedValues.frame(.resultsShared, id: 1, SharedValues.Span(offset: 0, length: payload.count))
+    let tail = ring.load(as: UInt64.self)
+    let at = ReplyRing.headerPage + Int(tail % UInt64(ReplyRing.capacity))
+    frame.withUnsafeBytes { (ring + at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    pp_store_release_u64(ring, tail + UInt64(frame.count))
+    let wake = Frame.bare(.wake)
+    _ = wake.withUnsafeBytes { write(3, $0.baseAddress, $0.count) }
+    _exit(0)
   }
 }
 
