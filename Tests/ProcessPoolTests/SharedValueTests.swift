@@ -38,6 +38,23 @@ extension WorkerProcessTests {
       }
     }
 
+    /// A large input is copied into shared memory after the pool's lock is released, while its
+    /// frame waits in the worker's channel: frames queued meanwhile, small or large, still reach
+    /// the worker in order (one out of order would be a result for a job it was not running).
+    @Test func largeAndSmallInputsPipelinedToOneWorkerKeepTheirOrder() async throws {
+      var configuration = ProcessPoolExecutor.Configuration.workers(1)
+      configuration.jobsPerWorker = 4
+      try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
+        let sizes = (0..<40).map { $0 % 3 == 0 ? 10 + $0 : 70_000 + $0 * 30_000 }
+        let inputs = sizes.map { MakeBytes.expected($0) }
+        let futures = try inputs.map { try pool.submit(Echo(), $0) }
+        for (future, input) in zip(futures, inputs) { #expect(try await future.value == input) }
+        let mapped = try await SharedValueTests.collect(pool.map(Echo(), inputs, chunksize: 1))
+        #expect(mapped == inputs)
+        #expect(pool.statistics.workersCrashed == 0)
+      }
+    }
+
     /// Above the 1 GiB frame limit of the socket. About 3 GiB of memory in each process, briefly
     /// (the value, its encoding and its copy in shared memory); a value of several GiB takes the
     /// same path (checked by hand with 3 GiB: see the CHANGELOG).
@@ -60,6 +77,23 @@ extension WorkerProcessTests {
         #expect(try await pool.submit(CountBytes(), [UInt8](repeating: 5, count: size)).value == [size, 5])
         let output = try await pool.submit(ZeroBytes(), size).value
         #expect(output.count == size && output.last == 0)
+        #expect(pool.statistics.workersCrashed == 0)
+      }
+    }
+
+    /// Past 4 GiB, where a block's `u32` length escapes to a `u64` (see `BlockLength`): an
+    /// output of 4 GiB and a page, made in the worker, checked by its size and a few bytes on
+    /// both sides of the 4 GiB mark. About 8 GiB of memory at the peak over both processes (the
+    /// output and its encoding in the worker, then its copy in shared memory and the decoded
+    /// array in the parent), so only with PROCESSPOOL_LARGE_TESTS set (run by hand).
+    @Test(.enabled(if: getenv("PROCESSPOOL_LARGE_TESTS") != nil))
+    func aValueAbove4GiBWorksLocally() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let size = (4 << 30) + 4096
+        let output = try await pool.submit(MarkedBytes(), size).value
+        #expect(output.count == size)
+        #expect(MarkedBytes.marks(size).allSatisfy { output[$0] == MarkedBytes.mark($0) })
+        #expect(output[1 << 20] == 0 && output[size - 2] == 0)
         #expect(pool.statistics.workersCrashed == 0)
       }
     }
@@ -143,6 +177,19 @@ extension WorkerProcessTests {
     func aForgedPlaceFromTheWorkerIsAProtocolViolation(_ offset: UInt64) async throws {
       try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
         await #expect { try await pool.submit(ForgeSharedPlace(), offset).value } throws: {
+          ($0 as? ProcessPoolError)?.code == .protocolViolation
+        }
+        let input = MakeBytes.expected(1 << 20)
+        #expect(try await pool.submit(Echo(), input).value == input)
+      }
+    }
+
+    /// A worker whose result in shared memory has an escaped block length past its payload:
+    /// the future fails with a protocol violation (nothing read out of bounds, no trap), and
+    /// the pool goes on with a new worker.
+    @Test func aForgedEscapedLengthFromTheWorkerIsAProtocolViolation() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        await #expect { try await pool.submit(ForgeEscapedLength(), 0).value } throws: {
           ($0 as? ProcessPoolError)?.code == .protocolViolation
         }
         let input = MakeBytes.expected(1 << 20)
@@ -255,6 +302,108 @@ extension WorkerProcessTests {
   }
 }
 
+/// Blocks of 4 GiB or more escape their `u32` length; tried here with the escape lowered.
+@Suite struct BlockLengthTests {
+  @Test func aLongBlockEscapesItsLengthAndReadsBack() throws {
+    for escapeAt in [0, 5, 1000] {
+      var bytes: [UInt8] = [7]
+      bytes.appendLittleEndian(UInt32(0))
+      bytes.append(contentsOf: MakeBytes.expected(100))
+      BlockLength.patch(&bytes, at: 1, escapeAt: escapeAt)
+      #expect(bytes.count == 105 + (escapeAt <= 100 ? 8 : 0))
+      bytes.append(42)
+      let read = bytes.withUnsafeBytes { raw -> (block: [UInt8], next: UInt8, atEnd: Bool)? in
+        var reader = PayloadReader(UnsafeRawBufferPointer(rebasing: raw[1...]))
+        guard let block = try? reader.block(), let next = try? reader.integer(UInt8.self) else { return nil }
+        return (Array(block), next, reader.isAtEnd)
+      }
+      #expect(read?.block == MakeBytes.expected(100) && read?.next == 42 && read?.atEnd == true)
+    }
+  }
+
+  /// A forged or cut escaped length (from a broken worker) throws a `WireError`, which the pool
+  /// reports as a protocol violation; it never traps or reads past the payload.
+  @Test(arguments: [UInt64(5), 100, UInt64(Int.max), UInt64(Int.max) + 1, .max])
+  func aForgedEscapedLengthThrows(_ length: UInt64) {
+    var payload: [UInt8] = []
+    payload.appendLittleEndian(BlockLength.escape)
+    payload.appendLittleEndian(length)
+    payload.append(contentsOf: [1, 2, 3, 4])
+    #expect(throws: WireError.self) {
+      try payload.withUnsafeBytes { raw in
+        var reader = PayloadReader(raw)
+        _ = try reader.block()
+      }
+    }
+    #expect(throws: WireError.self) {
+      try payload.withUnsafeBytes { raw in
+        var reader = PayloadReader(UnsafeRawBufferPointer(rebasing: raw[..<9]))
+        _ = try reader.block()
+      }
+    }
+  }
+
+  /// Through the encoder: a value's block is escaped only from 4 GiB on (the common block
+  /// keeps its 4-byte length).
+  @Test func theEncoderEscapesOnlyFrom4GiB() throws {
+    var bytes: [UInt8] = []
+    try bytes.appendEncodedBlock(MakeBytes.expected(70_000))
+    let short = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+    #expect(short == UInt32(bytes.count - 4))
+    #expect(BlockLength.extra(forLength: Int(UInt32.max) - 1) == 0)
+    #expect(BlockLength.extra(forLength: Int(UInt32.max)) == 8)
+  }
+}
+
+/// Buffers of megabytes for values (which ask for huge pages) hold what was written, and grow
+/// geometrically, as `append` does.
+@Suite struct BulkBufferTests {
+  @Test func largeByteArraysEncodeAndDecodeWhole() throws {
+    for size in [[UInt8].hugePagesFrom - 1, [UInt8].hugePagesFrom, 9 << 20] {
+      let value = MakeBytes.expected(size)
+      var bytes: [UInt8] = [1, 2, 3]
+      try bytes.appendEncodedBlock(value)
+      #expect(bytes[..<3] == [1, 2, 3])
+      let decoded = try bytes.withUnsafeBytes { raw in
+        var reader = PayloadReader(UnsafeRawBufferPointer(rebasing: raw[3...]))
+        return try BinaryDecoder.decode([UInt8].self, from: try reader.block())
+      }
+      #expect(decoded == value)
+      #expect(value.withUnsafeBytes { [UInt8](copying: $0) } == value)
+    }
+  }
+
+  @Test func bulkRoomGrowsGeometrically() {
+    var bytes: [UInt8] = [7]
+    var reallocations = 0
+    for _ in 0..<16 {
+      let capacity = bytes.capacity
+      bytes.reserveForBulk(1 << 20)
+      #expect(bytes.capacity >= bytes.count + (1 << 20))
+      if bytes.capacity != capacity { reallocations += 1 }
+      bytes.append(contentsOf: repeatElement(UInt8(9), count: 1 << 20))
+    }
+    #expect(reallocations <= 6)
+    #expect(bytes.first == 7 && bytes.count == 1 + 16 << 20 && bytes.last == 9)
+  }
+}
+
+/// `size` zero bytes but at `marks(size)`, where byte `i` is `mark(i)`: a value of gigabytes
+/// made and checked without per-byte work.
+struct MarkedBytes: ProcessTask {
+  func run(_ size: Int) async throws -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: size)
+    for index in Self.marks(size) { bytes[index] = Self.mark(index) }
+    return bytes
+  }
+
+  static func marks(_ size: Int) -> [Int] {
+    [0, 4097, (4 << 30) - 1, 4 << 30, (4 << 30) + 1, size - 1].filter { $0 < size }
+  }
+
+  static func mark(_ index: Int) -> UInt8 { UInt8(truncatingIfNeeded: index % 251 + 1) }
+}
+
 /// Publishes a `resultsShared` frame whose place starts at `offset` (8 bytes long) into its
 /// worker's reply ring, found in /proc/self/maps, wakes the parent, then waits to be killed.
 struct ForgeSharedPlace: ProcessTask {
@@ -281,6 +430,46 @@ struct ForgeSharedPlace: ProcessTask {
       usleep(600_000_000)
     }
     return 0
+  }
+}
+
+/// Writes a `results` payload whose one block claims, by an escaped length, far more bytes than
+/// follow into the region toward the parent, announces it in the reply ring with a
+/// `resultsShared` frame (request 1), wakes the parent and exits (a reply in the ring outlives
+/// its worker).
+struct ForgeEscapedLength: ProcessTask {
+  func run(_: Int) async throws -> Int {
+    let ringSize = ReplyRing.headerPage + ReplyRing.capacity
+    var ring: UnsafeMutableRawPointer?
+    var region: UnsafeMutableRawPointer?
+    for line in (LeakCheck.readFile("/proc/self/maps") ?? "").split(separator: "\n")
+    where line.contains("memfd:processpool-ring") {
+      let fields = line.split(separator: " ")
+      let bounds = fields[0].split(separator: "-").compactMap { UInt(String($0), radix: 16) }
+      guard bounds.count == 2, let base = UnsafeMutableRawPointer(bitPattern: bounds[0]) else { continue }
+      let size = Int(bounds[1] - bounds[0])
+      let offset = UInt(String(fields[2]), radix: 16)
+      if size == ringSize && offset == 0 { ring = base }
+      if size == SharedValues.mappedSize && offset == UInt(ringSize) {
+        region = base + SharedValues.headerSize + SharedValues.capacity
+      }
+    }
+    guard let ring, let region else { return -1 }
+    var payload: [UInt8] = []
+    payload.appendLittleEndian(UInt32(1))
+    payload.append(Frame.Status.success.rawValue)
+    payload.appendLittleEndian(BlockLength.escape)
+    payload.appendLittleEndian(UInt64(1) << 40)
+    payload.append(contentsOf: [UInt8](repeating: 0, count: 8))
+    payload.withUnsafeBytes { region.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    let frame = SharedValues.frame(.resultsShared, id: 1, SharedValues.Span(offset: 0, length: payload.count))
+    let tail = ring.load(as: UInt64.self)
+    let at = ReplyRing.headerPage + Int(tail % UInt64(ReplyRing.capacity))
+    frame.withUnsafeBytes { (ring + at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    pp_store_release_u64(ring, tail + UInt64(frame.count))
+    let wake = Frame.bare(.wake)
+    _ = wake.withUnsafeBytes { write(3, $0.baseAddress, $0.count) }
+    _exit(0)
   }
 }
 

@@ -123,6 +123,7 @@ final class ByteWriter {
     case .bytes:
       let value = unsafeBitCast(value, to: [UInt8].self)
       try checkLimit(adding: value.count)
+      bytes.reserveForBulk(value.count + 11)
       tag(.bytes)
       varint(UInt64(value.count))
       bytes.append(contentsOf: value)
@@ -232,24 +233,24 @@ final class ByteWriter {
     }
   }
 
-  /// Appends `[u32 length][encoding of value]`. When encoding throws, nothing of the value is
-  /// left and the writer can go on with the next one (the items of a chunk share one writer).
+  /// Appends `[u32 length][encoding of value]` (a length of 4 GiB or more as `BlockLength`
+  /// escapes it). When encoding throws, nothing of the value is left and the writer can go on
+  /// with the next one (the items of a chunk share one writer).
   @usableFromInline
   func appendBlock<T: Encodable>(_ value: T) throws {
     let start = bytes.count
     bytes.appendLittleEndian(UInt32(0))
-    let length: UInt32
     do {
       try encodeValue(value, path: [])
       try closeAll()
-      length = try checkedLength(from: start)
+      try checkLimit(adding: BlockLength.extra(forLength: bytes.count - start - 4))
     } catch {
       open.removeAll()
       superValueAt = nil
       bytes.removeSubrange(start...)
       throw error
     }
-    bytes.withUnsafeMutableBytes { $0.storeBytes(of: length.littleEndian, toByteOffset: start, as: UInt32.self) }
+    BlockLength.patch(&bytes, at: start)
   }
 }
 

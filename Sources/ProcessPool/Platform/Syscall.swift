@@ -203,6 +203,17 @@ enum Syscall {
     _ = madvise(address, size, MADV_REMOVE)
   }
 
+  /// Asks for huge pages behind the whole 2 MiB pages of `size` bytes of private memory at
+  /// `address`, before they are first written: filling them then takes a fault per 2 MiB instead
+  /// of one per 4 KiB. Best effort (nothing where transparent huge pages are off).
+  static func adviseHugePages(_ address: UnsafeMutableRawPointer, size: Int) {
+    let huge = 1 << 21
+    let start = (Int(bitPattern: address) + huge - 1) & ~(huge - 1)
+    let end = (Int(bitPattern: address) + size) & ~(huge - 1)
+    guard end > start, let aligned = UnsafeMutableRawPointer(bitPattern: start) else { return }
+    _ = madvise(aligned, end - start, MADV_HUGEPAGE)
+  }
+
   static func unmap(_ address: UnsafeMutableRawPointer, size: Int) {
     _ = munmap(address, size)
   }

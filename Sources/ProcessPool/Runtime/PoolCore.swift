@@ -91,28 +91,45 @@ final class PoolCore: Sendable {
     deferringFlushesTo flushes: inout [WorkerChannel], _ body: (inout PoolState, inout PoolEffects) -> T
   ) -> T {
     var effects = PoolEffects()
+    var copies: [SharedCopy] = []
     let result = state.withLock { state -> T in
       let result = body(&state, &effects)
       // Queued before the lock is released, so each worker's frames go out in the order the
       // state decided them; written after.
-      if !effects.writes.isEmpty { queue(effects.writes, flushes: &flushes) }
+      if !effects.writes.isEmpty { queue(effects.writes, flushes: &flushes, copies: &copies) }
       return result
+    }
+    // Large inputs are copied into shared memory without the lock (a copy of gigabytes takes
+    // a second); their channels write nothing until then.
+    for copy in copies {
+      copy.values.copyRun(copy.frame, to: copy.span)
+      if copy.channel.releaseHold() { flushes.append(copy.channel) }
     }
     perform(effects)
     return result
   }
 
+  /// A large job's payload to copy into the room reserved for it in its worker's region.
+  private struct SharedCopy {
+    let channel: WorkerChannel
+    let values: SharedValues
+    let frame: [UInt8]
+    let span: SharedValues.Span
+  }
+
   /// Appends frames to their workers' channels; a channel whose writer role this thread took
-  /// is added to `flushes`.
-  private func queue(_ writes: [PoolEffects.Write], flushes: inout [WorkerChannel]) {
+  /// is added to `flushes`, a large job's payload to copy to `copies`.
+  private func queue(_ writes: [PoolEffects.Write], flushes: inout [WorkerChannel], copies: inout [SharedCopy]) {
     channels.withLock { channels in
       for write in writes {
         // A worker without a channel is one a test drives, or gone: nothing to write to.
         guard let channel = channels[write.worker] else { continue }
         // A large job goes through the memory the worker shares with the parent: only its
-        // place crosses the socket.
-        if let id = write.run, let shared = channel.ring?.values?.placeRun(write.bytes, id: id) {
-          if channel.append(shared) { flushes.append(channel) }
+        // place crosses the socket, held back until the payload is there.
+        if let id = write.run, let values = channel.ring?.values, let span = values.reserveRun(write.bytes) {
+          // Held: it never takes the writer role (`releaseHold` may, once the copy is made).
+          _ = channel.append(SharedValues.frame(.runShared, id: id, span), holding: true)
+          copies.append(SharedCopy(channel: channel, values: values, frame: write.bytes, span: span))
         } else if channel.append(write.bytes) {
           flushes.append(channel)
         }

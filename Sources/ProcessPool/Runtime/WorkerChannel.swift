@@ -41,6 +41,9 @@ final class WorkerChannel: Sendable {
     var closed = false
     /// The socket is still to be closed: a writer held it when the channel was closed.
     var socketOpen = true
+    /// Frames queued whose shared value is still being copied (`append(_:holding:)`): nothing
+    /// is written until they are released, so no frame overtakes another.
+    var held = 0
   }
 
   /// Takes over the descriptors of `spawned` and watches them in `poller` (keyed by `worker`).
@@ -71,9 +74,13 @@ final class WorkerChannel: Sendable {
   }
 
   /// Appends frames (`bytes`, one or more whole frames) to what is to be written; true when the
-  /// caller took the writer role and must `flush`. Nothing is queued on a closed channel.
-  func append(_ bytes: [UInt8]) -> Bool {
+  /// caller took the writer role and must `flush`. Nothing is queued on a closed channel. With
+  /// `holding`, nothing is written from here on until `releaseHold` (the frame points at a
+  /// shared value the caller has yet to copy).
+  func append(_ bytes: [UInt8], holding: Bool = false) -> Bool {
     output.withLock { output in
+      // Counted even on a closed channel: every hold is released once.
+      if holding { output.held += 1 }
       if output.closed { return false }
       if output.bytes.count == output.offset {
         // Into an empty buffer the frame is shared, not copied.
@@ -82,7 +89,20 @@ final class WorkerChannel: Sendable {
       } else {
         output.bytes.append(contentsOf: bytes)
       }
-      if output.flushing || output.wantsWrite { return false }
+      if output.flushing || output.wantsWrite || output.held > 0 { return false }
+      output.flushing = true
+      return true
+    }
+  }
+
+  /// Ends a hold of `append(_:holding:)`; true when the caller took the writer role and must
+  /// `flush` (the writes waited for the hold, and nobody else is writing).
+  func releaseHold() -> Bool {
+    output.withLock { output in
+      output.held -= 1
+      guard output.held == 0, !output.closed, !output.flushing, !output.wantsWrite,
+        output.bytes.count > output.offset
+      else { return false }
       output.flushing = true
       return true
     }
@@ -96,6 +116,11 @@ final class WorkerChannel: Sendable {
         if output.closed || output.bytes.count == output.offset {
           output.bytes = []
           output.offset = 0
+          releaseWriterRole(&output)
+          return nil
+        }
+        // A frame waits for its shared value: whoever releases the hold writes.
+        if output.held > 0 {
           releaseWriterRole(&output)
           return nil
         }

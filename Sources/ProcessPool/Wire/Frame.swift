@@ -97,9 +97,11 @@ enum Frame {
     return start
   }
 
+  /// Patches the length; a frame too long for it (only ever in shared memory, whose
+  /// `runShared` or `resultsShared` frame says how long it is) gets `UInt32.max`, never a trap.
   @inline(__always)
   static func finish(at start: Int, in buffer: inout [UInt8]) {
-    let length = UInt32(buffer.count - start - 4)
+    let length = UInt32(clamping: buffer.count - start - 4)
     buffer.withUnsafeMutableBytes { bytes in
       bytes.storeBytes(of: length.littleEndian, toByteOffset: start, as: UInt32.self)
     }
@@ -138,9 +140,9 @@ struct PayloadReader {
     return T(littleEndian: value)
   }
 
-  /// A `u32`-length-prefixed block, as a view into the frame.
+  /// A `u32`-length-prefixed block (see `BlockLength`), as a view into the frame.
   mutating func block() throws(WireError) -> UnsafeRawBufferPointer {
-    let count = Int(try integer(UInt32.self))
+    let count = try blockLength(try integer(UInt32.self))
     guard bytes.count - offset >= count else { throw WireError("truncated block") }
     let slice = UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + count])
     offset += count
@@ -163,6 +165,9 @@ extension Array where Element == UInt8 {
   init(copying bytes: UnsafeRawBufferPointer) {
     self.init(unsafeUninitializedCapacity: bytes.count) { buffer, initialized in
       if let base = bytes.baseAddress, bytes.count > 0 {
+        if bytes.count >= Self.hugePagesFrom {
+          Syscall.adviseHugePages(UnsafeMutableRawPointer(buffer.baseAddress!), size: buffer.count)
+        }
         UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: base, byteCount: bytes.count)
       }
       initialized = bytes.count

@@ -6,7 +6,7 @@ import Synchronization
 /// region toward the worker, and the socket carries only a `runShared` frame that says where
 /// it is; a `results` frame too big for the reply ring goes into the region toward the parent,
 /// announced in the ring by a `resultsShared` frame. One copy each way besides the encoding and
-/// the decoding, no system call per value, and no 1 GiB frame limit (values up to `limit`).
+/// the decoding, no system call per value, and no 1 GiB frame limit (values up to `limit`, 8 GiB).
 ///
 /// The regions live in the reply ring's memfd, after the ring (the worker gets them with it, no
 /// descriptor passing): a header page (how many values each consumer has released), then
@@ -52,16 +52,20 @@ final class SharedValues: @unchecked Sendable {
   /// What a region keeps once a smaller value follows bigger ones: its producer gives back the
   /// pages between this (or the new value's end) and what the bigger ones used.
   static let kept = 1 << 26
-  /// The largest whole frame (length field included) exchanged with a local worker: the `u32`
-  /// lengths of frames and blocks bound it. Tests lower it, like `Frame.sendLimit`.
-  static let limit = Atomic(Int(UInt32.max))
+  /// The largest whole frame (length field included) exchanged with a local worker: half a
+  /// region, so that with a value of that size in flight the next one still finds room (a
+  /// worker takes two jobs at a time by default). Blocks of 4 GiB or more escape their `u32`
+  /// length (see `BlockLength`); a frame's own length field only saturates, since such a frame
+  /// never crosses the socket. Tests lower it, like `Frame.sendLimit`.
+  static let limit = Atomic(capacity / 2)
   /// Set by tests: the next workers get no regions, as when mapping them fails (their values
   /// then go through the socket, up to `Frame.sendLimit`).
   static let unavailable = Atomic(false)
 
   private let base: UnsafeMutableRawPointer
   /// The producer's side of the region this process writes: under the pool's lock in the
-  /// parent (toward the worker), on the loop's thread in a worker (toward the parent).
+  /// parent (toward the worker; the copy into the room it gives is made after the lock is
+  /// released), on the loop's thread in a worker (toward the parent).
   private var placer = Placer()
 
   init(base: UnsafeMutableRawPointer) { self.base = base }
@@ -89,20 +93,39 @@ final class SharedValues: @unchecked Sendable {
   /// Copies `bytes` into the region toward `direction`; nil when the values placed and not
   /// yet released leave no room for it now.
   func place(_ bytes: UnsafeRawBufferPointer, _ direction: Direction) -> Span? {
-    let released = pp_load_acquire_u64(releasedCounter(direction))
-    guard let offset = placer.reserve(bytes.count, released: released) else { return nil }
-    if let trim = placer.takeTrim() { Syscall.discard(region(direction) + trim.lowerBound, size: trim.count) }
-    if bytes.count > 0 { (region(direction) + offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
-    return Span(offset: offset, length: bytes.count)
+    guard let span = reserve(bytes.count, direction) else { return nil }
+    copy(bytes, to: span, direction)
+    return span
   }
 
-  /// A `runShared` frame for the `run` frame `frame` (header included), its payload placed in
-  /// the region toward the worker; nil when it is too small to gain from it or finds no room.
-  func placeRun(_ frame: [UInt8], id: UInt64) -> [UInt8]? {
+  /// Room for `count` bytes in the region toward `direction`, to be filled by `copy` before its
+  /// place is sent; nil when the values placed and not yet released leave no room for it now.
+  func reserve(_ count: Int, _ direction: Direction) -> Span? {
+    let released = pp_load_acquire_u64(releasedCounter(direction))
+    guard let offset = placer.reserve(count, released: released) else { return nil }
+    if let trim = placer.takeTrim() { Syscall.discard(region(direction) + trim.lowerBound, size: trim.count) }
+    return Span(offset: offset, length: count)
+  }
+
+  /// Fills the room `reserve` gave (any thread: the room is the caller's alone until the
+  /// consumer, told of it afterwards, releases it).
+  func copy(_ bytes: UnsafeRawBufferPointer, to span: Span, _ direction: Direction) {
+    precondition(bytes.count == span.length, "a shared value copied into room of another size")
+    if bytes.count > 0 {
+      (region(direction) + span.offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+    }
+  }
+
+  /// Room in the region toward the worker for the payload of the `run` frame `frame` (header
+  /// included); nil when it is too small to gain from it or finds no room.
+  func reserveRun(_ frame: [UInt8]) -> Span? {
     guard frame.count - Frame.headerSize >= Self.threshold else { return nil }
-    let span = frame.withUnsafeBytes { place(UnsafeRawBufferPointer(rebasing: $0[Frame.headerSize...]), .toWorker) }
-    guard let span else { return nil }
-    return Self.frame(.runShared, id: id, span)
+    return reserve(frame.count - Frame.headerSize, .toWorker)
+  }
+
+  /// Copies the payload of the `run` frame `frame` into the room `reserveRun` gave it.
+  func copyRun(_ frame: [UInt8], to span: Span) {
+    frame.withUnsafeBytes { copy(UnsafeRawBufferPointer(rebasing: $0[Frame.headerSize...]), to: span, .toWorker) }
   }
 
   /// A frame that points at `span`: `[u64 offset][u64 length]`.

@@ -181,7 +181,9 @@ final class WorkerLoop: @unchecked Sendable {
         }
       }
       SharedValues.frame(.resultsShared, id: id, span).withUnsafeBytes { _ = writer.publish($0, wake: wake) }
-      out.removeAll(keepingCapacity: out.capacity <= 1 << 22)
+      // Kept up to what a region keeps: the next large reply is encoded into pages already in
+      // memory, not into a fresh buffer faulted in page by page.
+      out.removeAll(keepingCapacity: out.capacity <= SharedValues.kept)
     } else {
       Self.resultsOnSocketFrame.withUnsafeBytes { writer.publishMarker($0, wake: wake) }
       flush()
