@@ -323,7 +323,12 @@ extension PoolCore {
       state.advance(&effects)
       return (deliveries, state.index(ofWorker: worker).map { state.workers[$0].inflight.count } ?? 0)
     }
-    for (index, (job, pid)) in deliveries.enumerated() { job.sink.deliver(results[index].payload, workerPID: pid) }
+    // Last first: a caller waiting for the first of them (a map's consumer, in input order)
+    // is resumed once the rest are in too, and takes them without suspending again.
+    for index in deliveries.indices.reversed() {
+      let (job, pid) = deliveries[index]
+      job.sink.deliver(results[index].payload, workerPID: pid)
+    }
     return jobsLeft
   }
 
