@@ -123,9 +123,11 @@ struct PoolState: ~Copyable {
   }
 }
 
-/// A FIFO of jobs that pops from the front without shifting the array.
+/// A FIFO of jobs that pops from the front without shifting the array. A popped slot lets go of
+/// its job at once: a finished job is freed when its result is delivered (its memory still in the
+/// cache), not thousands at a time under the pool's lock when the array is compacted.
 struct JobQueue {
-  private var items: [Job] = []
+  private var items: [Job?] = []
   private var head = 0
 
   var isEmpty: Bool { head == items.count }
@@ -135,7 +137,7 @@ struct JobQueue {
 
   mutating func popFirst() -> Job? {
     guard head < items.count else { return nil }
-    let job = items[head]
+    let job = items[head].take()
     head += 1
     if head == items.count || head > 4096 && head * 2 > items.count {
       items.removeSubrange(0..<head)
@@ -147,15 +149,15 @@ struct JobQueue {
   /// Puts jobs back at the front, in order (work a dead worker had not started).
   mutating func prepend(_ jobs: some Collection<Job>) {
     guard !jobs.isEmpty else { return }
-    items.replaceSubrange(0..<head, with: jobs)
+    items.replaceSubrange(0..<head, with: jobs.lazy.map { $0 })
     head = 0
   }
 
   /// How many jobs are not cancelled (cancelled ones wait to be skipped when their turn comes).
-  var liveCount: Int { items[head...].reduce(0) { $0 + ($1.sink.isCancelled ? 0 : 1) } }
+  var liveCount: Int { items[head...].reduce(0) { $0 + ($1!.sink.isCancelled ? 0 : 1) } }
 
   mutating func removeAll() -> [Job] {
-    let all = Array(items[head...])
+    let all = items[head...].map { $0! }
     items = []
     head = 0
     return all
