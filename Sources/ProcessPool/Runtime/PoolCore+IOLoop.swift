@@ -323,11 +323,15 @@ extension PoolCore {
       state.advance(&effects)
       return (deliveries, state.index(ofWorker: worker).map { state.workers[$0].inflight.count } ?? 0)
     }
-    // Last first: a caller waiting for the first of them (a map's consumer, in input order)
-    // is resumed once the rest are in too, and takes them without suspending again.
-    for index in deliveries.indices.reversed() {
-      let (job, pid) = deliveries[index]
+    // A map's chunks last first: its consumer, waiting for the first of them (in input order),
+    // is resumed once the rest are in too and takes them without suspending again. Other futures
+    // complete first, in the order their worker finished them.
+    let chunk = ObjectIdentifier(MapChunkSink.self)
+    for (index, (job, pid)) in deliveries.enumerated() where ObjectIdentifier(type(of: job.sink)) != chunk {
       job.sink.deliver(results[index].payload, workerPID: pid)
+    }
+    for index in deliveries.indices.reversed() where ObjectIdentifier(type(of: deliveries[index].0.sink)) == chunk {
+      deliveries[index].0.sink.deliver(results[index].payload, workerPID: deliveries[index].1)
     }
     return jobsLeft
   }
