@@ -327,11 +327,21 @@ extension PoolCore {
     // is resumed once the rest are in too and takes them without suspending again. Other futures
     // complete first, in the order their worker finished them.
     let chunk = ObjectIdentifier(MapChunkSink.self)
-    for (index, (job, pid)) in deliveries.enumerated() where ObjectIdentifier(type(of: job.sink)) != chunk {
-      job.sink.deliver(results[index].payload, workerPID: pid)
+    var chunks = 0
+    for (index, (job, pid)) in deliveries.enumerated() {
+      if ObjectIdentifier(type(of: job.sink)) == chunk {
+        chunks += 1
+      } else {
+        job.sink.deliver(results[index].payload, workerPID: pid)
+      }
     }
-    for index in deliveries.indices.reversed() where ObjectIdentifier(type(of: deliveries[index].0.sink)) == chunk {
-      deliveries[index].0.sink.deliver(results[index].payload, workerPID: deliveries[index].1)
+    // Usually all of them are chunks: then no second look at their type.
+    let mixed = chunks < deliveries.count
+    for index in deliveries.indices.reversed() where chunks > 0 {
+      let (job, pid) = deliveries[index]
+      if mixed && ObjectIdentifier(type(of: job.sink)) != chunk { continue }
+      job.sink.deliver(results[index].payload, workerPID: pid)
+      chunks -= 1
     }
     return jobsLeft
   }
