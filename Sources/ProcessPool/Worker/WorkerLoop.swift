@@ -216,9 +216,7 @@ final class WorkerLoop: @unchecked Sendable {
     Self.wakeFrame.withUnsafeBytes { send($0) }
   }
 
-  /// Runs on its caller's executor: no executor switch per job (the task's `run` is entered
-  /// through `runChunk`, which switches once per job, not once per input).
-  nonisolated(nonsending) private func runJob(id: UInt64, _ payload: UnsafeRawBufferPointer) async {
+  private func runJob(id: UInt64, _ payload: UnsafeRawBufferPointer) async {
     let start = Frame.begin(.results, id: id, into: &out)
     do {
       var reader = PayloadReader(payload)
