@@ -79,8 +79,12 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
   /// `value`, isolated to the caller's actor (no hop to the global executor and back).
   func value(isolation: isolated (any Actor)?, cancelling mode: CancellationMode? = nil) async throws -> Output {
     let terminating = (mode ?? cancellation) == .terminatingWorker
-    if let outcome = state.withLock({ $0.outcome }) { return try outcome.get() }
-    let id = state.withLock { $0.allocateWaiterID() }
+    // One lock: the outcome if there is one, else an id to wait under.
+    let (outcome, id) = state.withLock { state -> (Result<Output, any Error>?, Int) in
+      if let outcome = state.outcome { return (outcome, 0) }
+      return (nil, state.allocateWaiterID())
+    }
+    if let outcome { return try outcome.get() }
     // `isolation` is passed on explicitly: inside the operation closure `#isolation` is nil, and
     // a continuation awaited there would resume on the global executor and hop back.
     return try await withTaskCancellationHandler(

@@ -46,7 +46,7 @@ extension ProcessPoolExecutor {
     /// Tasks handed to one worker at a time: the running one plus those queued on its socket.
     /// More hides the round trip for tiny tasks; 1 keeps every pending task cancellable.
     public var jobsPerWorker: Int = 2
-    /// While a worker's tasks each finish within about 100 µs, hand it up to 32 tasks at a time
+    /// While a worker's tasks each finish within about 100 µs, hand it up to 64 tasks at a time
     /// instead of `jobsPerWorker`, so tiny tasks do not wait on round trips (at most a few
     /// milliseconds of work per worker; those tasks count as running and cannot be cancelled).
     /// Has no effect when `jobsPerWorker` is 1.

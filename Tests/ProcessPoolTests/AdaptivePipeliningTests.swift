@@ -32,7 +32,7 @@ import Testing
     for _ in 0..<7 { Self.finish(&slot, after: .microseconds(50)) }
     #expect(slot.pipelineDepth(configuration) == 2)
     Self.finish(&slot, after: .microseconds(50))
-    #expect(slot.pipelineDepth(configuration) == 32)
+    #expect(slot.pipelineDepth(configuration) == 64)
     Self.finish(&slot, after: .milliseconds(1))
     #expect(slot.pipelineDepth(configuration) == 2)
   }
@@ -47,7 +47,7 @@ import Testing
       slot.headStartedAt = start
       slot.headFinished(at: start.advanced(by: .milliseconds(5)), fastWithin: stretched)
     }
-    #expect(slot.pipelineDepth(configuration) == 32)
+    #expect(slot.pipelineDepth(configuration) == 64)
     let start = MonotonicInstant.now
     slot.headStartedAt = start
     slot.headFinished(at: start.advanced(by: .milliseconds(50)), fastWithin: stretched)

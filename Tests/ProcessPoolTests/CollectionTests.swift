@@ -271,6 +271,29 @@ extension WorkerProcessTests {
       }
     }
 
+    /// Results of one worker that arrive together (a deep pipeline of tiny tasks) still finish
+    /// their futures in the order the worker ran them (only a map's own chunks are taken last
+    /// first, which nobody sees).
+    @Test func tinyTasksOfOneWorkerCompleteInTheOrderItRanThem() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        // Done-callbacks run in the order the futures finish (after their awaiting tasks are
+        // resumed, so the test reads them from a stream, not after `value`).
+        let (finished, finishing) = AsyncStream.makeStream(of: Int.self)
+        let futures = try (0..<400).map { input in
+          let future = try pool.submit(Square(), input)
+          future.addDoneCallback { _ in finishing.yield(input) }
+          return future
+        }
+        var order: [Int] = []
+        for await input in finished {
+          order.append(input)
+          if order.count == futures.count { break }
+        }
+        #expect(order == Array(0..<400))
+        for (input, future) in futures.enumerated() { #expect(try await future.value == input * input) }
+      }
+    }
+
     @Test func asCompletedAcrossPools() async throws {
       try await withPool(.workers(1)) { (first: ProcessPoolExecutor) async throws in
         let second = try ProcessPoolExecutor(maxWorkers: 1)

@@ -537,10 +537,10 @@ import Testing
     let worker = try machine.spawned()
     machine.hello(worker)
     machine.result(worker)
-    // Eight fast jobs in a row (as `AdaptivePipeliningTests` checks): depth 32 from now on.
+    // Eight fast jobs in a row (as `AdaptivePipeliningTests` checks): depth 64 from now on.
     machine.state.workers[0].fastStreak = WorkerSlot.fastStreakNeeded
-    _ = machine.submit(40)
-    #expect(machine.effects.writes.filter { $0.worker == worker.id }.count == 32)
+    _ = machine.submit(72)
+    #expect(machine.effects.writes.filter { $0.worker == worker.id }.count == 64)
     #expect(machine.queued == 8)
     _ = machine.submit(1)
     #expect(machine.effects.writes.isEmpty)

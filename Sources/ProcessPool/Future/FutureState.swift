@@ -14,7 +14,9 @@ struct FutureState<Output: Sendable>: ~Copyable {
   // word smaller (a queued map chunk holds one future).
   var outcome: Result<Output, any Error>?
   var phase: FuturePhase = .pending
-  var waiters: [Int: CheckedContinuation<Output, any Error>] = [:]
+  /// Usually one (the task awaiting the value): a list, not a dictionary, so registering it
+  /// costs no hashing and finishing hands the list over as it is.
+  var waiters: [Waiter] = []
   var abandoned: Set<Int> = []
   var nextWaiterID = 0
   var callbacks: [@Sendable (ProcessFuture<Output>) throws -> Void] = []
@@ -23,6 +25,11 @@ struct FutureState<Output: Sendable>: ~Copyable {
   var watchers: [Int: @Sendable () -> Void] = [:]
   /// Blocked threads (`result(timeout:)`): told when there is an outcome, cancelled included.
   var wakeups: [Int: @Sendable () -> Void] = [:]
+
+  struct Waiter {
+    let id: Int
+    let continuation: CheckedContinuation<Output, any Error>
+  }
 
   enum Registration {
     case registered
@@ -38,7 +45,7 @@ struct FutureState<Output: Sendable>: ~Copyable {
   mutating func register(_ id: Int, _ continuation: CheckedContinuation<Output, any Error>) -> Registration {
     if abandoned.remove(id) != nil { return .abandoned }
     if let outcome { return .outcome(outcome) }
-    waiters[id] = continuation
+    waiters.append(Waiter(id: id, continuation: continuation))
     return .registered
   }
 
@@ -46,7 +53,7 @@ struct FutureState<Output: Sendable>: ~Copyable {
   /// continuation is not registered yet.
   mutating func abandon(_ id: Int) -> CheckedContinuation<Output, any Error>? {
     if outcome != nil { return nil }
-    if let continuation = waiters.removeValue(forKey: id) { return continuation }
+    if let index = waiters.firstIndex(where: { $0.id == id }) { return waiters.remove(at: index).continuation }
     abandoned.insert(id)
     return nil
   }
@@ -106,8 +113,8 @@ struct FutureState<Output: Sendable>: ~Copyable {
 
   private mutating func finish(_ result: Result<Output, any Error>, notifyWatchers: Bool) -> FutureEffects<Output> {
     outcome = result
-    let continuations = Array(waiters.values)
-    waiters = [:]
+    let continuations = waiters
+    waiters = []
     let callbacks = self.callbacks
     self.callbacks = []
     let woken = Array(wakeups.values)
@@ -126,7 +133,7 @@ struct FutureState<Output: Sendable>: ~Copyable {
 
 /// What a transition asks to be done once the future's lock is released.
 struct FutureEffects<Output: Sendable> {
-  var continuations: [CheckedContinuation<Output, any Error>] = []
+  var continuations: [FutureState<Output>.Waiter] = []
   var outcome: Result<Output, any Error>? = nil
   var callbacks: [@Sendable (ProcessFuture<Output>) throws -> Void] = []
   var watchers: [@Sendable () -> Void] = []
@@ -135,7 +142,7 @@ struct FutureEffects<Output: Sendable> {
     if let outcome {
       // Only the transition that finishes the future carries its outcome: told once.
       future.onFinish?.body(outcome)
-      for continuation in continuations { continuation.resume(with: outcome) }
+      for waiter in continuations { waiter.continuation.resume(with: outcome) }
     }
     for callback in callbacks { Self.invoke(callback, future) }
     for watcher in watchers { watcher() }

@@ -323,7 +323,26 @@ extension PoolCore {
       state.advance(&effects)
       return (deliveries, state.index(ofWorker: worker).map { state.workers[$0].inflight.count } ?? 0)
     }
-    for (index, (job, pid)) in deliveries.enumerated() { job.sink.deliver(results[index].payload, workerPID: pid) }
+    // A map's chunks last first: its consumer, waiting for the first of them (in input order),
+    // is resumed once the rest are in too and takes them without suspending again. Other futures
+    // complete first, in the order their worker finished them.
+    let chunk = ObjectIdentifier(MapChunkSink.self)
+    var chunks = 0
+    for (index, (job, pid)) in deliveries.enumerated() {
+      if ObjectIdentifier(type(of: job.sink)) == chunk {
+        chunks += 1
+      } else {
+        job.sink.deliver(results[index].payload, workerPID: pid)
+      }
+    }
+    // Usually all of them are chunks: then no second look at their type.
+    let mixed = chunks < deliveries.count
+    for index in deliveries.indices.reversed() where chunks > 0 {
+      let (job, pid) = deliveries[index]
+      if mixed && ObjectIdentifier(type(of: job.sink)) != chunk { continue }
+      job.sink.deliver(results[index].payload, workerPID: pid)
+      chunks -= 1
+    }
     return jobsLeft
   }
 

@@ -174,7 +174,9 @@ extension PoolState {
     }
     workers[index].inflight.removeFirst()
     if configuration.adaptivePipelining {
-      workers[index].headFinished(at: now, fastWithin: WorkerSlot.fastJob * max(1, workers.count / processors))
+      // `Duration` arithmetic goes through 128-bit integers: skipped in the usual case.
+      let share = workers.count / processors
+      workers[index].headFinished(at: now, fastWithin: share <= 1 ? WorkerSlot.fastJob : WorkerSlot.fastJob * share)
     }
     listIfAvailable(index)
     statistics.tasksCompleted += 1

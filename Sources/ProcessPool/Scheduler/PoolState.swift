@@ -127,12 +127,17 @@ struct PoolState: ~Copyable {
 }
 
 /// A FIFO of jobs that pops from the front without shifting the array. A map's batch of chunks
-/// is one entry, counted as its chunks: each chunk's job is made when it is popped.
+/// is one entry, counted as its chunks: each chunk's job is made when it is popped. A popped
+/// entry lets go of its job or batch at once: a finished job is freed when its result is
+/// delivered (its memory still in the cache), not thousands at a time under the pool's lock when
+/// the array is compacted.
 struct JobQueue {
   private enum Entry {
     case job(Job)
     /// A batch and its next chunk to pop.
     case batch(any JobBatch, next: Int)
+    /// Popped: before `head` only.
+    case taken
   }
   private var items: [Entry] = []
   private var head = 0
@@ -157,24 +162,28 @@ struct JobQueue {
   /// ones) are skipped without a job.
   mutating func popFirst() -> Job? {
     while head < items.count {
-      count -= 1
       switch items[head] {
       case .job(let job):
+        count -= 1
         advanceHead()
         return job
       case .batch(let batch, let next):
+        count -= 1
         if next + 1 == batch.jobCount {
           advanceHead()
         } else {
           items[head] = .batch(batch, next: next + 1)
         }
         if let job = batch.job(at: next) { return job }
+      case .taken:
+        preconditionFailure("a popped entry at the queue's head")
       }
     }
     return nil
   }
 
   private mutating func advanceHead() {
+    items[head] = .taken
     head += 1
     if head == items.count || head > 4096 && head * 2 > items.count {
       items.removeSubrange(0..<head)
@@ -196,6 +205,7 @@ struct JobQueue {
       switch entry {
       case .job(let job): return total + (job.sink.isCancelled ? 0 : 1)
       case .batch(let batch, let next): return total + batch.liveCount(from: next)
+      case .taken: return total
       }
     }
   }
@@ -206,6 +216,7 @@ struct JobQueue {
       switch entry {
       case .job(let job): return job.sink
       case .batch(let batch, let next): return batch.remainder(from: next)
+      case .taken: preconditionFailure("a popped entry after the queue's head")
       }
     }
     items = []

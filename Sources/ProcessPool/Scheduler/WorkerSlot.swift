@@ -67,7 +67,7 @@ struct WorkerSlot {
   /// How many fast jobs in a row before the deeper pipeline is used.
   static let fastStreakNeeded = 8
   /// The deeper pipeline's depth.
-  static let fastPipelineDepth = 32
+  static let fastPipelineDepth = 64
 
   /// How many jobs it may hold now.
   func pipelineDepth(_ configuration: ProcessPoolExecutor.Configuration) -> Int {
