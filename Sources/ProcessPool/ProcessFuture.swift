@@ -14,13 +14,7 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
   /// Stops the worker running this future (set by the pool that owns it); nil when the future
   /// is not what its worker runs now, else what finishes the job's other futures.
   let stopWorker: StopWorkerHook?
-  /// Told the outcome once, when the future finishes or is cancelled (a `map` counts its
-  /// progress with it), before anyone awaiting the future resumes.
-  /// A shared object rather than a closure: a map makes one for all its full chunks (no closure
-  /// context, nor reabstraction thunk, per queued chunk) and it takes one word here, not two.
-  let onFinish: FinishHook<Output>?
-  // The two one-byte properties last, next to each other: padding between them would take a
-  // map chunk's future into the next allocation size.
+  // The two one-byte properties last, next to each other, with no padding between them.
   /// A pool's future is acknowledged as cancelled at once (the pool skips it when its turn
   /// comes), so `wait` and `asCompleted` count it as done without waiting for a free worker.
   let acknowledgesCancel: Bool
@@ -29,13 +23,12 @@ public final class ProcessFuture<Output: Sendable>: Sendable, CustomStringConver
 
   init(
     acknowledgesCancel: Bool = false, stopWorker: StopWorkerHook? = nil,
-    cancellation: CancellationMode = .pendingOnly, onFinish: FinishHook<Output>? = nil
+    cancellation: CancellationMode = .pendingOnly
   ) {
     self.state = Mutex(FutureState())
     self.acknowledgesCancel = acknowledgesCancel
     self.stopWorker = stopWorker
     self.cancellation = cancellation
-    self.onFinish = onFinish
   }
 
   /// The task's output, awaited without blocking a thread.

@@ -11,7 +11,7 @@ enum FuturePhase: Equatable, Sendable {
 /// after the lock is released (continuations, callbacks), so no user code runs under it.
 struct FutureState<Output: Sendable>: ~Copyable {
   // `outcome` before `phase`: the phase byte fills the outcome's tail padding, so the state is a
-  // word smaller (a queued map chunk holds one future).
+  // word smaller (every submitted task holds one future).
   var outcome: Result<Output, any Error>?
   var phase: FuturePhase = .pending
   /// Usually one (the task awaiting the value): a list, not a dictionary, so registering it
@@ -140,8 +140,6 @@ struct FutureEffects<Output: Sendable> {
 
   func run(_ future: ProcessFuture<Output>) {
     if let outcome {
-      // Only the transition that finishes the future carries its outcome: told once.
-      future.onFinish?.body(outcome)
       for waiter in continuations { waiter.continuation.resume(with: outcome) }
     }
     for callback in callbacks { Self.invoke(callback, future) }

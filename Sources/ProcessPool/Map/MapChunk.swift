@@ -1,6 +1,6 @@
 /// A chunk's `results` payload as it came from the worker, checked but not decoded: the pool's
 /// I/O thread only copies it, and the consumer decodes it when it reaches the chunk. Not generic,
-/// so finishing a chunk's future costs no runtime generic lookups on the I/O thread.
+/// so finishing a chunk costs no runtime generic lookups on the I/O thread.
 @usableFromInline
 struct RawOutcomes: Sendable {
   /// `[u32 count]([u8 status][u32 length][bytes])*`.
