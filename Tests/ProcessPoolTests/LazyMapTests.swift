@@ -19,6 +19,19 @@ extension WorkerProcessTests {
       }
     }
 
+    /// An input whose closure is isolated to the main actor (Swift checks that at run time), and
+    /// how many of its inputs were pulled.
+    @MainActor final class MainActorInput {
+      var pulled = 0
+      func inputs(_ count: Int) -> LazyMapSequence<Range<Int>, Int> {
+        (0..<count).lazy.map { value in
+          MainActor.assertIsolated()
+          self.pulled += 1
+          return value
+        }
+      }
+    }
+
     /// Every outcome of an ordered map, in order, failures included.
     static func collect<Output>(_ sequence: ProcessMapSequence<Output>) async -> [Result<Output, any Error>] {
       await CollectionTests.collect(sequence)
@@ -68,25 +81,21 @@ extension WorkerProcessTests {
       // an input is pulled on the caller's actor, a batch at a time, never on the pool's feeder.
       let check = LeakCheck()
       let pool = try ProcessPoolExecutor(maxWorkers: 1)
-      var pulled = 0
+      let input = MainActorInput()
       let count = 20_000
-      let inputs = (0..<count).lazy.map { value in
-        MainActor.assertIsolated()
-        pulled += 1
-        return value
-      }
+      let inputs = input.inputs(count)
       var values: [Int] = []
       if ordered {
         let sequence = try pool.map(Square(), inputs, chunksize: 1)
-        #expect(pulled <= Self.windowBound(pool))
+        #expect(input.pulled <= Self.windowBound(pool))
         for try await value in sequence { values.append(value) }
       } else {
         let sequence = try pool.mapUnordered(Square(), inputs, chunksize: 1)
-        #expect(pulled <= Self.windowBound(pool))
+        #expect(input.pulled <= Self.windowBound(pool))
         for try await (_, value) in sequence { values.append(value) }
         values.sort()
       }
-      #expect(pulled == count)
+      #expect(input.pulled == count)
       #expect(values == (0..<count).map { $0 * $0 })
       await pool.shutdown()
       pool.core.waitForIOThread()
@@ -99,21 +108,17 @@ extension WorkerProcessTests {
       // actor awaits the shutdown, or by the blocking shutdown itself, which holds the actor.
       let check = LeakCheck()
       let pool = try ProcessPoolExecutor(maxWorkers: 1)
-      var pulled = 0
+      let input = MainActorInput()
       let count = 5000
-      let inputs = (0..<count).lazy.map { value in
-        MainActor.assertIsolated()
-        pulled += 1
-        return value
-      }
+      let inputs = input.inputs(count)
       let sequence = try pool.map(Square(), inputs, chunksize: 1)
-      #expect(pulled < count)
+      #expect(input.pulled < count)
       if blocking {
         Self.shutDownBlocking(pool)
       } else {
         await pool.shutdown()
       }
-      #expect(pulled == count)
+      #expect(input.pulled == count)
       var values: [Int] = []
       for try await value in sequence { values.append(value) }
       #expect(values == (0..<count).map { $0 * $0 })
@@ -126,17 +131,13 @@ extension WorkerProcessTests {
       // and the main actor runs nothing more, so the hook pulls the input itself.
       let check = LeakCheck()
       let pool = try ProcessPoolExecutor(maxWorkers: 1)
-      var pulled = 0
+      let input = MainActorInput()
       let count = 5000
-      let inputs = (0..<count).lazy.map { value in
-        MainActor.assertIsolated()
-        pulled += 1
-        return value
-      }
+      let inputs = input.inputs(count)
       let sequence = try pool.map(Square(), inputs, chunksize: 1)
-      #expect(pulled < count)
+      #expect(input.pulled < count)
       ActivePools.finish(pool.core)
-      #expect(pulled == count)
+      #expect(input.pulled == count)
       var values: [Int] = []
       for try await value in sequence { values.append(value) }
       #expect(values == (0..<count).map { $0 * $0 })
