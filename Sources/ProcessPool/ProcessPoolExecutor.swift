@@ -140,9 +140,11 @@ public final class ProcessPoolExecutor: Sendable {
 
   /// Blocking form of ``shutdown(wait:cancelFutures:)`` for synchronous code.
   ///
-  /// - Parameter isolation: The caller's actor (left to its default). A map made on it whose
-  ///   input is pulled there is pulled to its end by this call, as the actor cannot do it while
-  ///   the call blocks it.
+  /// - Parameters:
+  ///   - cancelFutures: Cancel the work that has not started.
+  ///   - isolation: The caller's actor (left to its default). A map made on it whose input is
+  ///     pulled there is pulled to its end by this call, as the actor cannot do it while the
+  ///     call blocks it.
   @available(*, noasync, message: "use `await pool.shutdown()` in async code")
   public func shutdownAndWait(cancelFutures: Bool = false, isolation: (any Actor)? = #isolation) {
     guard core.belongsToThisProcess else { return }
