@@ -23,6 +23,22 @@ extension WorkerProcessTests {
       }
     }
 
+    /// A large `[UInt8]` input, kept apart from its frame (`Job.tail`), is refused at the call
+    /// site the same way.
+    @Test func aLargeByteInputTooLargeThrowsAtSubmit() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let limit = SharedValues.threshold + 4096
+        try await withParentLimit(limit) { () async throws in
+          let error = Self.error { try pool.submit(Echo(), [UInt8](repeating: 1, count: limit)) }
+          #expect(error?.code == .valueTooLarge)
+          #expect(error?.message.contains("\(limit)") == true)
+          #expect(error?.message.contains("the input of Echo is too large") == true)
+          let fits = [UInt8](repeating: 2, count: SharedValues.threshold)
+          #expect(try await pool.submit(Echo(), fits).value == fits)
+        }
+      }
+    }
+
     @Test func aMapInputTooLargeFailsAtItsPosition() async throws {
       try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
         try await withParentLimit(Self.limit) { () async throws in

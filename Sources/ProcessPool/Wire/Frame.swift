@@ -79,13 +79,15 @@ enum Frame {
   /// Room for a header at the start of a frame built before its id is known (a job's).
   static var emptyHeader: [UInt8] { [UInt8](repeating: 0, count: headerSize) }
 
-  /// Fills in the header of a frame that started with `emptyHeader`.
-  static func fillHeader(_ kind: Kind, id: UInt64, in frame: inout [UInt8]) {
+  /// Fills in the header of a frame that started with `emptyHeader` and goes on with `trailing`
+  /// bytes kept apart from it (`Job.tail`).
+  static func fillHeader(_ kind: Kind, id: UInt64, in frame: inout [UInt8], trailing: Int = 0) {
+    let length = UInt32(clamping: frame.count + trailing - 4)
     frame.withUnsafeMutableBytes { bytes in
+      bytes.storeBytes(of: length.littleEndian, toByteOffset: 0, as: UInt32.self)
       bytes[4] = kind.rawValue
       bytes.storeBytes(of: id.littleEndian, toByteOffset: 5, as: UInt64.self)
     }
-    finish(at: 0, in: &frame)
   }
 
   /// Appends a frame header; the payload follows and `finish` patches the length.

@@ -117,15 +117,24 @@ final class SharedValues: @unchecked Sendable {
   }
 
   /// Room in the region toward the worker for the payload of the `run` frame `frame` (header
-  /// included); nil when it is too small to gain from it or finds no room.
-  func reserveRun(_ frame: [UInt8]) -> Span? {
-    guard frame.count - Frame.headerSize >= Self.threshold else { return nil }
-    return reserve(frame.count - Frame.headerSize, .toWorker)
+  /// included) and its `tail` (`Job.tail`); nil when it is too small to gain from it or finds
+  /// no room.
+  func reserveRun(_ frame: [UInt8], tail: [UInt8]) -> Span? {
+    let size = frame.count - Frame.headerSize + tail.count
+    guard size >= Self.threshold else { return nil }
+    return reserve(size, .toWorker)
   }
 
-  /// Copies the payload of the `run` frame `frame` into the room `reserveRun` gave it.
-  func copyRun(_ frame: [UInt8], to span: Span) {
-    frame.withUnsafeBytes { copy(UnsafeRawBufferPointer(rebasing: $0[Frame.headerSize...]), to: span, .toWorker) }
+  /// Copies the payload of the `run` frame `frame`, then its `tail`, into the room `reserveRun`
+  /// gave it.
+  func copyRun(_ frame: [UInt8], tail: [UInt8], to span: Span) {
+    let head = frame.count - Frame.headerSize
+    precondition(head + tail.count == span.length, "a shared value copied into room of another size")
+    let start = region(.toWorker) + span.offset
+    frame.withUnsafeBytes { start.copyMemory(from: $0.baseAddress! + Frame.headerSize, byteCount: head) }
+    tail.withUnsafeBytes { bytes in
+      if let base = bytes.baseAddress { (start + head).copyMemory(from: base, byteCount: bytes.count) }
+    }
   }
 
   /// A frame that points at `span`: `[u64 offset][u64 length]`.
