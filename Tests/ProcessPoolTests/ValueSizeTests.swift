@@ -82,6 +82,25 @@ extension WorkerProcessTests {
       }
     }
 
+    /// A large `[UInt8]` output, which a local worker keeps apart from its results frame until
+    /// it copies it into shared memory, is refused past the limit the same way, alone in its
+    /// chunk or not; one that fits arrives whole.
+    @Test func aLargeByteOutputTooLargeFailsItsFuture() async throws {
+      let limit = SharedValues.threshold + 4096
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        _ = try await pool.submit(SetSendLimit(), limit).value
+        await #expect { try await pool.submit(ZeroBytes(), limit).value } throws: {
+          ($0 as? ProcessPoolError)?.code == .valueTooLarge
+            && ($0 as? ProcessPoolError)?.message.contains("\(limit)") == true
+        }
+        let outputs = try await Self.outcomes(pool.map(ZeroBytes(), [limit, SharedValues.threshold], chunksize: 1))
+        #expect(Self.code(outputs[0]) == .valueTooLarge)
+        #expect(try outputs[1].get() == [UInt8](repeating: 0, count: SharedValues.threshold))
+        #expect(try await pool.submit(Echo(), MakeBytes.expected(limit - 100)).value == MakeBytes.expected(limit - 100))
+        #expect(pool.statistics.workersCrashed == 0)
+      }
+    }
+
     /// At the real limit of a worker's socket (1 GiB; a launched worker has nothing else, a
     /// local one takes more through shared memory, see `SharedValueTests`): the input is
     /// refused before it is copied, the output before the worker copies it. About 1 GiB of

@@ -33,3 +33,22 @@ extension ByteWriter {
     }
   }
 }
+
+extension ByteWriter {
+  /// When `output` is a `[UInt8]` of at least `apartFrom` bytes that fits the writer's limit,
+  /// appends its success outcome up to its bytes (the status and `appendBytesBlockHead`) and
+  /// returns true: the caller sends the bytes right after. Otherwise appends nothing.
+  func appendBytesOutcomeHead<T>(_ output: T, apartFrom: Int) -> Bool {
+    guard T.self == [UInt8].self else { return false }
+    let count = unsafeBitCast(output, to: [UInt8].self).count
+    guard count >= apartFrom else { return false }
+    bytes.append(Frame.Status.success.rawValue)
+    do {
+      try appendBytesBlockHead(count: count)
+      return true
+    } catch {
+      bytes.removeLast()
+      return false
+    }
+  }
+}

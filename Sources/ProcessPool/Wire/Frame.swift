@@ -99,11 +99,12 @@ enum Frame {
     return start
   }
 
-  /// Patches the length; a frame too long for it (only ever in shared memory, whose
+  /// Patches the length (of the frame from `start` and the `trailing` bytes sent after it, as a
+  /// `Job.tail`); a frame too long for it (only ever in shared memory, whose
   /// `runShared` or `resultsShared` frame says how long it is) gets `UInt32.max`, never a trap.
   @inline(__always)
-  static func finish(at start: Int, in buffer: inout [UInt8]) {
-    let length = UInt32(clamping: buffer.count - start - 4)
+  static func finish(at start: Int, in buffer: inout [UInt8], trailing: Int = 0) {
+    let length = UInt32(clamping: buffer.count + trailing - start - 4)
     buffer.withUnsafeMutableBytes { bytes in
       bytes.storeBytes(of: length.littleEndian, toByteOffset: start, as: UInt32.self)
     }

@@ -98,6 +98,17 @@ final class SharedValues: @unchecked Sendable {
     return span
   }
 
+  /// Copies `head`, then `tail`, into the region toward `direction`, as one value; nil when
+  /// there is no room for it now.
+  func place(_ head: UnsafeRawBufferPointer, then tail: [UInt8], _ direction: Direction) -> Span? {
+    guard !tail.isEmpty else { return place(head, direction) }
+    guard let span = reserve(head.count + tail.count, direction) else { return nil }
+    let start = region(direction) + span.offset
+    if head.count > 0 { start.copyMemory(from: head.baseAddress!, byteCount: head.count) }
+    tail.withUnsafeBytes { (start + head.count).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    return span
+  }
+
   /// Room for `count` bytes in the region toward `direction`, to be filled by `copy` before its
   /// place is sent; nil when the values placed and not yet released leave no room for it now.
   func reserve(_ count: Int, _ direction: Direction) -> Span? {
