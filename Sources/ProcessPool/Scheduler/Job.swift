@@ -16,7 +16,7 @@ final class Job: @unchecked Sendable {
   /// The per-task timeout for this job (each item of a chunk gets it).
   var timeout: Duration? { timeoutOrZero == .zero ? nil : timeoutOrZero }
   /// `timeout`, zero for none (a timeout is positive): a `Duration?` would take the object past
-  /// 88 bytes, into the next allocation size (every task sent holds one `Job`).
+  /// 96 bytes, into the next allocation size (every task sent holds one `Job`).
   private let timeoutOrZero: Duration
 
   /// `frame` starts with `Frame.headerSize` bytes of room (`Frame.emptyHeader`); the frame's
