@@ -90,17 +90,26 @@ public final class ProcessPoolExecutor: Sendable {
     }
     var payload = try Frame.emptyHeader + Self.typedValueHeader(task)
     payload.appendLittleEndian(UInt32(1))
+    // A large `[UInt8]` for local workers stays where it is until it is copied into the
+    // worker's shared memory: the frame holds everything before its bytes.
+    let tail = configuration.tail(for: input)
     do {
       try payload.withByteWriter { writer in
         writer.byteLimit = configuration.messageLimit
-        try writer.appendBlock(input)
+        if tail.isEmpty {
+          try writer.appendBlock(input)
+        } else {
+          try writer.appendBytesBlockHead(count: tail.count)
+        }
       }
     } catch {
       throw ProcessPoolError.encoding(of: "the input of \(T.self)", error)
     }
     let future = ProcessFuture<T.Output>(
       acknowledgesCancel: true, stopWorker: core.stopWorkerHook, cancellation: configuration.cancellation)
-    let job = Job(frame: consume payload, sink: TaskSink(future: future), timeout: timeout ?? configuration.taskTimeout)
+    let job = Job(
+      frame: consume payload, tail: tail, sink: TaskSink(future: future),
+      timeout: timeout ?? configuration.taskTimeout)
     try enqueue(CollectionOfOne(job))
     return future
   }

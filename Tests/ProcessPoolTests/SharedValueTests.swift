@@ -343,6 +343,30 @@ extension WorkerProcessTests {
     }
   }
 
+  /// A large `[UInt8]` input sent apart from its frame (`Job.tail`): the head the frame gets,
+  /// followed by the bytes, is exactly the block `appendBlock` writes, escaped length included.
+  @Test func aBytesBlockHeadAndItsBytesAreTheEncodedBlock() throws {
+    for (size, escapeAt) in [(0, Int(BlockLength.escape)), (70_000, Int(BlockLength.escape)), (300, 5), (300, 1000)] {
+      let value = MakeBytes.expected(size)
+      var whole: [UInt8] = [7]
+      whole.withByteWriter { writer in try! writer.appendBlock(value) }
+      // The same block with the escape lowered (its `u32` field rewritten or escaped).
+      BlockLength.patch(&whole, at: 1, escapeAt: escapeAt)
+      var head: [UInt8] = [7]
+      try head.withByteWriter { try $0.appendBytesBlockHead(count: size, escapeAt: escapeAt) }
+      #expect(head + value == whole)
+    }
+    // Past the writer's limit it throws as `appendBlock` does, and leaves nothing behind.
+    var bytes: [UInt8] = [7]
+    #expect(throws: CodecError.self) {
+      try bytes.withByteWriter { writer in
+        writer.byteLimit = 1000
+        try writer.appendBytesBlockHead(count: 996)
+      }
+    }
+    #expect(bytes == [7])
+  }
+
   /// Through the encoder: a value's block is escaped only from 4 GiB on (the common block
   /// keeps its 4-byte length).
   @Test func theEncoderEscapesOnlyFrom4GiB() throws {

@@ -23,6 +23,22 @@ extension WorkerProcessTests {
       }
     }
 
+    /// A large `[UInt8]` input, kept apart from its frame (`Job.tail`), is refused at the call
+    /// site the same way.
+    @Test func aLargeByteInputTooLargeThrowsAtSubmit() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        let limit = SharedValues.threshold + 4096
+        try await withParentLimit(limit) { () async throws in
+          let error = Self.error { try pool.submit(Echo(), [UInt8](repeating: 1, count: limit)) }
+          #expect(error?.code == .valueTooLarge)
+          #expect(error?.message.contains("\(limit)") == true)
+          #expect(error?.message.contains("the input of Echo is too large") == true)
+          let fits = [UInt8](repeating: 2, count: SharedValues.threshold)
+          #expect(try await pool.submit(Echo(), fits).value == fits)
+        }
+      }
+    }
+
     @Test func aMapInputTooLargeFailsAtItsPosition() async throws {
       try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
         try await withParentLimit(Self.limit) { () async throws in
@@ -62,6 +78,25 @@ extension WorkerProcessTests {
         #expect(Self.code(outputs[1]) == .valueTooLarge && Self.code(outputs[2]) == .valueTooLarge)
         #expect(try await pool.submit(ZeroBytes(), 100).value.count == 100)
         #expect(try await pool.submit(ProcessID(), 0).value == pid)
+        #expect(pool.statistics.workersCrashed == 0)
+      }
+    }
+
+    /// A large `[UInt8]` output, which a local worker keeps apart from its results frame until
+    /// it copies it into shared memory, is refused past the limit the same way, alone in its
+    /// chunk or not; one that fits arrives whole.
+    @Test func aLargeByteOutputTooLargeFailsItsFuture() async throws {
+      let limit = SharedValues.threshold + 4096
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        _ = try await pool.submit(SetSendLimit(), limit).value
+        await #expect { try await pool.submit(ZeroBytes(), limit).value } throws: {
+          ($0 as? ProcessPoolError)?.code == .valueTooLarge
+            && ($0 as? ProcessPoolError)?.message.contains("\(limit)") == true
+        }
+        let outputs = try await Self.outcomes(pool.map(ZeroBytes(), [limit, SharedValues.threshold], chunksize: 1))
+        #expect(Self.code(outputs[0]) == .valueTooLarge)
+        #expect(try outputs[1].get() == [UInt8](repeating: 0, count: SharedValues.threshold))
+        #expect(try await pool.submit(Echo(), MakeBytes.expected(limit - 100)).value == MakeBytes.expected(limit - 100))
         #expect(pool.statistics.workersCrashed == 0)
       }
     }

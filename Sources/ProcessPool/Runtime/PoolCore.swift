@@ -102,7 +102,7 @@ final class PoolCore: Sendable {
     // Large inputs are copied into shared memory without the lock (a copy of gigabytes takes
     // a second); their channels write nothing until then.
     for copy in copies {
-      copy.values.copyRun(copy.frame, to: copy.span)
+      copy.values.copyRun(copy.frame, tail: copy.tail, to: copy.span)
       if copy.channel.releaseHold() { flushes.append(copy.channel) }
     }
     perform(effects)
@@ -114,6 +114,7 @@ final class PoolCore: Sendable {
     let channel: WorkerChannel
     let values: SharedValues
     let frame: [UInt8]
+    let tail: [UInt8]
     let span: SharedValues.Span
   }
 
@@ -126,11 +127,16 @@ final class PoolCore: Sendable {
         guard let channel = channels[write.worker] else { continue }
         // A large job goes through the memory the worker shares with the parent: only its
         // place crosses the socket, held back until the payload is there.
-        if let id = write.run, let values = channel.ring?.values, let span = values.reserveRun(write.bytes) {
+        if let id = write.run, let values = channel.ring?.values,
+          let span = values.reserveRun(write.bytes, tail: write.tail)
+        {
           // Held: it never takes the writer role (`releaseHold` may, once the copy is made).
           _ = channel.append(SharedValues.frame(.runShared, id: id, span), holding: true)
-          copies.append(SharedCopy(channel: channel, values: values, frame: write.bytes, span: span))
-        } else if channel.append(write.bytes) {
+          copies.append(
+            SharedCopy(channel: channel, values: values, frame: write.bytes, tail: write.tail, span: span))
+        } else if channel.append(write.tail.isEmpty ? write.bytes : write.bytes + write.tail) {
+          // (A tail is made only for local workers, which have shared memory unless mapping it
+          // failed: joining it here, under the lock, is the rare fallback.)
           flushes.append(channel)
         }
       }

@@ -9,19 +9,27 @@ final class Job: @unchecked Sendable {
   /// name, task value and the inputs). Handed to the socket's buffer without a copy (a large
   /// input is not copied once more), and kept for a requeue. Changed under the pool's lock only.
   var frame: [UInt8]
+  /// A large `[UInt8]` input that ends the frame, kept apart from it (empty for other jobs): it
+  /// is copied once, into the worker's shared memory, instead of first into `frame` too.
+  let tail: [UInt8]
   let sink: any JobSink
   /// The per-task timeout for this job (each item of a chunk gets it).
   var timeout: Duration? { timeoutOrZero == .zero ? nil : timeoutOrZero }
   /// `timeout`, zero for none (a timeout is positive): a `Duration?` would take the object past
-  /// 88 bytes, into the next allocation size (every task sent holds one `Job`).
+  /// 96 bytes, into the next allocation size (every task sent holds one `Job`).
   private let timeoutOrZero: Duration
 
-  /// `frame` starts with `Frame.headerSize` bytes of room (`Frame.emptyHeader`).
-  init(frame: [UInt8], sink: any JobSink, timeout: Duration?) {
+  /// `frame` starts with `Frame.headerSize` bytes of room (`Frame.emptyHeader`); the frame's
+  /// payload is the rest of it followed by `tail`.
+  init(frame: [UInt8], tail: [UInt8] = [], sink: any JobSink, timeout: Duration?) {
     self.frame = frame
+    self.tail = tail
     self.sink = sink
     self.timeoutOrZero = timeout ?? .zero
   }
+
+  /// The whole frame's size, `tail` included.
+  var frameSize: Int { frame.count + tail.count }
 }
 
 /// The futures a job finishes, with their output type erased.

@@ -11,6 +11,8 @@ struct PoolEffects {
     let bytes: [UInt8]
     /// For a job's `run` frame, its id: the runtime may send a large one through shared memory.
     var run: UInt64? = nil
+    /// The rest of a `run` frame after `bytes` (`Job.tail`): empty for most.
+    var tail: [UInt8] = []
   }
   /// Workers gone for good (reaped and removed): their channels are to be closed.
   var closes: [Int] = []

@@ -186,8 +186,9 @@ extension PoolState {
         workers[index].headDeadline = job.timeout.map { now.advanced(by: $0) }
         if job.timeout != nil { effects.wakeIO = true }
       }
-      Frame.fillHeader(.run, id: job.id, in: &job.frame)
-      effects.writes.append(PoolEffects.Write(worker: workers[index].id, bytes: job.frame, run: job.id))
+      Frame.fillHeader(.run, id: job.id, in: &job.frame, trailing: job.tail.count)
+      effects.writes.append(
+        PoolEffects.Write(worker: workers[index].id, bytes: job.frame, run: job.id, tail: job.tail))
       // Its last job: `stop` goes right behind it, so the worker exits as soon as its reply is
       // out, without waiting for a frame once the parent has the reply (it is marked retiring
       // when that reply arrives, as a worker stopped when idle is).

@@ -6,10 +6,10 @@ extension WorkerSlot {
   /// whose inputs may be bigger than a frame because all its workers are local).
   func refusal(of job: Job) -> ProcessPoolError? {
     let limit = Frame.sendLimit.load(ordering: .relaxed)
-    guard job.frame.count > limit, !sharesMemory else { return nil }
+    guard job.frameSize > limit, !sharesMemory else { return nil }
     return ProcessPoolError(
       .valueTooLarge,
-      "the inputs take \(job.frame.count) bytes, more than the limit of \(limit) bytes of one message to a worker "
+      "the inputs take \(job.frameSize) bytes, more than the limit of \(limit) bytes of one message to a worker "
         + "without shared memory")
   }
 }
@@ -18,7 +18,19 @@ extension ProcessPoolExecutor.Configuration {
   /// The largest frame a caller may build for this pool: a local worker takes big values
   /// through shared memory, a launched one (maybe on another host) only through its socket.
   var messageLimit: Int {
-    let local = launchers.allSatisfy { $0.arguments == nil }
-    return local ? SharedValues.limit.load(ordering: .relaxed) : Frame.sendLimit.load(ordering: .relaxed)
+    allLocal ? SharedValues.limit.load(ordering: .relaxed) : Frame.sendLimit.load(ordering: .relaxed)
+  }
+
+  /// Whether every worker is started here (none by a launcher), so shares memory with the pool
+  /// unless mapping it failed.
+  var allLocal: Bool { launchers.allSatisfy { $0.arguments == nil } }
+
+  /// The `Job.tail` for a submitted `input`: the input itself when it is a `[UInt8]` big enough
+  /// to go through shared memory (`SharedValues.threshold`) and every worker is local, else
+  /// empty (the input is encoded into the frame).
+  func tail<Input>(for input: Input) -> [UInt8] {
+    guard Input.self == [UInt8].self else { return [] }
+    let bytes = unsafeBitCast(input, to: [UInt8].self)
+    return bytes.count >= SharedValues.threshold && allLocal ? bytes : []
   }
 }

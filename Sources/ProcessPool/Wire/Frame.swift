@@ -79,13 +79,15 @@ enum Frame {
   /// Room for a header at the start of a frame built before its id is known (a job's).
   static var emptyHeader: [UInt8] { [UInt8](repeating: 0, count: headerSize) }
 
-  /// Fills in the header of a frame that started with `emptyHeader`.
-  static func fillHeader(_ kind: Kind, id: UInt64, in frame: inout [UInt8]) {
+  /// Fills in the header of a frame that started with `emptyHeader` and goes on with `trailing`
+  /// bytes kept apart from it (`Job.tail`).
+  static func fillHeader(_ kind: Kind, id: UInt64, in frame: inout [UInt8], trailing: Int = 0) {
+    let length = UInt32(clamping: frame.count + trailing - 4)
     frame.withUnsafeMutableBytes { bytes in
+      bytes.storeBytes(of: length.littleEndian, toByteOffset: 0, as: UInt32.self)
       bytes[4] = kind.rawValue
       bytes.storeBytes(of: id.littleEndian, toByteOffset: 5, as: UInt64.self)
     }
-    finish(at: 0, in: &frame)
   }
 
   /// Appends a frame header; the payload follows and `finish` patches the length.
@@ -97,11 +99,12 @@ enum Frame {
     return start
   }
 
-  /// Patches the length; a frame too long for it (only ever in shared memory, whose
+  /// Patches the length (of the frame from `start` and the `trailing` bytes sent after it, as a
+  /// `Job.tail`); a frame too long for it (only ever in shared memory, whose
   /// `runShared` or `resultsShared` frame says how long it is) gets `UInt32.max`, never a trap.
   @inline(__always)
-  static func finish(at start: Int, in buffer: inout [UInt8]) {
-    let length = UInt32(clamping: buffer.count - start - 4)
+  static func finish(at start: Int, in buffer: inout [UInt8], trailing: Int = 0) {
+    let length = UInt32(clamping: buffer.count + trailing - start - 4)
     buffer.withUnsafeMutableBytes { bytes in
       bytes.storeBytes(of: length.littleEndian, toByteOffset: start, as: UInt32.self)
     }

@@ -98,6 +98,17 @@ final class SharedValues: @unchecked Sendable {
     return span
   }
 
+  /// Copies `head`, then `tail`, into the region toward `direction`, as one value; nil when
+  /// there is no room for it now.
+  func place(_ head: UnsafeRawBufferPointer, then tail: [UInt8], _ direction: Direction) -> Span? {
+    guard !tail.isEmpty else { return place(head, direction) }
+    guard let span = reserve(head.count + tail.count, direction) else { return nil }
+    let start = region(direction) + span.offset
+    if head.count > 0 { start.copyMemory(from: head.baseAddress!, byteCount: head.count) }
+    tail.withUnsafeBytes { (start + head.count).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    return span
+  }
+
   /// Room for `count` bytes in the region toward `direction`, to be filled by `copy` before its
   /// place is sent; nil when the values placed and not yet released leave no room for it now.
   func reserve(_ count: Int, _ direction: Direction) -> Span? {
@@ -117,15 +128,24 @@ final class SharedValues: @unchecked Sendable {
   }
 
   /// Room in the region toward the worker for the payload of the `run` frame `frame` (header
-  /// included); nil when it is too small to gain from it or finds no room.
-  func reserveRun(_ frame: [UInt8]) -> Span? {
-    guard frame.count - Frame.headerSize >= Self.threshold else { return nil }
-    return reserve(frame.count - Frame.headerSize, .toWorker)
+  /// included) and its `tail` (`Job.tail`); nil when it is too small to gain from it or finds
+  /// no room.
+  func reserveRun(_ frame: [UInt8], tail: [UInt8]) -> Span? {
+    let size = frame.count - Frame.headerSize + tail.count
+    guard size >= Self.threshold else { return nil }
+    return reserve(size, .toWorker)
   }
 
-  /// Copies the payload of the `run` frame `frame` into the room `reserveRun` gave it.
-  func copyRun(_ frame: [UInt8], to span: Span) {
-    frame.withUnsafeBytes { copy(UnsafeRawBufferPointer(rebasing: $0[Frame.headerSize...]), to: span, .toWorker) }
+  /// Copies the payload of the `run` frame `frame`, then its `tail`, into the room `reserveRun`
+  /// gave it.
+  func copyRun(_ frame: [UInt8], tail: [UInt8], to span: Span) {
+    let head = frame.count - Frame.headerSize
+    precondition(head + tail.count == span.length, "a shared value copied into room of another size")
+    let start = region(.toWorker) + span.offset
+    frame.withUnsafeBytes { start.copyMemory(from: $0.baseAddress! + Frame.headerSize, byteCount: head) }
+    tail.withUnsafeBytes { bytes in
+      if let base = bytes.baseAddress { (start + head).copyMemory(from: base, byteCount: bytes.count) }
+    }
   }
 
   /// A frame that points at `span`: `[u64 offset][u64 length]`.

@@ -9,7 +9,12 @@ extension ProcessTask {
   /// to the frame that starts at `frameStart` in `payload`. One reader and one writer serve the
   /// whole chunk. An output that would take the frame past `limit` (the worker's
   /// `messageLimit`) becomes a `valueTooLarge` failure (refused before a big array is copied).
-  func runChunk(_ inputs: InputBlocks, into payload: inout [UInt8], frameStart: Int, limit: Int) async {
+  /// The only output of a chunk, a `[UInt8]` of at least `apartFrom` bytes, is not copied into
+  /// `payload`: it ends it, kept in `tail` (the worker copies it once, into shared memory).
+  func runChunk(
+    _ inputs: InputBlocks, into payload: inout [UInt8], tail: inout [UInt8], apartFrom: Int, frameStart: Int,
+    limit: Int
+  ) async {
     ResultsPayload.appendOutcomeCount(inputs.count, to: &payload)
     let writer = ByteWriter(payload)
     writer.byteLimit = frameStart + limit
@@ -28,7 +33,12 @@ extension ProcessTask {
         continue
       }
       do {
-        ResultsPayload.appendSuccessOutcome(try await run(value), to: writer) { error in
+        let output = try await run(value)
+        if inputs.count == 1, writer.appendBytesOutcomeHead(output, apartFrom: apartFrom) {
+          tail = unsafeBitCast(output, to: [UInt8].self)
+          continue
+        }
+        ResultsPayload.appendSuccessOutcome(output, to: writer) { error in
           ProcessPoolError.encoding(of: "the output of \(Self.self) in the worker", error, messageStart: frameStart)
         }
       } catch {

@@ -23,6 +23,9 @@ final class WorkerLoop: @unchecked Sendable {
   /// Replies not yet written. Only the loop's thread touches it, or the job it waits for.
   /// (No runtime exclusivity checks: one thread at a time, and a job holds it across awaits.)
   @exclusivity(unchecked) private var out: [UInt8] = []
+  /// A large `[UInt8]` output that ends the results frame in `out`, kept apart from it so that
+  /// it is copied once, into shared memory (see `runChunk`); empty for most replies.
+  @exclusivity(unchecked) private var outTail: [UInt8] = []
   /// The last task value decoded, reused while the parent keeps sending the same bytes
   /// (every item of a `map` carries the same task).
   @exclusivity(unchecked) private var cachedTask: (name: [UInt8], bytes: [UInt8], task: any ProcessTask)?
@@ -168,7 +171,8 @@ final class WorkerLoop: @unchecked Sendable {
     guard var writer = ring, !out.isEmpty else { return flush() }
     let shared = writer.ring
     let wake = { [self] in if shared.parentNeedsWaking() { sendWake() } }
-    let published = out.withUnsafeBytes { writer.publish($0, wake: wake) }
+    // A reply with a tail (only with the regions) goes there whole.
+    let published = outTail.isEmpty && out.withUnsafeBytes { writer.publish($0, wake: wake) }
     if published {
       out.removeAll(keepingCapacity: true)
     } else if let values = shared.values {
@@ -177,9 +181,10 @@ final class WorkerLoop: @unchecked Sendable {
       let id = out.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 5, as: UInt64.self)) }
       let span = out.withUnsafeBytes { frame in
         Self.waitingForRoom(wake: wake) {
-          values.place(UnsafeRawBufferPointer(rebasing: frame[Frame.headerSize...]), .toParent)
+          values.place(UnsafeRawBufferPointer(rebasing: frame[Frame.headerSize...]), then: outTail, .toParent)
         }
       }
+      outTail = []
       SharedValues.frame(.resultsShared, id: id, span).withUnsafeBytes { _ = writer.publish($0, wake: wake) }
       // Kept up to what a region keeps: the next large reply is encoded into pages already in
       // memory, not into a fresh buffer faulted in page by page.
@@ -232,7 +237,8 @@ final class WorkerLoop: @unchecked Sendable {
       switch resolveTask(name: name, bytes: taskBytes) {
       case .success(let task):
         await task.runChunk(
-          InputBlocks(bytes: inputs, count: count), into: &out, frameStart: start, limit: messageLimit)
+          InputBlocks(bytes: inputs, count: count), into: &out, tail: &outTail,
+          apartFrom: ring?.ring.values != nil ? SharedValues.threshold : .max, frameStart: start, limit: messageLimit)
       case .failure(let error):
         ResultsPayload.appendOutcomeCount(count, to: &out)
         for _ in 0..<count { ResultsPayload.appendFailureOutcome(error, to: &out) }
@@ -241,7 +247,7 @@ final class WorkerLoop: @unchecked Sendable {
     } catch {
       _exit(PP_EXIT_REPLY_FAILED)
     }
-    Frame.finish(at: start, in: &out)
+    Frame.finish(at: start, in: &out, trailing: outTail.count)
   }
 
   /// A results frame past `messageLimit` (a chunk whose outputs fit one by one but not
@@ -249,9 +255,10 @@ final class WorkerLoop: @unchecked Sendable {
   /// parent gets an error it can name, not a frame it must call a protocol violation.
   private func refuseOversizedResults(from start: Int, count: Int) {
     let limit = messageLimit
-    let size = out.count - start
+    let size = out.count - start + outTail.count
     guard size > limit else { return }
     out.removeSubrange((start + Frame.headerSize)...)
+    outTail = []
     ResultsPayload.appendOutcomeCount(count, to: &out)
     let error = ProcessPoolError(
       .valueTooLarge,
