@@ -124,6 +124,7 @@ extension Array where Element == UInt8 {
 
 /// A bounds-checked cursor over a frame's payload: every read checks what is left, so a malformed
 /// frame throws instead of reading past the end.
+@usableFromInline
 struct PayloadReader {
   let bytes: UnsafeRawBufferPointer
   var offset = 0
@@ -141,6 +142,7 @@ struct PayloadReader {
   }
 
   /// A `u32`-length-prefixed block (see `BlockLength`), as a view into the frame.
+  @usableFromInline
   mutating func block() throws(WireError) -> UnsafeRawBufferPointer {
     let count = try blockLength(try integer(UInt32.self))
     guard bytes.count - offset >= count else { throw WireError("truncated block") }
@@ -155,8 +157,9 @@ struct PayloadReader {
 }
 
 /// A malformed frame.
+@usableFromInline
 struct WireError: Error, CustomStringConvertible {
-  let description: String
+  @usableFromInline let description: String
   init(_ description: String) { self.description = description }
 }
 

@@ -9,31 +9,14 @@ extension ProcessTask {
   /// to the frame that starts at `frameStart` in `payload`. One reader and one writer serve the
   /// whole chunk. An output that would take the frame past `limit` (the worker's
   /// `messageLimit`) becomes a `valueTooLarge` failure (refused before a big array is copied).
+  /// The loop over the items is `_runChunk`, compiled for `Self` where it conforms.
   func runChunk(_ inputs: InputBlocks, into payload: inout [UInt8], frameStart: Int, limit: Int) async {
     ResultsPayload.appendOutcomeCount(inputs.count, to: &payload)
     let writer = ByteWriter(payload)
     writer.byteLimit = frameStart + limit
     payload = []
     defer { payload = writer.bytes }
-    let decoder = ByteReader(UnsafeRawBufferPointer(start: nil, count: 0))
-    var reader = PayloadReader(inputs.bytes)
-    for _ in 0..<inputs.count {
-      let value: Input
-      do {
-        value = try BinaryDecoder.decode(Input.self, from: try reader.block(), reusing: decoder)
-      } catch {
-        ResultsPayload.appendFailureOutcome(
-          ProcessPoolError(.decodingFailed, "cannot decode the input of \(Self.self) in the worker: \(error)"),
-          to: writer)
-        continue
-      }
-      do {
-        ResultsPayload.appendSuccessOutcome(try await run(value), to: writer) { error in
-          ProcessPoolError.encoding(of: "the output of \(Self.self) in the worker", error, messageStart: frameStart)
-        }
-      } catch {
-        ResultsPayload.appendFailureOutcome(error, to: writer)
-      }
-    }
+    var chunk = _ProcessTaskChunk(inputs, writer: writer, frameStart: frameStart)
+    await _runChunk(&chunk)
   }
 }
