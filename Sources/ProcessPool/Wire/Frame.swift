@@ -109,9 +109,13 @@ enum Frame {
 }
 
 extension Array where Element == UInt8 {
+  /// Byte by byte: for 2 to 8 bytes, unrolled appends cost less than `append(contentsOf:)`
+  /// of a buffer (a call and a `memmove` for every length field and integer written).
   @inline(__always)
   mutating func appendLittleEndian<T: FixedWidthInteger>(_ value: T) {
-    Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
+    for shift in stride(from: 0, to: MemoryLayout<T>.size * 8, by: 8) {
+      append(UInt8(truncatingIfNeeded: value >> shift))
+    }
   }
 
   /// A `u32` length followed by the bytes.
