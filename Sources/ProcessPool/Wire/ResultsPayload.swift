@@ -16,19 +16,29 @@ enum ResultsPayload {
   ) throws -> [Result<Output, any Error>] {
     var outcomes: [Result<Output, any Error>] = []
     outcomes.reserveCapacity(expected)
+    try decodeOutcomes(Output.self, payload, expected: expected, workerPID: workerPID) { outcomes.append($0) }
+    return outcomes
+  }
+
+  /// `decodeOutcomes`, handing each outcome to `emit` in order instead of collecting them (a map
+  /// decodes a chunk straight into its ready buffer). Some may have been emitted when it throws.
+  @inlinable
+  static func decodeOutcomes<Output: Decodable>(
+    _: Output.Type, _ payload: UnsafeRawBufferPointer, expected: Int, workerPID: Int32,
+    _ emit: (consuming Result<Output, any Error>) -> Void
+  ) throws {
     let decoder = ByteReader(payload)
     try forEachOutcome(in: payload, expected: expected) { succeeded, block in
       guard succeeded else {
-        outcomes.append(.failure(remoteFailure(block, workerPID: workerPID)))
+        emit(.failure(remoteFailure(block, workerPID: workerPID)))
         return
       }
       do {
-        outcomes.append(.success(try BinaryDecoder.decode(Output.self, from: block, reusing: decoder)))
+        emit(.success(try BinaryDecoder.decode(Output.self, from: block, reusing: decoder)))
       } catch {
-        outcomes.append(.failure(outputDecodingFailure(Output.self, error, workerPID: workerPID)))
+        emit(.failure(outputDecodingFailure(Output.self, error, workerPID: workerPID)))
       }
     }
-    return outcomes
   }
 
   /// Walks the framing of a `results` payload: whether each outcome succeeded, and its block.
