@@ -63,49 +63,63 @@ public struct ProcessMapSequence<Output: Codable & Sendable>: AsyncSequence {
         ready.clear()
         return nil
       }
-      return try ready.open(chunk.outcomes(Output.self)).get()
+      return try ready.open(chunk).get()
     }
   }
 }
 
-/// What stands in a map's ready buffer for an outcome already handed out.
-@usableFromInline let yieldedOutcome: any Error = ProcessPoolError(.cancelled, "already yielded")
-
 /// The outcomes of the chunk being yielded and the next one to yield, shared by a map's state
 /// (which fills it) and its iterator (which steps through it). One task iterates a map, so no
-/// lock and no runtime exclusivity checks.
+/// lock and no runtime exclusivity checks. A chunk is decoded straight into it and each outcome
+/// is moved out as it is yielded: no array to copy from and none to destroy item by item, and
+/// an output the caller has dropped is freed at once, not when the next chunk comes.
 @usableFromInline
 final class MapReadyBuffer<Output: Sendable> {
-  @usableFromInline @exclusivity(unchecked) var items: [Result<Output, any Error>] = []
+  /// Room for `capacity` outcomes (kept across chunks); those in `index..<count` are initialized.
+  @usableFromInline @exclusivity(unchecked) var items: UnsafeMutablePointer<Result<Output, any Error>>
+  @usableFromInline @exclusivity(unchecked) var capacity = 0
+  @usableFromInline @exclusivity(unchecked) var count = 0
   @usableFromInline @exclusivity(unchecked) var index = 0
 
   @usableFromInline
-  init() {}
+  init() { items = .allocate(capacity: 0) }
 
-  /// The next outcome of the open chunk, or nil when it is used up. The buffer lets go of it:
-  /// an output the caller has dropped is freed at once, not when the next chunk comes.
-  @inlinable
-  func next() -> Result<Output, any Error>? {
-    guard index < items.count else { return nil }
-    defer { index += 1 }
-    let item = items[index]
-    items[index] = .failure(yieldedOutcome)
-    return item
+  deinit {
+    clear()
+    items.deallocate()
   }
 
-  /// Holds a new chunk's outcomes and hands out the first.
+  /// The next outcome of the open chunk, or nil when it is used up.
   @inlinable
-  func open(_ outcomes: consuming [Result<Output, any Error>]) -> Result<Output, any Error> {
-    items = outcomes
+  func next() -> Result<Output, any Error>? {
+    guard index < count else { return nil }
+    defer { index += 1 }
+    return (items + index).move()
+  }
+
+  /// Decodes a new chunk's outcomes (one at least) and hands out the first.
+  @inlinable
+  func open(_ chunk: FinishedChunk) -> Result<Output, any Error> where Output: Decodable {
+    clear()
+    if capacity < chunk.count {
+      items.deallocate()
+      items = .allocate(capacity: chunk.count)
+      capacity = chunk.count
+    }
+    chunk.forEachOutcome(Output.self) { outcome in
+      precondition(count < capacity, "more outcomes than a chunk's items")
+      (items + count).initialize(to: outcome)
+      count += 1
+    }
+    precondition(count == chunk.count && count > 0, "fewer outcomes than a chunk's items")
     index = 1
-    let first = items[0]
-    items[0] = .failure(yieldedOutcome)
-    return first
+    return items.move()
   }
 
   @inlinable
   func clear() {
-    items = []
+    if index < count { (items + index).deinitialize(count: count - index) }
+    count = 0
     index = 0
   }
 }

@@ -23,4 +23,9 @@ public protocol ProcessTask: Codable, Sendable {
   /// Does the work in the worker process. A thrown error reaches the caller: as the same type
   /// when that type is `Codable` and visible by name, otherwise as ``ProcessPoolError/Code/remote``.
   func run(_ input: Input) async throws -> Output
+
+  /// Runs ``run(_:)`` over one chunk of inputs in a worker. An implementation detail: do not
+  /// implement or call it. It is a requirement only so that its default implementation is
+  /// compiled for each task type where the type conforms (no generic dispatch per item).
+  func _runChunk(_ chunk: inout _ProcessTaskChunk) async
 }

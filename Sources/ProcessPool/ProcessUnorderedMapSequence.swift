@@ -53,7 +53,7 @@ public struct ProcessUnorderedMapSequence<Output: Codable & Sendable>: AsyncSequ
         return nil
       }
       self.start = start
-      return try yield(ready.open(chunk.outcomes(Output.self)), at: start)
+      return try yield(ready.open(chunk), at: start)
     }
 
     @inlinable

@@ -24,6 +24,44 @@ import Testing
     try roundTrip([UInt64.max, 0])
   }
 
+  /// A block of one `Int` takes direct paths both ways (a map's items and outputs): the same bytes
+  /// as the general path, and anything but the plain form left to it.
+  @Test func intBlocksTakeTheirDirectPathWithTheSameBytesAndChecks() throws {
+    let reader = ByteReader(UnsafeRawBufferPointer(start: nil, count: 0))
+    let values = [
+      Int.min, Int.min + 1, -(1 << 62), -65, -64, -1, 0, 1, 63, 64, 1 << 55, (1 << 56) - 1, 1 << 62, Int.max,
+    ]
+    for value in values {
+      var direct: [UInt8] = []
+      try direct.withByteWriter { try $0.appendBlock(value) }
+      var general: [UInt8] = []
+      try general.withByteWriter { try $0.appendValueBlock(value) }
+      #expect(direct == general)
+      let back = try direct.withUnsafeBytes {
+        try BinaryDecoder.decode(Int.self, from: UnsafeRawBufferPointer(rebasing: $0[4...]), reusing: reader)
+      }
+      #expect(back == value)
+    }
+    // Not the plain form: the general path decodes it (an unsigned tag) or says what is wrong.
+    let unsigned = try BinaryEncoder.encode(UInt(7))
+    #expect(try unsigned.withUnsafeBytes { try BinaryDecoder.decode(Int.self, from: $0, reusing: reader) } == 7)
+    let trailing = try BinaryEncoder.encode(5) + [0]
+    #expect(throws: CodecError.self) {
+      try trailing.withUnsafeBytes { try BinaryDecoder.decode(Int.self, from: $0, reusing: reader) }
+    }
+    let cut: [UInt8] = [CodecTag.signed.rawValue, 0x80]
+    #expect(throws: CodecError.self) {
+      try cut.withUnsafeBytes { try BinaryDecoder.decode(Int.self, from: $0, reusing: reader) }
+    }
+    // Past the writer's limit: refused and nothing left behind.
+    var limited: [UInt8] = [1, 2]
+    let refused = limited.withByteWriter { writer -> Bool in
+      writer.byteLimit = 6
+      return (try? writer.appendBlock(Int.max)) == nil
+    }
+    #expect(refused && limited == [1, 2])
+  }
+
   @Test func floats() throws {
     for value in [0.0, -0.0, 1.5, .infinity, -.infinity, .leastNonzeroMagnitude, .greatestFiniteMagnitude] {
       try roundTrip(value)

@@ -12,9 +12,38 @@ struct BinaryDecoder {
   }
 
   /// `decode` with a reader kept across the blocks of one payload (one allocation, not one per
-  /// item of a chunk).
-  @usableFromInline
+  /// item of a chunk). Inlinable so that an `Int` in its usual form (a map's most common item)
+  /// takes a direct path where the type is known; anything else takes the general one.
+  @inlinable
   static func decode<T: Decodable>(
+    _ type: T.Type, from bytes: UnsafeRawBufferPointer, reusing reader: ByteReader
+  ) throws -> T {
+    if T.self == Int.self, let value = plainInt(bytes) { return unsafeBitCast(value, to: T.self) }
+    return try decodeValue(type, from: bytes, reusing: reader)
+  }
+
+  /// An `Int` encoded as the encoder writes it (the signed tag, then a zigzag varint of up to 9
+  /// bytes that ends the block), or nil for anything else, which the general path decodes or
+  /// rejects with its usual error.
+  @usableFromInline
+  static func plainInt(_ bytes: UnsafeRawBufferPointer) -> Int? {
+    guard bytes.count >= 2 && bytes.count <= 10 && bytes[0] == CodecTag.signed.rawValue else { return nil }
+    var raw: UInt64 = 0
+    var shift: UInt64 = 0
+    for index in 1..<bytes.count {
+      let byte = bytes[index]
+      raw |= UInt64(byte & 0x7f) << shift
+      if byte & 0x80 == 0 {
+        guard index == bytes.count - 1 else { return nil }
+        return Int(Int64(bitPattern: (raw >> 1) ^ (0 &- (raw & 1))))
+      }
+      shift += 7
+    }
+    return nil
+  }
+
+  @usableFromInline
+  static func decodeValue<T: Decodable>(
     _ type: T.Type, from bytes: UnsafeRawBufferPointer, reusing reader: ByteReader
   ) throws -> T {
     reader.bytes = bytes

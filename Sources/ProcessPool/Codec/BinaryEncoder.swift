@@ -235,9 +235,33 @@ final class ByteWriter {
 
   /// Appends `[u32 length][encoding of value]` (a length of 4 GiB or more as `BlockLength`
   /// escapes it). When encoding throws, nothing of the value is left and the writer can go on
-  /// with the next one (the items of a chunk share one writer).
-  @usableFromInline
+  /// with the next one (the items of a chunk share one writer). Inlinable so that an `Int` (a
+  /// map's most common item) takes a direct path where the type is known.
+  @inlinable
   func appendBlock<T: Encodable>(_ value: T) throws {
+    if T.self == Int.self { return try appendIntBlock(unsafeBitCast(value, to: Int.self)) }
+    try appendValueBlock(value)
+  }
+
+  /// `appendBlock` of an `Int`: the same bytes as the general path, without its generic steps.
+  @usableFromInline
+  func appendIntBlock(_ value: Int) throws {
+    let start = bytes.count
+    bytes.appendLittleEndian(UInt32(0))
+    signed(Int64(value))
+    do {
+      try checkLimit(adding: 0)
+    } catch {
+      bytes.removeSubrange(start...)
+      throw error
+    }
+    bytes.withUnsafeMutableBytes {
+      $0.storeBytes(of: UInt32(bytes.count - start - 4).littleEndian, toByteOffset: start, as: UInt32.self)
+    }
+  }
+
+  @usableFromInline
+  func appendValueBlock<T: Encodable>(_ value: T) throws {
     let start = bytes.count
     bytes.appendLittleEndian(UInt32(0))
     do {

@@ -34,6 +34,37 @@ struct FinishedChunk {
   @usableFromInline let count: Int
   @usableFromInline let encodingFailures: [Int: ProcessPoolError]
 
+  /// Hands every item's outcome to `emit` in input order, decoded straight from the payload
+  /// (no array in between) when every input was sent. Inlinable: it runs compiled for the
+  /// caller's output type.
+  @inlinable
+  func forEachOutcome<Output: Decodable>(
+    _: Output.Type, _ emit: (consuming Result<Output, any Error>) -> Void
+  ) {
+    guard encodingFailures.isEmpty, case .success(let raw) = sent, count > 0 else {
+      for outcome in outcomes(Output.self) { emit(outcome) }
+      return
+    }
+    var emitted = 0
+    let malformed = raw.payload.withUnsafeBytes { payload -> (any Error)? in
+      do {
+        try ResultsPayload.decodeOutcomes(Output.self, payload, expected: count, workerPID: raw.workerPID) {
+          emitted += 1
+          emit($0)
+        }
+        return nil
+      } catch {
+        return error
+      }
+    }
+    // Checked when it arrived, so not expected. What was emitted stands and the rest fail: still
+    // exactly `count` outcomes.
+    if let malformed {
+      let failure = ResultsPayload.malformedResults(malformed, workerPID: raw.workerPID)
+      for _ in emitted..<count { emit(.failure(failure)) }
+    }
+  }
+
   /// Every item's outcome in input order. Inlinable: it runs compiled for the caller's output
   /// type.
   @inlinable

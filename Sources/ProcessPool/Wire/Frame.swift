@@ -112,9 +112,13 @@ enum Frame {
 }
 
 extension Array where Element == UInt8 {
+  /// Byte by byte: for 2 to 8 bytes, unrolled appends cost less than `append(contentsOf:)`
+  /// of a buffer (a call and a `memmove` for every length field and integer written).
   @inline(__always)
   mutating func appendLittleEndian<T: FixedWidthInteger>(_ value: T) {
-    Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
+    for shift in stride(from: 0, to: MemoryLayout<T>.size * 8, by: 8) {
+      append(UInt8(truncatingIfNeeded: value >> shift))
+    }
   }
 
   /// A `u32` length followed by the bytes.
@@ -127,6 +131,7 @@ extension Array where Element == UInt8 {
 
 /// A bounds-checked cursor over a frame's payload: every read checks what is left, so a malformed
 /// frame throws instead of reading past the end.
+@usableFromInline
 struct PayloadReader {
   let bytes: UnsafeRawBufferPointer
   var offset = 0
@@ -144,6 +149,7 @@ struct PayloadReader {
   }
 
   /// A `u32`-length-prefixed block (see `BlockLength`), as a view into the frame.
+  @usableFromInline
   mutating func block() throws(WireError) -> UnsafeRawBufferPointer {
     let count = try blockLength(try integer(UInt32.self))
     guard bytes.count - offset >= count else { throw WireError("truncated block") }
@@ -158,8 +164,9 @@ struct PayloadReader {
 }
 
 /// A malformed frame.
+@usableFromInline
 struct WireError: Error, CustomStringConvertible {
-  let description: String
+  @usableFromInline let description: String
   init(_ description: String) { self.description = description }
 }
 

@@ -16,19 +16,29 @@ enum ResultsPayload {
   ) throws -> [Result<Output, any Error>] {
     var outcomes: [Result<Output, any Error>] = []
     outcomes.reserveCapacity(expected)
+    try decodeOutcomes(Output.self, payload, expected: expected, workerPID: workerPID) { outcomes.append($0) }
+    return outcomes
+  }
+
+  /// `decodeOutcomes`, handing each outcome to `emit` in order instead of collecting them (a map
+  /// decodes a chunk straight into its ready buffer). Some may have been emitted when it throws.
+  @inlinable
+  static func decodeOutcomes<Output: Decodable>(
+    _: Output.Type, _ payload: UnsafeRawBufferPointer, expected: Int, workerPID: Int32,
+    _ emit: (consuming Result<Output, any Error>) -> Void
+  ) throws {
     let decoder = ByteReader(payload)
     try forEachOutcome(in: payload, expected: expected) { succeeded, block in
       guard succeeded else {
-        outcomes.append(.failure(remoteFailure(block, workerPID: workerPID)))
+        emit(.failure(remoteFailure(block, workerPID: workerPID)))
         return
       }
       do {
-        outcomes.append(.success(try BinaryDecoder.decode(Output.self, from: block, reusing: decoder)))
+        emit(.success(try BinaryDecoder.decode(Output.self, from: block, reusing: decoder)))
       } catch {
-        outcomes.append(.failure(outputDecodingFailure(Output.self, error, workerPID: workerPID)))
+        emit(.failure(outputDecodingFailure(Output.self, error, workerPID: workerPID)))
       }
     }
-    return outcomes
   }
 
   /// Walks the framing of a `results` payload: whether each outcome succeeded, and its block.
@@ -89,19 +99,33 @@ enum ResultsPayload {
 
   /// Appends a success outcome: `value`'s encoding as a block. When it cannot be encoded (or would
   /// pass the writer's byte limit), nothing of it is left and the failure `encodingFailure` makes
-  /// of the error is appended instead. Inlined: it runs for every output in the worker's hot path.
-  @inline(__always)
+  /// of the error is appended instead. Inlinable: it runs for every output in the worker's hot
+  /// path, compiled for the task's output type (see `ProcessTask._runChunk`).
+  @inlinable
   static func appendSuccessOutcome<T: Encodable>(
     _ value: T, to writer: ByteWriter, encodingFailure: (any Error) -> any Error
   ) {
-    let mark = writer.bytes.count
-    writer.bytes.append(Frame.Status.success.rawValue)
+    let mark = beginSuccessOutcome(in: writer)
     do {
       try writer.appendBlock(value)
     } catch {
-      writer.bytes.removeSubrange(mark...)
-      appendFailureOutcome(encodingFailure(error), to: writer)
+      replaceOutcome(from: mark, in: writer, withFailure: encodingFailure(error))
     }
+  }
+
+  /// Appends a success status; returns where the outcome starts.
+  @usableFromInline
+  static func beginSuccessOutcome(in writer: ByteWriter) -> Int {
+    let mark = writer.bytes.count
+    writer.bytes.append(Frame.Status.success.rawValue)
+    return mark
+  }
+
+  /// Drops the outcome that starts at `mark` and appends `error` as a failure in its place.
+  @usableFromInline
+  static func replaceOutcome(from mark: Int, in writer: ByteWriter, withFailure error: any Error) {
+    writer.bytes.removeSubrange(mark...)
+    appendFailureOutcome(error, to: writer)
   }
 
   /// Appends a success outcome with no value (an initializer's).

@@ -11,6 +11,7 @@ extension ProcessTask {
   /// `messageLimit`) becomes a `valueTooLarge` failure (refused before a big array is copied).
   /// The only output of a chunk, a `[UInt8]` of at least `apartFrom` bytes, is not copied into
   /// `payload`: it ends it, kept in `tail` (the worker copies it once, into shared memory).
+  /// The loop over the items is `_runChunk`, compiled for `Self` where it conforms.
   func runChunk(
     _ inputs: InputBlocks, into payload: inout [UInt8], tail: inout [UInt8], apartFrom: Int, frameStart: Int,
     limit: Int
@@ -20,30 +21,8 @@ extension ProcessTask {
     writer.byteLimit = frameStart + limit
     payload = []
     defer { payload = writer.bytes }
-    let decoder = ByteReader(UnsafeRawBufferPointer(start: nil, count: 0))
-    var reader = PayloadReader(inputs.bytes)
-    for _ in 0..<inputs.count {
-      let value: Input
-      do {
-        value = try BinaryDecoder.decode(Input.self, from: try reader.block(), reusing: decoder)
-      } catch {
-        ResultsPayload.appendFailureOutcome(
-          ProcessPoolError(.decodingFailed, "cannot decode the input of \(Self.self) in the worker: \(error)"),
-          to: writer)
-        continue
-      }
-      do {
-        let output = try await run(value)
-        if inputs.count == 1, writer.appendBytesOutcomeHead(output, apartFrom: apartFrom) {
-          tail = unsafeBitCast(output, to: [UInt8].self)
-          continue
-        }
-        ResultsPayload.appendSuccessOutcome(output, to: writer) { error in
-          ProcessPoolError.encoding(of: "the output of \(Self.self) in the worker", error, messageStart: frameStart)
-        }
-      } catch {
-        ResultsPayload.appendFailureOutcome(error, to: writer)
-      }
-    }
+    var chunk = _ProcessTaskChunk(inputs, writer: writer, frameStart: frameStart, apartFrom: apartFrom)
+    await _runChunk(&chunk)
+    tail = chunk.tail
   }
 }
