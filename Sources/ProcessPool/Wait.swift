@@ -90,12 +90,8 @@ private func waitFor<Future: CompletionObservable & Hashable>(
 }
 
 /// Wakes an async waiter when any watched future completes, or at a deadline.
-final class CompletionSignal: Sendable {
-  private struct State {
-    var fired = false
-    var continuation: CheckedContinuation<Void, Never>?
-  }
-  private let state = Mutex(State())
+final class CompletionSignal: WakeSource {
+  private let slot = Mutex(WakeSlot())
   /// Watcher ids are unique in the process, not per signal: a future keeps its watchers by id,
   /// so two waits on the same future (`wait` and `asCompleted` at once) must not share one.
   private static let ids = Atomic(0)
@@ -105,38 +101,15 @@ final class CompletionSignal: Sendable {
   }
 
   func fire() {
-    let continuation = state.withLock { state -> CheckedContinuation<Void, Never>? in
-      state.fired = true
-      defer { state.continuation = nil }
-      return state.continuation
-    }
-    continuation?.resume()
+    slot.withLock { $0.fire() }?.resume()
+  }
+
+  func withWakeSlot<R>(_ body: (inout WakeSlot) -> R) -> R {
+    slot.withLock { body(&$0) }
   }
 
   /// Returns after a `fire` (one since the last wait), at the deadline, or on cancellation.
   func wait(until deadline: ContinuousClock.Instant?) async {
-    let timer = deadline.map { deadline in
-      Task { [weak self] in
-        try? await Task.sleep(until: deadline, clock: .continuous)
-        self?.fire()
-      }
-    }
-    defer { timer?.cancel() }
-    await withTaskCancellationHandler {
-      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let resumeNow = state.withLock { state -> Bool in
-          if state.fired || Task.isCancelled {
-            state.fired = false
-            return true
-          }
-          state.continuation = continuation
-          return false
-        }
-        if resumeNow { continuation.resume() }
-      }
-    } onCancel: {
-      fire()
-    }
-    state.withLock { $0.fired = false }
+    await waitForFire(until: deadline, isolation: nil)
   }
 }

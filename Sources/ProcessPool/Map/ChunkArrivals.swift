@@ -4,7 +4,7 @@ import Synchronization
 /// (one per map, shared by its batches and its feed). An unordered map collects every chunk in
 /// the order they finish; an ordered one is woken only by the chunk it waits for (or by its
 /// feed), so chunks finishing out of order do not wake it in vain.
-final class ChunkArrivals: Sendable {
+final class ChunkArrivals: WakeSource {
   private struct State {
     /// Finished chunks, in the order they finished (while `collects`); those before `head` were
     /// taken (popped by moving `head`, so a long backlog is not shifted at each take).
@@ -13,8 +13,7 @@ final class ChunkArrivals: Sendable {
     var collects: Bool
     /// The chunk an ordered map's iterator waits for.
     var wanted: (ObjectIdentifier, Int)?
-    var fired = false
-    var continuation: CheckedContinuation<Void, Never>?
+    var wake = WakeSlot()
   }
   private let state: Mutex<State>
 
@@ -32,9 +31,7 @@ final class ChunkArrivals: Sendable {
         guard let wanted = state.wanted, wanted.0 == ObjectIdentifier(batch), wanted.1 == index else { return nil }
         state.wanted = nil
       }
-      state.fired = true
-      defer { state.continuation = nil }
-      return state.continuation
+      return state.wake.fire()
     }
     continuation?.resume()
   }
@@ -71,39 +68,16 @@ final class ChunkArrivals: Sendable {
 
   /// Wakes the iterator (the feed made chunks, or ended).
   func fire() {
-    let continuation = state.withLock { state -> CheckedContinuation<Void, Never>? in
-      state.fired = true
-      defer { state.continuation = nil }
-      return state.continuation
-    }
-    continuation?.resume()
+    state.withLock { $0.wake.fire() }?.resume()
+  }
+
+  func withWakeSlot<R>(_ body: (inout WakeSlot) -> R) -> R {
+    state.withLock { body(&$0.wake) }
   }
 
   /// Returns after a wake-up (one since the last wait), at the deadline, or on cancellation; on
   /// the caller's actor (`isolation`), so a chunk's arrival resumes the iterator without a hop.
   func wait(until deadline: ContinuousClock.Instant?, isolation: isolated (any Actor)?) async {
-    let timer = deadline.map { deadline in
-      Task { [weak self] in
-        try? await Task.sleep(until: deadline, clock: .continuous)
-        self?.fire()
-      }
-    }
-    defer { timer?.cancel() }
-    await withTaskCancellationHandler(
-      operation: {
-        await withCheckedContinuation(isolation: isolation) { (continuation: CheckedContinuation<Void, Never>) in
-          let resumeNow = state.withLock { state -> Bool in
-            if state.fired || Task.isCancelled {
-              state.fired = false
-              return true
-            }
-            state.continuation = continuation
-            return false
-          }
-          if resumeNow { continuation.resume() }
-        }
-      },
-      onCancel: { fire() }, isolation: isolation)
-    state.withLock { $0.fired = false }
+    await waitForFire(until: deadline, isolation: isolation)
   }
 }
