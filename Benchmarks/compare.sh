@@ -105,6 +105,10 @@ limit_of = {
 def limit(c, m):
     if m == "startup_ms":
         return c.get("posix_spawn_true_us", 0) / 1000 or None
+    # A recycled task and a crash each take a new process: the C limit is one process at a time,
+    # forked, ended with _exit and reaped (fork_exit_us, from the C program's small process).
+    if m in ("max_tasks_per_child_1_tasks_s", "crashes_s"):
+        return 1e6 / c["fork_exit_us"] if c.get("fork_exit_us") else None
     return c.get(limit_of[m]) if m in limit_of else None
 # The ssh and Slurm workers are compared with our own local worker.
 local = {

@@ -267,6 +267,41 @@ extension WorkerProcessTests {
     #expect(placer.reserve(SharedValues.capacity + 1, released: 5) == nil)
   }
 
+  /// Without a bound on what is in flight, values that wrap around can leave no room: with two
+  /// values of five sixteenths of the region in flight and the first released, a value of six
+  /// fits after them, but the next one of six fits neither after it nor before the oldest.
+  @Test func valuesThatWrapCanLeaveNoRoomPastHalfARegion() {
+    var placer = Placer()
+    let sixteenth = SharedValues.capacity / 16
+    #expect(placer.reserve(5 * sixteenth, released: 0) == 0)
+    #expect(placer.reserve(5 * sixteenth, released: 0) == 5 * sixteenth)
+    #expect(placer.reserve(6 * sixteenth, released: 1) == 10 * sixteenth)
+    #expect(placer.reserve(6 * sixteenth, released: 1) == nil)
+  }
+
+  /// Within `inflightBudget` (half a region), the placer always finds room, whatever the sizes
+  /// and however they wrap: values placed and released in order, at random, never in flight
+  /// together past the budget (one alone may take all of it).
+  @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8])
+  func withinTheBudgetAValueAlwaysFindsRoom(seed: UInt64) {
+    var random = SplitMix(seed: seed)
+    var placer = Placer()
+    let budget = SharedValues.inflightBudget.load(ordering: .relaxed)
+    var inFlight: [Int] = []
+    var released: UInt64 = 0
+    for _ in 0..<20_000 {
+      let size = Int(random.next() % UInt64(random.next() % 4 == 0 ? budget : budget / 8)) + 1
+      let rounded = SharedValues.roundUp(size)
+      // Release the oldest (in order) until it fits the budget, and now and then one more.
+      while !inFlight.isEmpty && (inFlight.reduce(0, +) + rounded > budget || random.next() % 3 == 0) {
+        inFlight.removeFirst()
+        released += 1
+      }
+      #expect(placer.reserve(size, released: released) != nil, "no room for \(size) with \(inFlight) in flight")
+      inFlight.append(rounded)
+    }
+  }
+
   @Test func aValueComesBackWhereItWasPlaced() throws {
     let values = try Self.makeValues()
     let bytes = MakeBytes.expected(100_000)
@@ -537,4 +572,17 @@ struct TakeHalfEncodable: ProcessTask {
 
 struct ReturnHalfEncodable: ProcessTask {
   func run(_: Int) async throws -> HalfEncodable { HalfEncodable() }
+}
+
+/// A small seeded generator (SplitMix64), so a failing sequence can be replayed.
+struct SplitMix: RandomNumberGenerator {
+  private var state: UInt64
+  init(seed: UInt64) { state = seed }
+  mutating func next() -> UInt64 {
+    state &+= 0x9E37_79B9_7F4A_7C15
+    var z = state
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+  }
 }

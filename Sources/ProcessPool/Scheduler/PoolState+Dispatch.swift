@@ -63,6 +63,7 @@ extension PoolState {
   }
 
   private mutating func dispatch(_ effects: inout PoolEffects) {
+    waitsForSharedRoom = false
     // 1. Idle workers first (CPython reuses an idle worker before starting one).
     while !queue.isEmpty, let index = takeAvailable(holding: 0...0) {
       fill(index, while: { $0.queue.count > 0 }, &effects)
@@ -95,7 +96,7 @@ extension PoolState {
       listIfAvailable(index)
       if !assigned { break }
     }
-    assert(queue.count <= coming || !anyWorkerAvailable, "a worker with room was not listed")
+    assert(queue.count <= coming || waitsForSharedRoom || !anyWorkerAvailable, "a worker with room was not listed")
   }
 
   /// Whether some worker may take a job now, by looking at every one (for assertions only).
@@ -163,10 +164,17 @@ extension PoolState {
     return assigned
   }
 
-  /// Sends the next job that was not cancelled to `workers[index]`; false when the queue ran dry.
+  /// Sends the next job that was not cancelled to `workers[index]`; false when the queue ran dry,
+  /// or when the next job waits for room in the worker's shared region (it stays first in the
+  /// queue until a worker with room takes it: one that finishes a job is offered it again).
   @discardableResult
   private mutating func assignNext(to index: Int, _ effects: inout PoolEffects) -> Bool {
     while let job = queue.popFirst() {
+      guard workers[index].hasSharedRoom(for: job) else {
+        queue.prepend(CollectionOfOne(job))
+        waitsForSharedRoom = true
+        return false
+      }
       guard job.sink.start() else {
         effects.acknowledgedCancels.append(job.sink)
         continue

@@ -12,6 +12,20 @@ extension WorkerSlot {
       "the inputs take \(job.frameSize) bytes, more than the limit of \(limit) bytes of one message to a worker "
         + "without shared memory")
   }
+
+  /// Whether the region toward this worker surely has room for `job` now: a small job does not
+  /// go there; a large one fits when the large jobs the worker holds and it take at most
+  /// `SharedValues.inflightBudget` together, or when it holds none. (With no room, a frame would
+  /// fall back to the socket, which refuses one over `Frame.sendLimit`.)
+  func hasSharedRoom(for job: Job) -> Bool {
+    guard sharesMemory, job.frameSize >= SharedValues.threshold else { return true }
+    var held = 0
+    for other in inflight where other.frameSize >= SharedValues.threshold {
+      held += SharedValues.roundUp(other.frameSize)
+    }
+    return held == 0
+      || held + SharedValues.roundUp(job.frameSize) <= SharedValues.inflightBudget.load(ordering: .relaxed)
+  }
 }
 
 extension ProcessPoolExecutor.Configuration {

@@ -58,6 +58,11 @@ final class SharedValues: @unchecked Sendable {
   /// length (see `BlockLength`); a frame's own length field only saturates, since such a frame
   /// never crosses the socket. Tests lower it, like `Frame.sendLimit`.
   static let limit = Atomic(capacity / 2)
+  /// How many bytes of large inputs a worker may hold at once, page by page (the state keeps to
+  /// it, see `WorkerSlot.hasSharedRoom`): within half a region the placer always finds room for
+  /// the next value, however earlier ones wrapped around; past it a value could find none. A
+  /// worker holding none takes any value up to `limit`. Tests lower it.
+  static let inflightBudget = Atomic(capacity / 2)
   /// Set by tests: the next workers get no regions, as when mapping them fails (their values
   /// then go through the socket, up to `Frame.sendLimit`).
   static let unavailable = Atomic(false)
