@@ -55,6 +55,21 @@ int pp_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); 
 
 int pp_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
+void pp_copy_bytes(void *destination, const void *source, size_t count) {
+    // Below every rep_movsb_threshold glibc picks (2 KiB and up): each piece is copied with
+    // vector moves.
+    enum { piece = 1024 };
+    size_t distance = ((uintptr_t)destination - (uintptr_t)source) & 4095;
+    if (count <= piece || distance == 0 || distance >= 64) {
+        memcpy(destination, source, count);
+        return;
+    }
+    char *to = destination;
+    const char *from = source;
+    for (; count > piece; count -= piece, to += piece, from += piece) memcpy(to, from, piece);
+    memcpy(to, from, count);
+}
+
 int pp_started_as_worker(void) { return started_as_worker; }
 
 char *const *pp_environ(void) { return environ; }
