@@ -425,17 +425,27 @@ extension WorkerProcessTests {
     }
   }
 
-  /// `appendBulk` appends exactly what `append(contentsOf:)` would, whatever the distance
-  /// between the array's end and the value.
+  /// `appendBulk` appends exactly what `append(contentsOf:)` would, at distances it copies in
+  /// pieces and at others.
   @Test func appendBulkAppendsAsAppendDoes() {
     let value = MakeBytes.expected(5000)
-    for prefix in 0..<80 {
-      var bytes = [UInt8](repeating: 3, count: prefix)
-      bytes.reserveCapacity(prefix + value.count)
+    var pieces = 0
+    for distance in [0, 1, 8, 33, 63, 64, 100, 4095] {
+      var bytes: [UInt8] = []
+      bytes.reserveCapacity(4096 + value.count)
+      let base = bytes.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress!) }
+      let source = value.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress!) }
+      let prefix = (distance - (base - source)) & 4095
+      bytes.append(contentsOf: repeatElement(3, count: prefix))
+      let split = value.withUnsafeBytes {
+        pp_copy_splits(UnsafeRawPointer(bitPattern: base + prefix), $0.baseAddress!, 5000)
+      }
+      pieces += Int(split)
       bytes.appendBulk(value)
       #expect(bytes.count == prefix + value.count)
-      #expect(bytes[..<prefix].allSatisfy { $0 == 3 } && Array(bytes[prefix...]) == value, "prefix \(prefix)")
+      #expect(bytes[..<prefix].allSatisfy { $0 == 3 } && Array(bytes[prefix...]) == value, "distance \(distance)")
     }
+    #expect(pieces == 4)
   }
 
   @Test func bulkRoomGrowsGeometrically() {

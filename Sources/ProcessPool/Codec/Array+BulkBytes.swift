@@ -31,9 +31,8 @@ extension Array where Element == UInt8 {
     let start = count
     let slow = value.withUnsafeBytes { source in
       withUnsafeBufferPointer { buffer in
-        guard let from = source.baseAddress, let base = buffer.baseAddress, source.count > 1024 else { return false }
-        let distance = (Int(bitPattern: base + start) &- Int(bitPattern: from)) & 4095
-        return distance > 0 && distance < 64
+        guard let from = source.baseAddress, let base = buffer.baseAddress else { return false }
+        return pp_copy_splits(base + start, from, source.count) != 0
       }
     }
     guard slow, capacity - start >= value.count else { return append(contentsOf: value) }
