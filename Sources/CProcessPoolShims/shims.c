@@ -55,6 +55,37 @@ int pp_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); 
 
 int pp_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
+/// Where glibc stops using rep movsb on AMD (from there on it copies with vector moves, at any
+/// distance): the L2 cache's size (0 until first asked).
+static size_t rep_movsb_stop = 0;
+
+/// The pieces of `pp_copy_bytes`: below every rep_movsb_threshold glibc picks (2 KiB and up), so
+/// each is copied with vector moves.
+enum { copy_piece = 1024 };
+
+int pp_copy_splits(const void *destination, const void *source, size_t count) {
+    size_t distance = ((uintptr_t)destination - (uintptr_t)source) & 4095;
+    if (count <= copy_piece || distance == 0 || distance >= 64) return 0;
+    size_t stop = __atomic_load_n(&rep_movsb_stop, __ATOMIC_RELAXED);
+    if (stop == 0) {
+        long level2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        stop = level2 > 0 ? (size_t)level2 : (size_t)1 << 20;
+        __atomic_store_n(&rep_movsb_stop, stop, __ATOMIC_RELAXED);
+    }
+    return count < stop;
+}
+
+void pp_copy_bytes(void *destination, const void *source, size_t count) {
+    if (!pp_copy_splits(destination, source, count)) {
+        memcpy(destination, source, count);
+        return;
+    }
+    char *to = destination;
+    const char *from = source;
+    for (; count > copy_piece; count -= copy_piece, to += copy_piece, from += copy_piece) memcpy(to, from, copy_piece);
+    memcpy(to, from, count);
+}
+
 int pp_started_as_worker(void) { return started_as_worker; }
 
 char *const *pp_environ(void) { return environ; }

@@ -432,6 +432,57 @@ extension WorkerProcessTests {
     }
   }
 
+  /// `pp_copy_bytes` goes in pieces where the destination lies just past the source modulo a
+  /// page: at every such distance, and others, each byte lands where it should and nothing
+  /// around the destination is written.
+  @Test func copiesAtEveryDistanceKeepEveryByte() {
+    let source = MakeBytes.expected(8192 + 70_000)
+    let pattern = MakeBytes.expected(4 * 4096 + 70_000).map { $0 ^ 0x5a }
+    var destination = pattern
+    source.withUnsafeBytes { from in
+      destination.withUnsafeMutableBytes { to in
+        // Page offsets of the destination against the source's.
+        let page = (Int(bitPattern: to.baseAddress!) - Int(bitPattern: from.baseAddress!)) & 4095
+        for distance in Array(0..<130) + Array(4096 - 70..<4096) {
+          let start = 4096 + ((distance - page + 7) & 4095)
+          for count in [0, 1, 1024, 1025, 2048 + 17, 70_000] {
+            pattern.withUnsafeBytes { to.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: to.count) }
+            pp_copy_bytes(to.baseAddress! + start, from.baseAddress! + 7, count)
+            let copied = memcmp(to.baseAddress! + start, from.baseAddress! + 7, count) == 0
+            let before = memcmp(to.baseAddress!, pattern, start) == 0
+            let after = pattern.withUnsafeBytes {
+              memcmp(to.baseAddress! + start + count, $0.baseAddress! + start + count, to.count - start - count) == 0
+            }
+            #expect(copied && before && after, "distance \(distance), \(count) bytes")
+          }
+        }
+      }
+    }
+  }
+
+  /// `appendBulk` appends exactly what `append(contentsOf:)` would, at distances it copies in
+  /// pieces and at others.
+  @Test func appendBulkAppendsAsAppendDoes() {
+    let value = MakeBytes.expected(5000)
+    var pieces = 0
+    for distance in [0, 1, 8, 33, 63, 64, 100, 4095] {
+      var bytes: [UInt8] = []
+      bytes.reserveCapacity(4096 + value.count)
+      let base = bytes.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress!) }
+      let source = value.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress!) }
+      let prefix = (distance - (base - source)) & 4095
+      bytes.append(contentsOf: repeatElement(3, count: prefix))
+      let split = value.withUnsafeBytes {
+        pp_copy_splits(UnsafeRawPointer(bitPattern: base + prefix), $0.baseAddress!, 5000)
+      }
+      pieces += Int(split)
+      bytes.appendBulk(value)
+      #expect(bytes.count == prefix + value.count)
+      #expect(bytes[..<prefix].allSatisfy { $0 == 3 } && Array(bytes[prefix...]) == value, "distance \(distance)")
+    }
+    #expect(pieces == 4)
+  }
+
   @Test func bulkRoomGrowsGeometrically() {
     var bytes: [UInt8] = [7]
     var reallocations = 0

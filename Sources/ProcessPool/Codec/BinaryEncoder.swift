@@ -126,7 +126,7 @@ final class ByteWriter {
       bytes.reserveForBulk(value.count + 11)
       tag(.bytes)
       varint(UInt64(value.count))
-      bytes.append(contentsOf: value)
+      bytes.appendBulk(value)
     case .ints:
       let value = unsafeBitCast(value, to: [Int].self)
       try checkLimit(adding: value.count * 8)

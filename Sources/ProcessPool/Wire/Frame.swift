@@ -1,3 +1,4 @@
+import CProcessPoolShims
 import Synchronization
 
 /// The framing on a worker's socket: `[u32 length][u8 kind][u64 request id][payload]`, little
@@ -171,14 +172,15 @@ struct WireError: Error, CustomStringConvertible {
 }
 
 extension Array where Element == UInt8 {
-  /// A copy of `bytes` by one `memcpy` (the generic sequence initializer goes byte by byte).
+  /// A copy of `bytes` by one `pp_copy_bytes` (the generic sequence initializer goes byte by
+  /// byte).
   init(copying bytes: UnsafeRawBufferPointer) {
     self.init(unsafeUninitializedCapacity: bytes.count) { buffer, initialized in
       if let base = bytes.baseAddress, bytes.count > 0 {
         if bytes.count >= Self.hugePagesFrom {
           Syscall.adviseHugePages(UnsafeMutableRawPointer(buffer.baseAddress!), size: buffer.count)
         }
-        UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: base, byteCount: bytes.count)
+        pp_copy_bytes(buffer.baseAddress!, base, bytes.count)
       }
       initialized = bytes.count
     }

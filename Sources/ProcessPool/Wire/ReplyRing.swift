@@ -203,7 +203,7 @@ final class ReplyRing: @unchecked Sendable {
       let free = ReplyRing.capacity - Int(tail &- ring.consumedHead)
       guard skip + frame.count + room <= free else { return false }
       if skip >= Frame.headerSize { ring.data.storeBytes(of: UInt32.max, toByteOffset: offset, as: UInt32.self) }
-      (ring.data + (skip > 0 ? 0 : offset)).copyMemory(from: frame.baseAddress!, byteCount: frame.count)
+      pp_copy_bytes(ring.data + (skip > 0 ? 0 : offset), frame.baseAddress!, frame.count)
       tail += UInt64(skip + frame.count)
       ring.publish(tail: tail)
       return true

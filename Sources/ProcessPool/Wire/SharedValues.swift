@@ -110,7 +110,7 @@ final class SharedValues: @unchecked Sendable {
     guard let span = reserve(head.count + tail.count, direction) else { return nil }
     let start = region(direction) + span.offset
     if head.count > 0 { start.copyMemory(from: head.baseAddress!, byteCount: head.count) }
-    tail.withUnsafeBytes { (start + head.count).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    tail.withUnsafeBytes { pp_copy_bytes(start + head.count, $0.baseAddress!, $0.count) }
     return span
   }
 
@@ -128,7 +128,7 @@ final class SharedValues: @unchecked Sendable {
   func copy(_ bytes: UnsafeRawBufferPointer, to span: Span, _ direction: Direction) {
     precondition(bytes.count == span.length, "a shared value copied into room of another size")
     if bytes.count > 0 {
-      (region(direction) + span.offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+      pp_copy_bytes(region(direction) + span.offset, bytes.baseAddress!, bytes.count)
     }
   }
 
@@ -147,9 +147,9 @@ final class SharedValues: @unchecked Sendable {
     let head = frame.count - Frame.headerSize
     precondition(head + tail.count == span.length, "a shared value copied into room of another size")
     let start = region(.toWorker) + span.offset
-    frame.withUnsafeBytes { start.copyMemory(from: $0.baseAddress! + Frame.headerSize, byteCount: head) }
+    frame.withUnsafeBytes { pp_copy_bytes(start, $0.baseAddress! + Frame.headerSize, head) }
     tail.withUnsafeBytes { bytes in
-      if let base = bytes.baseAddress { (start + head).copyMemory(from: base, byteCount: bytes.count) }
+      if let base = bytes.baseAddress { pp_copy_bytes(start + head, base, bytes.count) }
     }
   }
 
