@@ -49,7 +49,7 @@ struct WorkerSlot {
   /// workers while it drains and exits (`PoolState.launcherReplaced`).
   var replaced = false
   /// Jobs sent and not answered, oldest first; the first one is running.
-  var inflight: [Job] = []
+  var inflight: InflightJobs = []
   var jobsAssigned = 0
   /// `stop` was written to it (behind its last job, or once idle): it exits after what it holds.
   var stopSent = false
