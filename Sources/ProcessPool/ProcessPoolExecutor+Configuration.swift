@@ -47,8 +47,9 @@ extension ProcessPoolExecutor {
     /// More hides the round trip for tiny tasks; 1 keeps every pending task cancellable.
     public var jobsPerWorker: Int = 2
     /// While a worker's tasks each finish within about 100 µs, hand it up to 64 tasks at a time
-    /// instead of `jobsPerWorker`, so tiny tasks do not wait on round trips (at most a few
-    /// milliseconds of work per worker; those tasks count as running and cannot be cancelled).
+    /// instead of `jobsPerWorker`, and up to 256 while their results come back at least every
+    /// 20 µs on average, so tiny tasks do not wait on round trips (at most a few milliseconds
+    /// of work per worker; those tasks count as running and cannot be cancelled).
     /// Has no effect when `jobsPerWorker` is 1.
     public var adaptivePipelining = true
     /// What cancelling the Swift task that awaits a future's ``ProcessFuture/value``, or

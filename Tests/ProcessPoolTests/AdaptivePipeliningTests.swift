@@ -37,6 +37,38 @@ import Testing
     #expect(slot.pipelineDepth(configuration) == 2)
   }
 
+  /// Finishes `count` jobs of a busy worker, one every `interval` (as the I/O thread sees them).
+  static func finish(_ slot: inout WorkerSlot, _ count: Int, every interval: Duration) {
+    var now = MonotonicInstant.now
+    for _ in 0..<count {
+      slot.headStartedAt = now
+      now = now.advanced(by: interval)
+      slot.headFinished(at: now)
+    }
+  }
+
+  @Test func resultsComingBackEveryFewMicrosecondsDeepenThePipelineByTheirPace() {
+    let configuration = Self.configuration(jobsPerWorker: 2)
+    var slot = Self.slot()
+    // A fast streak is needed first; a window of results measures the pace (idle time counts).
+    Self.finish(&slot, 8, every: .microseconds(50))
+    #expect(slot.pipelineDepth(configuration) == 64)
+    Self.finish(&slot, 2 * WorkerSlot.windowLength, every: .microseconds(5))
+    #expect(slot.pipelineDepth(configuration) == 128)
+    Self.finish(&slot, WorkerSlot.windowLength, every: .microseconds(1))
+    #expect(slot.pipelineDepth(configuration) == WorkerSlot.deepestPipeline)
+    // Jobs of 20 µs or more keep the usual fast depth (a few milliseconds of work at most).
+    Self.finish(&slot, WorkerSlot.windowLength, every: .microseconds(20))
+    #expect(slot.pipelineDepth(configuration) == 64)
+    Self.finish(&slot, 2 * WorkerSlot.windowLength, every: .microseconds(1))
+    #expect(slot.pipelineDepth(configuration) == WorkerSlot.deepestPipeline)
+    // A slow job resets all of it.
+    Self.finish(&slot, 1, every: .milliseconds(1))
+    #expect(slot.pipelineDepth(configuration) == 2)
+    Self.finish(&slot, 8, every: .microseconds(1))
+    #expect(slot.pipelineDepth(configuration) == 64)
+  }
+
   @Test func withManyWorkersPerProcessorAJobCountsAsFastForLonger() {
     let configuration = Self.configuration(jobsPerWorker: 2)
     var slot = Self.slot()

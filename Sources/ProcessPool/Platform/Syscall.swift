@@ -25,6 +25,11 @@ enum Syscall {
     try retrying("read") { Glibc.read(fd, buffer, count) }
   }
 
+  /// Receives what a socket holds without waiting: `EAGAIN` when it holds nothing.
+  static func receiveNow(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) throws(Errno) -> Int {
+    try retrying("recv") { Glibc.recv(fd, buffer, count, Int32(MSG_DONTWAIT)) }
+  }
+
   /// Sends without raising SIGPIPE: a dead peer is an `EPIPE` error, not a dead process.
   static func send(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, nonBlocking: Bool) throws(Errno) -> Int {
     let flags = Int32(MSG_NOSIGNAL) | (nonBlocking ? Int32(MSG_DONTWAIT) : 0)

@@ -5,6 +5,9 @@
 struct WorkerAvailability {
   private var levels: [[Int]] = []
   private var heads: [Int] = []
+  /// Every level below this one is empty: `takeFirst` starts here, not at level 0 (a worker of
+  /// fast jobs is listed at up to half its pipeline's depth, 128, and most levels are empty).
+  private var lowest = 0
 
   /// Adds `id` at the end of `level`; true when that level holds so many stale entries beside
   /// the `limit` live ones it may hold that the caller should `compact` it.
@@ -14,14 +17,17 @@ struct WorkerAvailability {
       heads.append(0)
     }
     levels[level].append(id)
+    lowest = min(lowest, level)
     return levels[level].count - heads[level] > limit
   }
 
   /// Takes the first entry of the lowest non-empty level in `range`.
   mutating func takeFirst(in range: ClosedRange<Int>) -> (id: Int, level: Int)? {
-    var level = range.lowerBound
+    var level = max(range.lowerBound, lowest)
     while level <= range.upperBound && level < levels.count {
-      if heads[level] < levels[level].count {
+      if heads[level] == levels[level].count {
+        if level == lowest { lowest += 1 }
+      } else {
         let id = levels[level][heads[level]]
         heads[level] += 1
         if heads[level] == levels[level].count {
@@ -42,5 +48,6 @@ struct WorkerAvailability {
   mutating func replace(level: Int, with entries: [Int]) {
     levels[level] = entries
     heads[level] = 0
+    if !entries.isEmpty { lowest = min(lowest, level) }
   }
 }

@@ -49,7 +49,7 @@ struct WorkerSlot {
   /// workers while it drains and exits (`PoolState.launcherReplaced`).
   var replaced = false
   /// Jobs sent and not answered, oldest first; the first one is running.
-  var inflight: [Job] = []
+  var inflight: InflightJobs = []
   var jobsAssigned = 0
   /// `stop` was written to it (behind its last job, or once idle): it exits after what it holds.
   var stopSent = false
@@ -61,6 +61,12 @@ struct WorkerSlot {
   var headStartedAt: MonotonicInstant?
   /// Jobs in a row that finished within `fastJob`: the pool pipelines deeper onto such a worker.
   var fastStreak = 0
+  /// When the current window of results began (its first result), and how many came since.
+  var windowStart: MonotonicInstant?
+  var windowResults = 0
+  /// The depth for fast jobs, from the pace of the last whole window of results (see
+  /// `fastPipelineDepth(window:)`).
+  var paceDepth = fastPipelineDepth
 
   /// A job this short gains much from being queued on the worker ahead of time.
   static let fastJob = Duration.microseconds(100)
@@ -68,24 +74,54 @@ struct WorkerSlot {
   static let fastStreakNeeded = 8
   /// The deeper pipeline's depth.
   static let fastPipelineDepth = 64
+  /// Results a worker's pace is measured over (see `paceDepth`).
+  static let windowLength = 64
+  /// The work a fast worker is given ahead, by its pace: jobs whose results come back every few
+  /// microseconds would keep it busy for less than two wake-ups take on a busy machine with
+  /// `fastPipelineDepth` of them, so it would run dry and sleep between top-ups.
+  static let paceBudget = Duration.microseconds(640)
+  /// The most jobs a fast worker holds.
+  static let deepestPipeline = 256
+
+  /// The fast depth for a worker whose last `windowLength` results took `window` (idle time
+  /// included): about `paceBudget` of work, between `fastPipelineDepth` and `deepestPipeline`.
+  static func fastPipelineDepth(window: Duration) -> Int {
+    let (seconds, attoseconds) = window.components
+    guard seconds == 0 else { return fastPipelineDepth }
+    let nanoseconds = max(attoseconds / 1_000_000_000, 1)
+    let budget = paceBudget.components.attoseconds / 1_000_000_000 * Int64(windowLength)
+    return Int(min(max(budget / nanoseconds, Int64(fastPipelineDepth)), Int64(deepestPipeline)))
+  }
 
   /// How many jobs it may hold now.
   func pipelineDepth(_ configuration: ProcessPoolExecutor.Configuration) -> Int {
     let depth = configuration.jobsPerWorker
     guard configuration.adaptivePipelining, depth > 1, fastStreak >= Self.fastStreakNeeded else { return depth }
-    return max(depth, Self.fastPipelineDepth)
+    return max(depth, paceDepth)
   }
 
-  /// The head job is done at `now`: learn whether it was fast; the next one (already on the
-  /// worker's socket) starts now. `fastWithin` is `fastJob` stretched by how many workers share each processor: a short
+  /// The head job is done at `now`: learn whether it was fast, and the worker's pace; the next
+  /// one (already on the worker's socket) starts now. `fastWithin` is `fastJob` stretched by how many workers share each processor: a short
   /// job's time as seen from here includes its worker's wait for a processor.
   mutating func headFinished(at now: MonotonicInstant, fastWithin: Duration = fastJob) {
     if let started = headStartedAt, started.duration(to: now) <= fastWithin {
       fastStreak = min(fastStreak + 1, Self.fastStreakNeeded)
     } else {
       fastStreak = 0
+      paceDepth = Self.fastPipelineDepth
     }
     headStartedAt = inflight.isEmpty ? nil : now
+    // The pace over a window of results, not each job's own time: a job's result is seen in a
+    // burst with others, so one job's time here is mostly how long the burst took to come.
+    windowResults += 1
+    if let start = windowStart {
+      guard windowResults >= Self.windowLength else { return }
+      paceDepth =
+        fastStreak < Self.fastStreakNeeded
+        ? Self.fastPipelineDepth : Self.fastPipelineDepth(window: start.duration(to: now))
+    }
+    windowStart = now
+    windowResults = 0
   }
 
   init(

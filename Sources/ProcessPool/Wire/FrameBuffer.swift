@@ -8,7 +8,7 @@ struct FrameBuffer {
 
   /// Reads what `fd` has. Returns false at end of stream; a non-blocking socket with nothing to
   /// read throws `EAGAIN`.
-  mutating func fill(from fd: Int32) throws(Errno) -> Bool {
+  mutating func fill(from fd: Int32, waiting: Bool = true) throws(Errno) -> Bool {
     if start == end {
       start = 0
       end = 0
@@ -43,7 +43,11 @@ struct FrameBuffer {
     let room = storage.count - end
     let offset = end
     let got = try storage.withUnsafeMutableBytes { bytes in
-      Result { () throws(Errno) -> Int in try Syscall.read(fd, bytes.baseAddress! + offset, room) }
+      Result { () throws(Errno) -> Int in
+        waiting
+          ? try Syscall.read(fd, bytes.baseAddress! + offset, room)
+          : try Syscall.receiveNow(fd, bytes.baseAddress! + offset, room)
+      }
     }.get()
     end += got
     return got > 0

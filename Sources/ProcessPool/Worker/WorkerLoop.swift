@@ -104,7 +104,7 @@ final class WorkerLoop: @unchecked Sendable {
       }
       let open: Bool
       do {
-        open = try buffer.fill(from: input)
+        open = try read(into: &buffer)
       } catch {
         open = false
       }
@@ -114,6 +114,29 @@ final class WorkerLoop: @unchecked Sendable {
         _exit(0)
       }
     }
+  }
+
+  /// Whether `input` is a socket (a local worker's; a launched one reads a pipe).
+  @exclusivity(unchecked) private var inputIsSocket = true
+
+  /// Reads what the parent sent, waiting for it if there is nothing yet; false at end of
+  /// stream. An empty socket is waited on with `poll`, not in `read`: a reader blocked in `read`
+  /// on a Unix socket is also woken each time the parent reads a frame this worker sent (the
+  /// room it frees wakes every waiter of the socket), and that wake-up takes the processor from
+  /// the parent just as it handles the frame (a `wake`, or a result on the socket), twice per
+  /// round trip for nothing. `poll` for input is woken by input (or a hang-up) only.
+  private func read(into buffer: inout FrameBuffer) throws(Errno) -> Bool {
+    if inputIsSocket {
+      do {
+        return try buffer.fill(from: input, waiting: false)
+      } catch  where error.code == EAGAIN || error.code == EWOULDBLOCK {
+        var entry = pollfd(fd: input, events: Int16(POLLIN), revents: 0)
+        _ = try? Syscall.poll(&entry, 1, timeoutMilliseconds: -1)
+      } catch  where error.code == ENOTSOCK {
+        inputIsSocket = false
+      }
+    }
+    return try buffer.fill(from: input)
   }
 
   /// The watchdog: `POLLRDHUP` alone is not woken by data, only by the parent's end closing.
