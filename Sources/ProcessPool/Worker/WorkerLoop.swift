@@ -307,7 +307,9 @@ final class WorkerLoop: @unchecked Sendable {
     if let cachedTask, Self.same(cachedTask.name, name), Self.same(cachedTask.bytes, bytes) {
       return .success(cachedTask.task)
     }
-    guard let type = TaskTypeRegistry.task(named: String(decoding: name, as: UTF8.self)) else {
+    guard
+      let type = Self.preparedTask(named: name) ?? TaskTypeRegistry.task(named: String(decoding: name, as: UTF8.self))
+    else {
       return .failure(ProcessPoolError(.unknownTaskType, "the task type cannot be found in the worker"))
     }
     do {
@@ -320,7 +322,7 @@ final class WorkerLoop: @unchecked Sendable {
   }
 
   /// Byte equality by `memcmp` (the generic `elementsEqual` goes byte by byte).
-  private static func same(_ stored: [UInt8], _ bytes: UnsafeRawBufferPointer) -> Bool {
+  static func same(_ stored: [UInt8], _ bytes: UnsafeRawBufferPointer) -> Bool {
     guard stored.count == bytes.count else { return false }
     if stored.isEmpty { return true }
     return stored.withUnsafeBytes { memcmp($0.baseAddress!, bytes.baseAddress!, bytes.count) == 0 }
