@@ -18,7 +18,7 @@ extension WorkerLoop {
     let types: [Any.Type] = [
       [UInt8].self, [Int].self, [Double].self, ContinuousClock.Instant?.self,
       (ContinuousClock.Instant?, ContinuousClock.Instant?).self, TaskPriority?.self,
-      (name: [UInt8], bytes: [UInt8], task: any ProcessTask)?.self,
+      (any ProcessTask)?.self,
     ]
     forkWarmUpKept = [bytes, headers, instant as Any, types]
   }()

@@ -28,7 +28,11 @@ final class WorkerLoop: @unchecked Sendable {
   @exclusivity(unchecked) private var outTail: [UInt8] = []
   /// The last task value decoded, reused while the parent keeps sending the same bytes
   /// (every item of a `map` carries the same task).
-  @exclusivity(unchecked) private var cachedTask: (name: [UInt8], bytes: [UInt8], task: any ProcessTask)?
+  /// (Three properties, not an optional tuple: copying a tuple of these types looks up its type
+  /// metadata by mangled name, a demangling in every new worker's second job.)
+  @exclusivity(unchecked) private var cachedTask: (any ProcessTask)?
+  @exclusivity(unchecked) private var cachedTaskName: [UInt8] = []
+  @exclusivity(unchecked) private var cachedTaskBytes: [UInt8] = []
   /// Where the loop waits for a job that suspended and goes on elsewhere.
   private let gate = JobGate()
   /// Where results go for a local worker: memory shared with the parent (see `ReplyRing`).
@@ -304,8 +308,8 @@ final class WorkerLoop: @unchecked Sendable {
   private func resolveTask(name: UnsafeRawBufferPointer, bytes: UnsafeRawBufferPointer) -> Result<
     any ProcessTask, any Error
   > {
-    if let cachedTask, Self.same(cachedTask.name, name), Self.same(cachedTask.bytes, bytes) {
-      return .success(cachedTask.task)
+    if let cachedTask, Self.same(cachedTaskName, name), Self.same(cachedTaskBytes, bytes) {
+      return .success(cachedTask)
     }
     guard
       let type = Self.preparedTask(named: name) ?? TaskTypeRegistry.task(named: String(decoding: name, as: UTF8.self))
@@ -314,7 +318,9 @@ final class WorkerLoop: @unchecked Sendable {
     }
     do {
       let task = try type.decodeTask(bytes)
-      cachedTask = ([UInt8](copying: name), [UInt8](copying: bytes), task)
+      cachedTask = task
+      cachedTaskName = [UInt8](copying: name)
+      cachedTaskBytes = [UInt8](copying: bytes)
       return .success(task)
     } catch {
       return .failure(ProcessPoolError(.decodingFailed, "cannot decode the task value in the worker: \(error)"))
