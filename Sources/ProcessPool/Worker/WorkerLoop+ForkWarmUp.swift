@@ -20,6 +20,16 @@ extension WorkerLoop {
       (ContinuousClock.Instant?, ContinuousClock.Instant?).self, TaskPriority?.self,
       (any ProcessTask)?.self,
     ]
-    forkWarmUpKept = [bytes, headers, instant as Any, types]
+    // A value decoded as a task is: the decoder's witness tables (`Decoder`, its containers).
+    let decoded = (try? BinaryEncoder.encode(ForkWarmUpValue(value: 1))).flatMap {
+      try? BinaryDecoder.decode(ForkWarmUpValue.self, from: $0)
+    }
+    forkWarmUpKept = [bytes, headers, instant as Any, types, decoded as Any]
   }()
+}
+
+/// What the fork server's warm-up encodes and decodes: a value with a stored property, as most
+/// task values are.
+private struct ForkWarmUpValue: Codable {
+  var value: Int
 }
