@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// A fork server makes, ahead, the generic type metadata every worker's first frames need, so
 /// that its workers inherit it: made afresh in each worker (a demangling per type), it took
 /// about a tenth of a recycled worker's life (`maxTasksPerChild: 1`, a crash storm).
@@ -24,6 +28,10 @@ extension WorkerLoop {
     let decoded = (try? BinaryEncoder.encode(ForkWarmUpValue(value: 1))).flatMap {
       try? BinaryDecoder.decode(ForkWarmUpValue.self, from: $0)
     }
+    // Room at the top of the heap for what a worker allocates (its 64 KiB read buffer among
+    // it): otherwise each new worker grows the heap with a `brk` of its own.
+    let blocks = (0..<3).map { _ in malloc(60 << 10) }
+    for block in blocks { free(block) }
     forkWarmUpKept = [bytes, headers, instant as Any, types, decoded as Any]
   }()
 }
