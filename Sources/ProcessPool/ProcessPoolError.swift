@@ -121,25 +121,68 @@ public struct ProcessPoolError: Error, Sendable, Hashable, Codable, CustomString
 
   /// The line of a crash report that says why: the runtime's own message (`Fatal error`,
   /// `Precondition failed`, …) when there is one, else the last line that is not empty.
+  /// Searched as UTF-8 bytes: the pool does this for every crashed worker, on its I/O thread.
   static func reason(inReport report: String) -> String? {
-    let lines = report.split(whereSeparator: \.isNewline).map { $0.trimmingWhitespace() }.filter { !$0.isEmpty }
-    let markers = [
-      "Fatal error", "Precondition failed", "Assertion failed", "Unexpectedly found nil", "Fatal access conflict",
-      "Program crashed", "fatal error", "error:",
-    ]
-    for marker in markers {
-      if let line = lines.first(where: { $0.contains(marker) }) { return String(line) }
+    var report = report
+    return report.withUTF8 { bytes in
+      let lines = crashReportLines(bytes)
+      for marker in crashReportMarkers {
+        if let line = lines.first(where: { contains(UnsafeBufferPointer(rebasing: bytes[$0]), marker) }) {
+          return String(decoding: UnsafeBufferPointer(rebasing: bytes[line]), as: UTF8.self)
+        }
+      }
+      return lines.last.map { String(decoding: UnsafeBufferPointer(rebasing: bytes[$0]), as: UTF8.self) }
     }
-    return lines.last.map(String.init)
   }
-}
 
-extension Substring {
-  /// Without leading and trailing spaces and tabs.
-  fileprivate func trimmingWhitespace() -> Substring {
-    var result = self
-    while let first = result.first, first == " " || first == "\t" { result.removeFirst() }
-    while let last = result.last, last == " " || last == "\t" { result.removeLast() }
-    return result
+  private static let crashReportMarkers = [
+    "Fatal error", "Precondition failed", "Assertion failed", "Unexpectedly found nil", "Fatal access conflict",
+    "Program crashed", "fatal error", "error:",
+  ].map { Array($0.utf8) }
+
+  /// The byte ranges of the report's lines that are not empty once spaces and tabs are trimmed.
+  /// A line ends at LF, VT, FF or CR, or at NEL, LS or PS (as `Character.isNewline`).
+  private static func crashReportLines(_ bytes: UnsafeBufferPointer<UInt8>) -> [Range<Int>] {
+    var lines: [Range<Int>] = []
+    var start = 0
+    var index = 0
+    func endLine(at end: Int) {
+      var lower = start
+      var upper = end
+      while lower < upper && (bytes[lower] == 0x20 || bytes[lower] == 0x09) { lower += 1 }
+      while upper > lower && (bytes[upper - 1] == 0x20 || bytes[upper - 1] == 0x09) { upper -= 1 }
+      if lower < upper { lines.append(lower..<upper) }
+    }
+    while index < bytes.count {
+      let byte = bytes[index]
+      var separator = 0
+      if byte >= 0x0A && byte <= 0x0D {
+        separator = 1
+      } else if byte == 0xC2 && index + 1 < bytes.count && bytes[index + 1] == 0x85 {
+        separator = 2
+      } else if byte == 0xE2 && index + 2 < bytes.count && bytes[index + 1] == 0x80
+        && (bytes[index + 2] == 0xA8 || bytes[index + 2] == 0xA9)
+      {
+        separator = 3
+      }
+      if separator > 0 {
+        endLine(at: index)
+        index += separator
+        start = index
+      } else {
+        index += 1
+      }
+    }
+    endLine(at: bytes.count)
+    return lines
+  }
+
+  private static func contains(_ line: UnsafeBufferPointer<UInt8>, _ marker: [UInt8]) -> Bool {
+    guard line.count >= marker.count else { return false }
+    search: for offset in 0...(line.count - marker.count) {
+      for index in marker.indices where line[offset + index] != marker[index] { continue search }
+      return true
+    }
+    return false
   }
 }

@@ -42,6 +42,36 @@ extension WorkerProcessTests {
       }
     }
 
+    /// A local worker with the shared regions keeps the system's socket buffers (its large
+    /// values never cross the socket); one without them gets the larger buffers, both ends.
+    @Test func onlyAWorkerWithoutSharedRegionsGetsLargerSocketBuffers() async throws {
+      let probe = try Syscall.socketPair()
+      defer {
+        Syscall.close(probe.0)
+        Syscall.close(probe.1)
+      }
+      let systemDefault = Self.sendBuffer(probe.0)
+      Syscall.setSocketBuffers(probe.0, bytes: 1 << 20)
+      let enlarged = Self.sendBuffer(probe.0)
+      for unavailable in [false, true] {
+        SharedValues.unavailable.store(unavailable, ordering: .relaxed)
+        defer { SharedValues.unavailable.store(false, ordering: .relaxed) }
+        try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+          #expect(try await pool.submit(Square(), 3).value == 9)
+          let sizes = pool.core.channels.withLock { $0.values.map { Self.sendBuffer($0.socket) } }
+          #expect(sizes == [unavailable ? enlarged : systemDefault])
+          // The worker's end too: a large reply on the socket crosses in as few wake-ups.
+          #expect(try await pool.submit(SocketSendBuffer(), 3).value == (unavailable ? enlarged : systemDefault))
+        }
+      }
+    }
+
+    static func sendBuffer(_ socket: Int32) -> Int32 {
+      var size: Int32 = 0
+      var length = socklen_t(MemoryLayout<Int32>.size)
+      return getsockopt(socket, SOL_SOCKET, SO_SNDBUF, &size, &length) == 0 ? size : -1
+    }
+
     @Test func sixtyFourWorkersRunWorkAndLeaveNoDescriptorBehind() async throws {
       try await withPool(.workers(64)) { (pool: ProcessPoolExecutor) async throws in
         let gate = TestGate()
@@ -63,4 +93,9 @@ extension WorkerProcessTests {
       }
     }
   }
+}
+
+/// The send buffer's size of the worker's end of its socket (fd 3 in a local worker).
+struct SocketSendBuffer: ProcessTask {
+  func run(_ fd: Int32) async throws -> Int32 { WorkerProcessTests.WorkerChannelTests.sendBuffer(fd) }
 }

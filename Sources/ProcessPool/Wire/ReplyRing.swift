@@ -58,25 +58,27 @@ final class ReplyRing: @unchecked Sendable {
 
   /// The parent's side: a new ring and the descriptor to hand to the worker (close it after).
   static func create() throws(Errno) -> (ring: ReplyRing, fd: Int32) {
-    let fd = try Syscall.sharedMemory(size: mappedSize)
+    // The file gets its whole size at once, the regions included (a call fewer per worker);
+    // where that is refused, the ring alone.
+    let whole =
+      SharedValues.unavailable.load(ordering: .relaxed)
+      ? nil : try? Syscall.sharedMemory(size: mappedSize + SharedValues.mappedSize)
+    let fd: Int32
+    if let whole { fd = whole } else { fd = try Syscall.sharedMemory(size: mappedSize) }
     do {
-      return (ReplyRing(base: try Syscall.mapShared(fd, size: mappedSize), values: sharedValues(fd)), fd)
+      return (
+        ReplyRing(base: try Syscall.mapShared(fd, size: mappedSize), values: whole == nil ? nil : sharedValues(fd)), fd
+      )
     } catch {
       Syscall.close(fd)
       throw error
     }
   }
 
-  /// The regions for large values, after the ring in `fd`, or nil (and `fd` left at the ring's
-  /// size, which tells the worker) when they cannot be had: a file size limit, an address
-  /// space limit.
+  /// The regions for large values, after the ring in `fd` (already sized for them), or nil
+  /// (and `fd` cut back to the ring's size, which tells the worker) when they cannot be
+  /// mapped: an address space limit.
   private static func sharedValues(_ fd: Int32) -> SharedValues? {
-    guard !SharedValues.unavailable.load(ordering: .relaxed) else { return nil }
-    do {
-      try Syscall.resize(fd, size: mappedSize + SharedValues.mappedSize)
-    } catch {
-      return nil
-    }
     do {
       return try SharedValues.map(fd, at: mappedSize)
     } catch {

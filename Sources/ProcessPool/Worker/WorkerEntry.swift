@@ -12,5 +12,9 @@ func processPoolWorkerEntry(_ input: Int32, _ output: Int32) {
 func processPoolForkServerPrepare(_ name: UnsafePointer<CChar>) {
   WorkerLoop.forkWarmUp
   let name = String(cString: name)
-  if TaskTypeRegistry.task(named: name) == nil { _ = TaskTypeRegistry.initializer(named: name) }
+  if let type = TaskTypeRegistry.task(named: name) {
+    WorkerLoop.prepare(type, named: name)
+  } else {
+    _ = TaskTypeRegistry.initializer(named: name)
+  }
 }

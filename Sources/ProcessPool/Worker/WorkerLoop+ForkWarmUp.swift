@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// A fork server makes, ahead, the generic type metadata every worker's first frames need, so
 /// that its workers inherit it: made afresh in each worker (a demangling per type), it took
 /// about a tenth of a recycled worker's life (`maxTasksPerChild: 1`, a crash storm).
@@ -18,8 +22,22 @@ extension WorkerLoop {
     let types: [Any.Type] = [
       [UInt8].self, [Int].self, [Double].self, ContinuousClock.Instant?.self,
       (ContinuousClock.Instant?, ContinuousClock.Instant?).self, TaskPriority?.self,
-      (name: [UInt8], bytes: [UInt8], task: any ProcessTask)?.self,
+      (any ProcessTask)?.self,
     ]
-    forkWarmUpKept = [bytes, headers, instant as Any, types]
+    // A value decoded as a task is: the decoder's witness tables (`Decoder`, its containers).
+    let decoded = (try? BinaryEncoder.encode(ForkWarmUpValue(value: 1))).flatMap {
+      try? BinaryDecoder.decode(ForkWarmUpValue.self, from: $0)
+    }
+    // Room at the top of the heap for what a worker allocates (its 64 KiB read buffer among
+    // it): otherwise each new worker grows the heap with a `brk` of its own.
+    let blocks = (0..<3).map { _ in malloc(60 << 10) }
+    for block in blocks { free(block) }
+    forkWarmUpKept = [bytes, headers, instant as Any, types, decoded as Any]
   }()
+}
+
+/// What the fork server's warm-up encodes and decodes: a value with a stored property, as most
+/// task values are.
+private struct ForkWarmUpValue: Codable {
+  var value: Int
 }

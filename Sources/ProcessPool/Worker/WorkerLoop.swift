@@ -28,7 +28,11 @@ final class WorkerLoop: @unchecked Sendable {
   @exclusivity(unchecked) private var outTail: [UInt8] = []
   /// The last task value decoded, reused while the parent keeps sending the same bytes
   /// (every item of a `map` carries the same task).
-  @exclusivity(unchecked) private var cachedTask: (name: [UInt8], bytes: [UInt8], task: any ProcessTask)?
+  /// (Three properties, not an optional tuple: copying a tuple of these types looks up its type
+  /// metadata by mangled name, a demangling in every new worker's second job.)
+  @exclusivity(unchecked) private var cachedTask: (any ProcessTask)?
+  @exclusivity(unchecked) private var cachedTaskName: [UInt8] = []
+  @exclusivity(unchecked) private var cachedTaskBytes: [UInt8] = []
   /// Where the loop waits for a job that suspended and goes on elsewhere.
   private let gate = JobGate()
   /// Where results go for a local worker: memory shared with the parent (see `ReplyRing`).
@@ -327,15 +331,19 @@ final class WorkerLoop: @unchecked Sendable {
   private func resolveTask(name: UnsafeRawBufferPointer, bytes: UnsafeRawBufferPointer) -> Result<
     any ProcessTask, any Error
   > {
-    if let cachedTask, Self.same(cachedTask.name, name), Self.same(cachedTask.bytes, bytes) {
-      return .success(cachedTask.task)
+    if let cachedTask, Self.same(cachedTaskName, name), Self.same(cachedTaskBytes, bytes) {
+      return .success(cachedTask)
     }
-    guard let type = TaskTypeRegistry.task(named: String(decoding: name, as: UTF8.self)) else {
+    guard
+      let type = Self.preparedTask(named: name) ?? TaskTypeRegistry.task(named: String(decoding: name, as: UTF8.self))
+    else {
       return .failure(ProcessPoolError(.unknownTaskType, "the task type cannot be found in the worker"))
     }
     do {
       let task = try type.decodeTask(bytes)
-      cachedTask = ([UInt8](copying: name), [UInt8](copying: bytes), task)
+      cachedTask = task
+      cachedTaskName = [UInt8](copying: name)
+      cachedTaskBytes = [UInt8](copying: bytes)
       return .success(task)
     } catch {
       return .failure(ProcessPoolError(.decodingFailed, "cannot decode the task value in the worker: \(error)"))
@@ -343,7 +351,7 @@ final class WorkerLoop: @unchecked Sendable {
   }
 
   /// Byte equality by `memcmp` (the generic `elementsEqual` goes byte by byte).
-  private static func same(_ stored: [UInt8], _ bytes: UnsafeRawBufferPointer) -> Bool {
+  static func same(_ stored: [UInt8], _ bytes: UnsafeRawBufferPointer) -> Bool {
     guard stored.count == bytes.count else { return false }
     if stored.isEmpty { return true }
     return stored.withUnsafeBytes { memcmp($0.baseAddress!, bytes.baseAddress!, bytes.count) == 0 }
