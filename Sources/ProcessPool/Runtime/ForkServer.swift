@@ -8,8 +8,11 @@ import Synchronization
 /// Starts local workers by forking them from a fork server: one process of this executable per
 /// process, started with the first local worker, that stops in the pre-main hook (loaded, linked,
 /// no runtime thread yet) and forks a worker per request, a fraction of the cost of starting the
-/// executable again. The workers are its children, so it also reaps them, when the pool asks
-/// (see `waitPID`): until then a worker's pid stays its own, and the pool may still signal it.
+/// executable again. The workers are its children. Where a pidfd keeps its process's exit status
+/// once reaped (Linux 6.15), the kernel reaps them as they exit and each comes with its pidfd,
+/// made before it could be reaped: the pool signals it and reads its status through that, without
+/// a request (see `waitPID`). Elsewhere the server reaps a worker when the pool asks: until then
+/// its pid stays its own, and the pool may still signal it.
 ///
 /// It ends when this process does (end of stream on its socket), and its workers with it
 /// (their parent-death signal). Where it cannot run, workers are spawned as before.
@@ -32,6 +35,9 @@ enum ForkServer {
 
   private struct State {
     var server: Server?
+    /// The workers that came with a pidfd (the kernel reaps them) and whose status the pool has
+    /// not read yet, counted (a pid may come back once reaped).
+    var reapedByKernel: [pid_t: Int] = [:]
     /// Servers that could not start or died in a row; at `attemptLimit`, no more are tried.
     var failures = 0
   }
@@ -46,11 +52,13 @@ enum ForkServer {
   }
 
   enum Outcome {
-    case forked(pid_t)
+    /// With its pidfd where the kernel reaps it (its pid alone is then not safe to use).
+    case forked(pid_t, pidfd: Int32?)
     /// The server could not fork (no memory, too many processes).
     case failed(Errno)
-    /// The server died while it handled the request: whether a worker started is unknown, so
-    /// the worker's descriptors must not be reused.
+    /// The server died before or while it handled the request: whether a worker started is
+    /// unknown, so the worker's descriptors must not be reused; the caller tries again (with a
+    /// new server, up to `attemptLimit` in a row).
     case lost
     /// No server can run: spawn the worker instead.
     case unavailable
@@ -76,29 +84,52 @@ enum ForkServer {
         }
         guard rc == 0 else {
           stop(&state)
-          return rc == PP_FORK_SERVER_LOST ? .lost : .unavailable
+          return .lost
         }
         state.server!.prepared.formUnion(names)
       }
       var pid: pid_t = 0
+      var pidfd: Int32 = -1
       let rc = environment.withUnsafeBufferPointer { bytes in
-        pp_fork_server_spawn(server.socket, socket, ring, standardError, bytes.baseAddress, UInt(bytes.count), &pid)
+        pp_fork_server_spawn(
+          server.socket, socket, ring, standardError, bytes.baseAddress, UInt(bytes.count), &pid, &pidfd)
       }
       if rc == 0 {
-        state.server!.workers.insert(pid)
         state.failures = 0
-        return .forked(pid)
+        guard pidfd >= 0 else {
+          state.server!.workers.insert(pid)
+          return .forked(pid, pidfd: nil)
+        }
+        if pidfd <= 2 {
+          // Above the standard streams (see `Syscall.aboveStandardStreams`), or the worker is
+          // killed through it: its pid alone is not safe to use.
+          let received = pidfd
+          defer { Syscall.close(received) }
+          do throws(Errno) {
+            pidfd = try Syscall.retrying("fcntl") { fcntl(received, F_DUPFD_CLOEXEC, 3) }
+          } catch {
+            Syscall.signal(pidfd: received, SIGKILL)
+            return .failed(error)
+          }
+        }
+        state.reapedByKernel[pid, default: 0] += 1
+        return .forked(pid, pidfd: pidfd)
       }
       if rc < 0 { return .failed(Errno(code: -rc, call: "fork")) }
+      // Gone (the pool may not have noticed: it reads its workers' statuses from their pidfds):
+      // tried again with a new one.
       stop(&state)
-      return rc == PP_FORK_SERVER_LOST ? .lost : .unavailable
+      return .lost
     }
   }
 
-  /// `waitpid` for a worker: through its fork server for one it forked, else directly. Returns
-  /// the raw status, or nil with `noHang` while it runs. `pidfd`: one the caller holds open for
-  /// `pid`, used instead of opening another.
+  /// `waitpid` for a worker: from its pidfd for one the kernel reaps, through its fork server for
+  /// another it forked, else directly. Returns the raw status, or nil with `noHang` while it
+  /// runs. `pidfd`: one the caller holds open for `pid` (the one `spawn` returned, when it did).
   static func waitPID(_ pid: pid_t, pidfd known: Int32? = nil, noHang: Bool) throws(Errno) -> Int32? {
+    if let known, state.withLock({ $0.reapedByKernel[pid] != nil }) {
+      return try exitStatus(pid, pidfd: known, noHang: noHang)
+    }
     // The server answers one request at a time, for every pool of this process: a worker that
     // takes its time to exit is waited for here, through its pidfd (the caller's, when it has
     // one open), not in the server.
@@ -111,6 +142,40 @@ enum ForkServer {
       if let status = try wait(pid, noHang: true) { return status }
     }
     return try wait(pid, noHang: noHang)
+  }
+
+  /// Reaps a worker whose status is of no interest, its pidfd closed already when
+  /// `pidfdClosed` (a worker the kernel reaps needs nothing more then). It was killed.
+  static func reap(_ pid: pid_t, pidfdClosed: Bool) {
+    if pidfdClosed, state.withLock({ $0.reapedByKernel[pid] != nil }) {
+      forget(pid)
+      return
+    }
+    _ = try? waitPID(pid, noHang: false)
+  }
+
+  /// Drops one count of `pid` from the workers the kernel reaps.
+  private static func forget(_ pid: pid_t) {
+    state.withLock { state in
+      if let count = state.reapedByKernel[pid], count > 1 {
+        state.reapedByKernel[pid] = count - 1
+      } else {
+        state.reapedByKernel[pid] = nil
+      }
+    }
+  }
+
+  /// The status of a worker the kernel reaps, from its pidfd once it exited.
+  private static func exitStatus(_ pid: pid_t, pidfd: Int32, noHang: Bool) throws(Errno) -> Int32? {
+    var exit = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+    if try Syscall.poll(&exit, 1, timeoutMilliseconds: noHang ? 0 : -1) == 0 { return nil }
+    defer { forget(pid) }
+    // Readable once it exited; the status is there once the kernel has reaped it, a moment later.
+    for _ in 0..<10_000 {
+      if let status = try Syscall.pidfdExitStatus(pidfd) { return status }
+      Syscall.yieldProcessor()
+    }
+    throw Errno(code: ECHILD, call: "ioctl(PIDFD_GET_INFO)")
   }
 
   private static func wait(_ pid: pid_t, noHang: Bool) throws(Errno) -> Int32? {
