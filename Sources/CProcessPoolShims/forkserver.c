@@ -184,7 +184,7 @@ int pp_fork_server_run(int sock, int swift_ready) {
     // Where a pidfd keeps the exit status, the kernel reaps the workers as they exit: the pool
     // signals each through its pidfd, made before the worker can be reaped. Elsewhere zombies
     // stay until the parent asks: a worker's pid must not be reused while the pool may signal it.
-    int reaps = pp_pidfd_exit_info_available();
+    int reaps = pp_pidfd_exit_info_available() && getenv(PP_FORK_SERVER_WAITS_ENV) == NULL;
     set_child_signal(reaps ? SIG_IGN : SIG_DFL);
     // Blocked too: nothing here waits for it, and each worker's exit would interrupt a read.
     // (A forked worker sets its mask to empty.)

@@ -35,7 +35,27 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test func aServerThatReapsOnlyWhenAskedReportsTheStatusesToo() async throws {
+      // The path of kernels before 6.15, where a pidfd does not keep the exit status.
+      try await ForkServer.withServerReapingOnRequest {
+        try await localWorkersAreForkedByTheServerWhichReportsTheirStatus()
+        try await workersThatExitBeforeTheirSpawnIsAnsweredAreReapedWithTheirStatus(reapedByKernel: false)
+        var configuration = ProcessPoolExecutor.Configuration.workers(2)
+        configuration.maxTasksPerChild = 1
+        try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
+          var values: [Int] = []
+          for try await value in try pool.map(Square(), 0..<20, chunksize: 1) { values.append(value) }
+          #expect(values == (0..<20).map { $0 * $0 })
+        }
+      }
+    }
+
     @Test func workersThatExitBeforeTheirSpawnIsAnsweredAreReapedWithTheirStatus() async throws {
+      try await workersThatExitBeforeTheirSpawnIsAnsweredAreReapedWithTheirStatus(
+        reapedByKernel: pp_pidfd_exit_info_available() != 0)
+    }
+
+    func workersThatExitBeforeTheirSpawnIsAnsweredAreReapedWithTheirStatus(reapedByKernel: Bool) async throws {
       try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
         #expect(try await pool.submit(Square(), 3).value == 9)
         let server = try #require(ForkServer.current)
@@ -61,7 +81,7 @@ extension WorkerProcessTests {
             return
           }
           // Where the kernel keeps a reaped worker's status, it comes with the pidfd the server made.
-          #expect(pidfd != nil || pp_pidfd_exit_info_available() == 0)
+          #expect((pidfd != nil) == reapedByKernel)
           spawned.append((pid, pidfd ?? pp_pidfd_open(pid), ends))
         }
         for worker in spawned {

@@ -147,6 +147,10 @@ char *const *pp_environ(void);
 /// pre-main hook, single-threaded, and forks local workers on request over the socket on fd 3.
 #define PP_FORK_SERVER_MARKER "forkserver"
 
+/// Set in a fork server's environment (by the tests), it reaps its workers only when asked, as
+/// on kernels before 6.15, whatever the kernel.
+#define PP_FORK_SERVER_WAITS_ENV "PROCESSPOOL_FORK_SERVER_WAITS"
+
 /// What `pp_fork_server_spawn` and `pp_fork_server_wait` return when the request went out but no
 /// answer came (the server died meanwhile): whether it forked is unknown.
 #define PP_FORK_SERVER_LOST 0x10000

@@ -40,6 +40,8 @@ enum ForkServer {
     var reapedByKernel: [pid_t: Int] = [:]
     /// Servers that could not start or died in a row; at `attemptLimit`, no more are tried.
     var failures = 0
+    /// The next server reaps its workers only when asked, whatever the kernel (tests).
+    var waitRequests = false
   }
 
   private static let state = Mutex(State())
@@ -207,12 +209,31 @@ enum ForkServer {
       state.server = nil
     }
     guard state.failures < attemptLimit, WorkerSpawner.localEntryAvailable else { return nil }
-    if let server = start(backtraceEntry: backtraceEntry) {
+    if let server = start(backtraceEntry: backtraceEntry, waitRequests: state.waitRequests) {
       state.server = server
       return server
     }
     state.failures += 1
     return nil
+  }
+
+  /// Runs `body` with a new fork server that reaps its workers only when asked, as on kernels
+  /// before 6.15 (the server is replaced before and after; nothing may use it meanwhile but
+  /// `body`). For the tests of that path on a newer kernel.
+  static func withServerReapingOnRequest<T>(_ body: () async throws -> T) async rethrows -> T {
+    state.withLock { state in
+      stop(&state)
+      state.failures = 0
+      state.waitRequests = true
+    }
+    defer {
+      state.withLock { state in
+        stop(&state)
+        state.failures = 0
+        state.waitRequests = false
+      }
+    }
+    return try await body()
   }
 
   /// Ends the server (it may be gone already) and reaps it. Its workers die with it.
@@ -227,7 +248,7 @@ enum ForkServer {
 
   /// Spawns the server: this executable with a `forkserver:<token>` marker and its end of a
   /// socket pair on fd 3, which holds the token.
-  private static func start(backtraceEntry: String?) -> Server? {
+  private static func start(backtraceEntry: String?, waitRequests: Bool) -> Server? {
     guard let ends = try? Syscall.socketPair() else { return nil }
     defer { Syscall.close(ends.1) }
     let token = WorkerSpawner.newToken()
@@ -243,6 +264,7 @@ enum ForkServer {
       WorkerSpawner.environment(
         marker: PP_WORKER_ENV + "=" + PP_FORK_SERVER_MARKER + ":" + token, backtraceEntry: backtraceEntry)
       + ["LD_BIND_NOW=1".utf8CString.map { $0 }]
+      + (waitRequests ? [(PP_FORK_SERVER_WAITS_ENV + "=1").utf8CString.map { $0 }] : [])
     var pointers = environment.map { entry in entry.withUnsafeBufferPointer { strdup($0.baseAddress!) } } + [nil]
     var arguments = [strdup(CommandLine.arguments.first ?? "processpool-worker"), nil]
     defer {
