@@ -266,9 +266,9 @@ int pp_fork_server_run(int sock, int swift_ready) {
         }
         int saved = errno;
         int pidfd = -1;
-        if (reaps && pid > 0) {
-            pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-            if (pidfd < 0) {
+        if (reaps) {
+            if (pid > 0) pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+            if (pid > 0 && pidfd < 0) {
                 saved = errno;
                 kill(pid, SIGKILL);
                 while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
@@ -392,7 +392,8 @@ int pp_fork_server_spawn(int server, int child_fd, int ring_fd, int error_fd, co
     if (answer.result < 0) return answer.error != 0 ? -answer.error : -EAGAIN;
     *pid = answer.result;
     // Reaped by the kernel as it exits, so its pid alone is not safe to use: without its pidfd
-    // (no descriptor was free for it) the worker cannot be kept.
+    // (no descriptor was free for it) the worker cannot be kept. Killed by its pid at once (it
+    // was forked a moment ago: its pid is reused only after every other one has been handed out).
     if ((answer.flags & PP_FS_REAPED) && *pidfd < 0) {
         kill(answer.result, SIGKILL);
         return -EMFILE;
