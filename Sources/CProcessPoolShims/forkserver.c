@@ -185,6 +185,12 @@ int pp_fork_server_run(int sock, int swift_ready) {
     // signals each through its pidfd, made before the worker can be reaped. Elsewhere zombies
     // stay until the parent asks: a worker's pid must not be reused while the pool may signal it.
     int reaps = pp_pidfd_exit_info_available() && getenv(PP_FORK_SERVER_WAITS_ENV) == NULL;
+    if (reaps) {
+        // A pidfd for each worker, or no reaping by the kernel (a sandbox may refuse pidfd_open).
+        int own = (int)syscall(SYS_pidfd_open, server, 0);
+        if (own < 0) reaps = 0;
+        else close(own);
+    }
     set_child_signal(reaps ? SIG_IGN : SIG_DFL);
     // Blocked too: nothing here waits for it, and each worker's exit would interrupt a read.
     // (A forked worker sets its mask to empty.)
