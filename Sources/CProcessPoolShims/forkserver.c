@@ -3,10 +3,7 @@
 // a fraction of starting the executable afresh. The parent talks to it over a socket pair: a
 // spawn request carries the worker's descriptors (SCM_RIGHTS), its environment and its working
 // directory; a wait request reaps one of its workers and returns the status. It reaps only when
-// asked, so a worker's pid stays its own (a zombie at worst) until the pool has reaped it; except
-// where the kernel keeps a reaped process's exit status for its pidfds (Linux 6.15): there the
-// kernel reaps the workers as they exit, and each spawn's reply carries the worker's pidfd, through
-// which the pool signals it and reads its status, without a request.
+// asked, so a worker's pid stays its own (a zombie at worst) until the pool has reaped it.
 #define _GNU_SOURCE
 #include "CProcessPoolShims.h"
 #include "forkserver_internal.h"
@@ -46,16 +43,13 @@ struct pp_fs_request {
 };
 
 // A reply: a spawn's pid (or -1), a wait's result (the pid, 0 while it runs, or -1) and status;
-// `error` is an errno value when the result is -1. A spawn's reply with `PP_FS_REAPED` in `flags`
-// carries the worker's pidfd with its first byte.
+// `error` is an errno value when the result is -1.
 struct pp_fs_reply {
     int32_t result;
     int32_t status;
     int32_t error;
-    int32_t flags;
+    int32_t unused;
 };
-
-enum { PP_FS_REAPED = 1 };
 
 // The largest environment a request may carry.
 #define PP_FS_MAX_ENVIRONMENT (64u << 20)
@@ -148,50 +142,11 @@ static void reply(int sock, int32_t result, int32_t status, int32_t error) {
     if (write_all(sock, &answer, sizeof answer) != 0) _exit(0);  // the parent is gone
 }
 
-// A spawn's reply with the worker's pidfd, which the server then closes.
-static void reply_with_pidfd(int sock, pid_t pid, int pidfd) {
-    struct pp_fs_reply answer = {pid, 0, 0, PP_FS_REAPED};
-    char control[CMSG_SPACE(sizeof(int))];
-    memset(control, 0, sizeof control);
-    struct iovec part = {.iov_base = &answer, .iov_len = sizeof answer};
-    struct msghdr message = {
-        .msg_iov = &part, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
-    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
-    header->cmsg_level = SOL_SOCKET;
-    header->cmsg_type = SCM_RIGHTS;
-    header->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(header), &pidfd, sizeof pidfd);
-    ssize_t sent;
-    do {
-        sent = sendmsg(sock, &message, MSG_NOSIGNAL);
-    } while (sent < 0 && errno == EINTR);
-    close(pidfd);
-    if (sent <= 0 || ((size_t)sent < sizeof answer &&
-                      write_all(sock, (char *)&answer + sent, sizeof answer - (size_t)sent) != 0))
-        _exit(0);  // the parent is gone
-}
-
-static void set_child_signal(void (*handler)(int)) {
-    struct sigaction action;
-    memset(&action, 0, sizeof action);
-    action.sa_handler = handler;
-    sigemptyset(&action.sa_mask);
-    sigaction(SIGCHLD, &action, NULL);
-}
-
 int pp_fork_server_run(int sock, int swift_ready) {
     pid_t server = getpid();
-    // Where a pidfd keeps the exit status, the kernel reaps the workers as they exit: the pool
-    // signals each through its pidfd, made before the worker can be reaped. Elsewhere zombies
-    // stay until the parent asks: a worker's pid must not be reused while the pool may signal it.
-    int reaps = pp_pidfd_exit_info_available() && getenv(PP_FORK_SERVER_WAITS_ENV) == NULL;
-    if (reaps) {
-        // A pidfd for each worker, or no reaping by the kernel (a sandbox may refuse pidfd_open).
-        int own = (int)syscall(SYS_pidfd_open, server, 0);
-        if (own < 0) reaps = 0;
-        else close(own);
-    }
-    set_child_signal(reaps ? SIG_IGN : SIG_DFL);
+    // Zombies stay until the parent asks: a worker's pid must not be reused while the pool
+    // may still signal it.
+    signal(SIGCHLD, SIG_DFL);
     // Blocked too: nothing here waits for it, and each worker's exit would interrupt a read.
     // (A forked worker sets its mask to empty.)
     sigset_t child;
@@ -262,39 +217,16 @@ int pp_fork_server_run(int sock, int swift_ready) {
         char *environment = malloc(request.length + 1);
         if (environment == NULL || read_all(sock, environment, request.length) != 0) _exit(0);
         environment[request.length] = 0;
-        // Not reaped by the kernel until its pidfd exists (a worker that exits at once stays a
-        // zombie until then); the worker starts with the default disposition.
-        if (reaps) set_child_signal(SIG_DFL);
         pid_t pid = fork();
         if (pid == 0) {
             become_worker(server, fds, environment, request.length);
             return 0;
         }
         int saved = errno;
-        int pidfd = -1;
-        if (reaps) {
-            if (pid > 0) pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-            if (pid > 0 && pidfd < 0) {
-                saved = errno;
-                kill(pid, SIGKILL);
-                while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-                }
-                pid = -1;
-            }
-            set_child_signal(SIG_IGN);
-            // Workers that exited meanwhile (this one, or earlier ones, while the disposition was
-            // the default) are zombies: reaped here. Each has its pidfd, which keeps its status.
-            while (waitpid(-1, NULL, WNOHANG) > 0) {
-            }
-        }
         // The worker's ends are the worker's alone: the parent must see end of stream when it dies.
         for (int i = 0; i < received_count; i++) close(received[i]);
         free(environment);
-        if (pidfd >= 0) {
-            reply_with_pidfd(sock, pid, pidfd);
-        } else {
-            reply(sock, pid < 0 ? -1 : pid, 0, pid < 0 ? saved : 0);
-        }
+        reply(sock, pid < 0 ? -1 : pid, 0, pid < 0 ? saved : 0);
     }
 }
 
@@ -334,42 +266,8 @@ static int send_request(int server, const struct pp_fs_request *request, const i
 
 static int read_reply(int server, struct pp_fs_reply *answer) { return read_all(server, answer, sizeof *answer); }
 
-// A reply that may carry a descriptor with its first byte: -1 in `fd` when none came (or the
-// process had no room for it).
-static int read_reply_with_fd(int server, struct pp_fs_reply *answer, int *fd) {
-    *fd = -1;
-    char control[CMSG_SPACE(sizeof(int))];
-    struct iovec part = {.iov_base = answer, .iov_len = sizeof *answer};
-    struct msghdr message = {
-        .msg_iov = &part, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
-    ssize_t got;
-    do {
-        got = recvmsg(server, &message, MSG_CMSG_CLOEXEC);
-    } while (got < 0 && errno == EINTR);
-    if (got <= 0) return -1;
-    for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header != NULL; header = CMSG_NXTHDR(&message, header)) {
-        if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
-        size_t n = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < n; i++) {
-            int received;
-            memcpy(&received, CMSG_DATA(header) + i * sizeof(int), sizeof(int));
-            if (*fd < 0) {
-                *fd = received;
-            } else {
-                close(received);
-            }
-        }
-    }
-    if ((size_t)got < sizeof *answer && read_all(server, (char *)answer + got, sizeof *answer - (size_t)got) != 0) {
-        if (*fd >= 0) close(*fd);
-        *fd = -1;
-        return -1;
-    }
-    return 0;
-}
-
 int pp_fork_server_spawn(int server, int child_fd, int ring_fd, int error_fd, const char *environment,
-                         unsigned long length, pid_t *pid, int *pidfd) {
+                         unsigned long length, pid_t *pid) {
     struct pp_fs_request request = {PP_FS_SPAWN, 0, 0, 0, length};
     int slots[PP_FS_SLOTS] = {child_fd, ring_fd, 0, 1, error_fd >= 0 ? error_fd : 2, -1};
     int fds[PP_FS_SLOTS];
@@ -394,16 +292,9 @@ int pp_fork_server_spawn(int server, int child_fd, int ring_fd, int error_fd, co
     if (cwd >= 0) close(cwd);
     if (rc != 0) return rc;
     struct pp_fs_reply answer;
-    if (read_reply_with_fd(server, &answer, pidfd) != 0) return PP_FORK_SERVER_LOST;
+    if (read_reply(server, &answer) != 0) return PP_FORK_SERVER_LOST;
     if (answer.result < 0) return answer.error != 0 ? -answer.error : -EAGAIN;
     *pid = answer.result;
-    // Reaped by the kernel as it exits, so its pid alone is not safe to use: without its pidfd
-    // (no descriptor was free for it) the worker cannot be kept. Killed by its pid at once (it
-    // was forked a moment ago: its pid is reused only after every other one has been handed out).
-    if ((answer.flags & PP_FS_REAPED) && *pidfd < 0) {
-        kill(answer.result, SIGKILL);
-        return -EMFILE;
-    }
     return 0;
 }
 

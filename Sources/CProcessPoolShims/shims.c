@@ -12,13 +12,10 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/epoll.h>
-#include <sys/ioctl.h>
-#include <sys/utsname.h>
 #include <sys/prctl.h>
 #include <errno.h>
 #include <spawn.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -107,43 +104,6 @@ int pp_pidfd_open(pid_t pid) {
     errno = ENOSYS;
     return -1;
 #endif
-}
-
-// PIDFD_GET_INFO (Linux 6.13) and its exit information (6.15), which older headers lack.
-struct pp_pidfd_info {
-    uint64_t mask;
-    uint64_t cgroupid;
-    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
-    int32_t exit_code;
-    uint32_t coredump_mask;
-    uint32_t spare;
-};
-#define PP_PIDFD_GET_INFO _IOWR(0xFF, 11, struct pp_pidfd_info)
-#define PP_PIDFD_INFO_EXIT (1ull << 3)
-
-int pp_pidfd_exit_status(int pidfd, int *status) {
-    struct pp_pidfd_info info;
-    memset(&info, 0, sizeof info);
-    info.mask = PP_PIDFD_INFO_EXIT;
-    if (ioctl(pidfd, PP_PIDFD_GET_INFO, &info) != 0) {
-        // ESRCH: gone and not yet released (a zombie), which gives no exit information yet.
-        if (errno == ESRCH) errno = EAGAIN;
-        return -1;
-    }
-    if (!(info.mask & PP_PIDFD_INFO_EXIT)) {
-        errno = EAGAIN;
-        return -1;
-    }
-    *status = info.exit_code;
-    return 0;
-}
-
-int pp_pidfd_exit_info_available(void) {
-    // The release, not a probe: a probe needs a child that exited, which costs a fork.
-    struct utsname name;
-    int major = 0, minor = 0;
-    return uname(&name) == 0 && sscanf(name.release, "%d.%d", &major, &minor) == 2 &&
-           (major > 6 || (major == 6 && minor >= 15));
 }
 
 void pp_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }

@@ -35,36 +35,15 @@ extension WorkerProcessTests {
       }
     }
 
-    @Test func aServerThatReapsOnlyWhenAskedReportsTheStatusesToo() async throws {
-      // The path of kernels before 6.15, where a pidfd does not keep the exit status.
-      try await ForkServer.withServerReapingOnRequest {
-        try await localWorkersAreForkedByTheServerWhichReportsTheirStatus()
-        try await workersThatExitBeforeTheirSpawnIsAnsweredAreReapedWithTheirStatus(reapedByKernel: false)
-        var configuration = ProcessPoolExecutor.Configuration.workers(2)
-        configuration.maxTasksPerChild = 1
-        try await withPool(configuration) { (pool: ProcessPoolExecutor) async throws in
-          var values: [Int] = []
-          for try await value in try pool.map(Square(), 0..<20, chunksize: 1) { values.append(value) }
-          #expect(values == (0..<20).map { $0 * $0 })
-        }
-      }
-    }
-
     @Test func workersThatExitBeforeTheirSpawnIsAnsweredAreReapedWithTheirStatus() async throws {
-      try await workersThatExitBeforeTheirSpawnIsAnsweredAreReapedWithTheirStatus(
-        reapedByKernel: pp_pidfd_exit_info_available() != 0)
-    }
-
-    func workersThatExitBeforeTheirSpawnIsAnsweredAreReapedWithTheirStatus(reapedByKernel: Bool) async throws {
       try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
         #expect(try await pool.submit(Square(), 3).value == 9)
         let server = try #require(ForkServer.current)
         // No marker in their environment: each exits (76) as soon as it is forked, often before
         // the server has answered, or while it forks the next one.
-        var spawned: [(pid: pid_t, pidfd: Int32, socket: (Int32, Int32))] = []
+        var spawned: [(pid: pid_t, socket: (Int32, Int32))] = []
         defer {
           for worker in spawned {
-            close(worker.pidfd)
             close(worker.socket.0)
             close(worker.socket.1)
           }
@@ -74,18 +53,16 @@ extension WorkerProcessTests {
           let outcome = ForkServer.spawn(
             socket: ends.1, ring: -1, standardError: -1, environment: [],
             backtraceEntry: WorkerSpawner.backtraceEntry(backtraces: false))
-          guard case .forked(let pid, let pidfd) = outcome else {
+          guard case .forked(let pid) = outcome else {
             close(ends.0)
             close(ends.1)
             Issue.record("the server did not fork: \(outcome)")
             return
           }
-          // Where the kernel keeps a reaped worker's status, it comes with the pidfd the server made.
-          #expect((pidfd != nil) == reapedByKernel)
-          spawned.append((pid, pidfd ?? pp_pidfd_open(pid), ends))
+          spawned.append((pid, ends))
         }
         for worker in spawned {
-          let status = try ForkServer.waitPID(worker.pid, pidfd: worker.pidfd, noHang: false)
+          let status = try ForkServer.waitPID(worker.pid, noHang: false)
           #expect(status.map { PoolCore.termination(fromWaitStatus: $0) } == .exited(PP_EXIT_NO_ENTRY))
         }
         // None left as a zombie of the server.

@@ -111,14 +111,6 @@ int pp_pidfd_open(pid_t pid);
 /// pidfd_send_signal(2): `signal` to the process of `pidfd`; -1 with errno (ESRCH once it exited).
 int pp_pidfd_send_signal(int pidfd, int signal);
 
-/// The wait status of the process of `pidfd` once it has exited and been reaped (by anyone:
-/// PIDFD_GET_INFO with PIDFD_INFO_EXIT, Linux 6.15): 0 with it in `status`; -1 with errno EAGAIN
-/// while there is none yet, or ENOTTY or EINVAL where the kernel cannot say.
-int pp_pidfd_exit_status(int pidfd, int *status);
-
-/// 1 where `pp_pidfd_exit_status` works (a kernel of release 6.15 or later), else 0.
-int pp_pidfd_exit_info_available(void);
-
 /// One event of `pp_epoll_wait`: epoll's own struct is packed on x86-64, which Swift cannot
 /// import as such, so events are copied into this plain one.
 typedef struct {
@@ -147,10 +139,6 @@ char *const *pp_environ(void);
 /// pre-main hook, single-threaded, and forks local workers on request over the socket on fd 3.
 #define PP_FORK_SERVER_MARKER "forkserver"
 
-/// Set in a fork server's environment (by the tests), it reaps its workers only when asked, as
-/// on kernels before 6.15, whatever the kernel.
-#define PP_FORK_SERVER_WAITS_ENV "PROCESSPOOL_FORK_SERVER_WAITS"
-
 /// What `pp_fork_server_spawn` and `pp_fork_server_wait` return when the request went out but no
 /// answer came (the server died meanwhile): whether it forked is unknown.
 #define PP_FORK_SERVER_LOST 0x10000
@@ -159,13 +147,11 @@ char *const *pp_environ(void);
 /// `ring_fd` (when not -1) on 4, `error_fd` (or, when -1, this process's stderr) as its stderr,
 /// this process's stdin, stdout and working directory as they are now, and `length` bytes of
 /// NUL-terminated entries as its environment; in a process group of its own, killed when the
-/// server ends. Returns 0 with the pid in `pid`, and in `pidfd` the worker's pidfd (close-on-exec)
-/// where the server lets the kernel reap its workers (`pp_pidfd_exit_info_available`), else -1
-/// (then the worker stays until `pp_fork_server_wait` reaps it); a positive errno value when the
-/// request could not be sent (the server is gone), `PP_FORK_SERVER_LOST`, or a negative errno
-/// value when the server could not fork (or the pidfd could not be received).
+/// server ends. Returns 0 with the pid in `pid`; a positive errno value when the request could
+/// not be sent (the server is gone), `PP_FORK_SERVER_LOST`, or a negative errno value when the
+/// server could not fork.
 int pp_fork_server_spawn(int server, int child_fd, int ring_fd, int error_fd, const char *environment,
-                         unsigned long length, pid_t *pid, int *pidfd);
+                         unsigned long length, pid_t *pid);
 
 /// 1 in a worker the fork server forked (killed by its parent-death signal when the server
 /// ends, which it does when the pool's process goes), else 0.
@@ -176,10 +162,9 @@ int pp_forked_by_server(void);
 /// No answer; returns 0, a positive errno value or `PP_FORK_SERVER_LOST`.
 int pp_fork_server_prepare(int server, const char *names, unsigned long length);
 
-/// Asks the fork server to waitpid(`pid`) (with WNOHANG when `nohang`), a worker it spawned
-/// without a pidfd: 0 with the result (the pid, or 0 while it runs) and the raw status; a
-/// positive errno value or `PP_FORK_SERVER_LOST` when the server cannot be reached, a negative
-/// one from waitpid.
+/// Asks the fork server to waitpid(`pid`) (with WNOHANG when `nohang`): 0 with the result (the
+/// pid, or 0 while it runs) and the raw status; a positive errno value or `PP_FORK_SERVER_LOST`
+/// when the server cannot be reached, a negative one from waitpid.
 int pp_fork_server_wait(int server, pid_t pid, int nohang, pid_t *result, int *status);
 
 #endif

@@ -257,15 +257,6 @@ enum Syscall {
     try aboveStandardStreams(try retrying("pidfd_open") { pp_pidfd_open(pid) })
   }
 
-  /// The raw wait status of the process of `pidfd`, kept by the kernel once it is reaped (Linux
-  /// 6.15); nil while there is none yet (it runs, or it exited and is not reaped yet).
-  static func pidfdExitStatus(_ pidfd: Int32) throws(Errno) -> Int32? {
-    var status: Int32 = 0
-    if pp_pidfd_exit_status(pidfd, &status) == 0 { return status }
-    if errno == EAGAIN { return nil }
-    throw Errno(code: errno, call: "ioctl(PIDFD_GET_INFO)")
-  }
-
   /// Sends `signal` to the process of `pidfd`; a process that is already gone is not an error.
   static func signal(pidfd: Int32, _ signal: Int32) {
     _ = pp_pidfd_send_signal(pidfd, signal)

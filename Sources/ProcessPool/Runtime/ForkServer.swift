@@ -8,11 +8,8 @@ import Synchronization
 /// Starts local workers by forking them from a fork server: one process of this executable per
 /// process, started with the first local worker, that stops in the pre-main hook (loaded, linked,
 /// no runtime thread yet) and forks a worker per request, a fraction of the cost of starting the
-/// executable again. The workers are its children. Where a pidfd keeps its process's exit status
-/// once reaped (Linux 6.15), the kernel reaps them as they exit and each comes with its pidfd,
-/// made before it could be reaped: the pool signals it and reads its status through that, without
-/// a request (see `waitPID`). Elsewhere the server reaps a worker when the pool asks: until then
-/// its pid stays its own, and the pool may still signal it.
+/// executable again. The workers are its children, so it also reaps them, when the pool asks
+/// (see `waitPID`): until then a worker's pid stays its own, and the pool may still signal it.
 ///
 /// It ends when this process does (end of stream on its socket), and its workers with it
 /// (their parent-death signal). Where it cannot run, workers are spawned as before.
@@ -35,13 +32,8 @@ enum ForkServer {
 
   private struct State {
     var server: Server?
-    /// The workers that came with a pidfd (the kernel reaps them) and whose status the pool has
-    /// not read yet, counted (a pid may come back once reaped).
-    var reapedByKernel: [pid_t: Int] = [:]
     /// Servers that could not start or died in a row; at `attemptLimit`, no more are tried.
     var failures = 0
-    /// The next server reaps its workers only when asked, whatever the kernel (tests).
-    var waitRequests = false
   }
 
   private static let state = Mutex(State())
@@ -54,13 +46,11 @@ enum ForkServer {
   }
 
   enum Outcome {
-    /// With its pidfd where the kernel reaps it (its pid alone is then not safe to use).
-    case forked(pid_t, pidfd: Int32?)
+    case forked(pid_t)
     /// The server could not fork (no memory, too many processes).
     case failed(Errno)
-    /// The server died before or while it handled the request: whether a worker started is
-    /// unknown, so the worker's descriptors must not be reused; the caller tries again (with a
-    /// new server, up to `attemptLimit` in a row).
+    /// The server died while it handled the request: whether a worker started is unknown, so
+    /// the worker's descriptors must not be reused.
     case lost
     /// No server can run: spawn the worker instead.
     case unavailable
@@ -86,52 +76,29 @@ enum ForkServer {
         }
         guard rc == 0 else {
           stop(&state)
-          return .lost
+          return rc == PP_FORK_SERVER_LOST ? .lost : .unavailable
         }
         state.server!.prepared.formUnion(names)
       }
       var pid: pid_t = 0
-      var pidfd: Int32 = -1
       let rc = environment.withUnsafeBufferPointer { bytes in
-        pp_fork_server_spawn(
-          server.socket, socket, ring, standardError, bytes.baseAddress, UInt(bytes.count), &pid, &pidfd)
+        pp_fork_server_spawn(server.socket, socket, ring, standardError, bytes.baseAddress, UInt(bytes.count), &pid)
       }
       if rc == 0 {
+        state.server!.workers.insert(pid)
         state.failures = 0
-        guard pidfd >= 0 else {
-          state.server!.workers.insert(pid)
-          return .forked(pid, pidfd: nil)
-        }
-        if pidfd <= 2 {
-          // Above the standard streams (see `Syscall.aboveStandardStreams`), or the worker is
-          // killed through it: its pid alone is not safe to use.
-          let received = pidfd
-          defer { Syscall.close(received) }
-          do throws(Errno) {
-            pidfd = try Syscall.retrying("fcntl") { fcntl(received, F_DUPFD_CLOEXEC, 3) }
-          } catch {
-            Syscall.signal(pidfd: received, SIGKILL)
-            return .failed(error)
-          }
-        }
-        state.reapedByKernel[pid, default: 0] += 1
-        return .forked(pid, pidfd: pidfd)
+        return .forked(pid)
       }
       if rc < 0 { return .failed(Errno(code: -rc, call: "fork")) }
-      // Gone (the pool may not have noticed: it reads its workers' statuses from their pidfds):
-      // tried again with a new one.
       stop(&state)
-      return .lost
+      return rc == PP_FORK_SERVER_LOST ? .lost : .unavailable
     }
   }
 
-  /// `waitpid` for a worker: from its pidfd for one the kernel reaps, through its fork server for
-  /// another it forked, else directly. Returns the raw status, or nil with `noHang` while it
-  /// runs. `pidfd`: one the caller holds open for `pid` (the one `spawn` returned, when it did).
+  /// `waitpid` for a worker: through its fork server for one it forked, else directly. Returns
+  /// the raw status, or nil with `noHang` while it runs. `pidfd`: one the caller holds open for
+  /// `pid`, used instead of opening another.
   static func waitPID(_ pid: pid_t, pidfd known: Int32? = nil, noHang: Bool) throws(Errno) -> Int32? {
-    if let known, state.withLock({ $0.reapedByKernel[pid] != nil }) {
-      return try exitStatus(pid, pidfd: known, noHang: noHang)
-    }
     // The server answers one request at a time, for every pool of this process: a worker that
     // takes its time to exit is waited for here, through its pidfd (the caller's, when it has
     // one open), not in the server.
@@ -144,40 +111,6 @@ enum ForkServer {
       if let status = try wait(pid, noHang: true) { return status }
     }
     return try wait(pid, noHang: noHang)
-  }
-
-  /// Reaps a worker whose status is of no interest, its pidfd closed already when
-  /// `pidfdClosed` (a worker the kernel reaps needs nothing more then). It was killed.
-  static func reap(_ pid: pid_t, pidfdClosed: Bool) {
-    if pidfdClosed, state.withLock({ $0.reapedByKernel[pid] != nil }) {
-      forget(pid)
-      return
-    }
-    _ = try? waitPID(pid, noHang: false)
-  }
-
-  /// Drops one count of `pid` from the workers the kernel reaps.
-  private static func forget(_ pid: pid_t) {
-    state.withLock { state in
-      if let count = state.reapedByKernel[pid], count > 1 {
-        state.reapedByKernel[pid] = count - 1
-      } else {
-        state.reapedByKernel[pid] = nil
-      }
-    }
-  }
-
-  /// The status of a worker the kernel reaps, from its pidfd once it exited.
-  private static func exitStatus(_ pid: pid_t, pidfd: Int32, noHang: Bool) throws(Errno) -> Int32? {
-    var exit = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
-    if try Syscall.poll(&exit, 1, timeoutMilliseconds: noHang ? 0 : -1) == 0 { return nil }
-    defer { forget(pid) }
-    // Readable once it exited; the status is there once the kernel has reaped it, a moment later.
-    for _ in 0..<10_000 {
-      if let status = try Syscall.pidfdExitStatus(pidfd) { return status }
-      Syscall.yieldProcessor()
-    }
-    throw Errno(code: ECHILD, call: "ioctl(PIDFD_GET_INFO)")
   }
 
   private static func wait(_ pid: pid_t, noHang: Bool) throws(Errno) -> Int32? {
@@ -209,31 +142,12 @@ enum ForkServer {
       state.server = nil
     }
     guard state.failures < attemptLimit, WorkerSpawner.localEntryAvailable else { return nil }
-    if let server = start(backtraceEntry: backtraceEntry, waitRequests: state.waitRequests) {
+    if let server = start(backtraceEntry: backtraceEntry) {
       state.server = server
       return server
     }
     state.failures += 1
     return nil
-  }
-
-  /// Runs `body` with a new fork server that reaps its workers only when asked, as on kernels
-  /// before 6.15 (the server is replaced before and after; nothing may use it meanwhile but
-  /// `body`). For the tests of that path on a newer kernel.
-  static func withServerReapingOnRequest<T>(_ body: () async throws -> T) async rethrows -> T {
-    state.withLock { state in
-      stop(&state)
-      state.failures = 0
-      state.waitRequests = true
-    }
-    defer {
-      state.withLock { state in
-        stop(&state)
-        state.failures = 0
-        state.waitRequests = false
-      }
-    }
-    return try await body()
   }
 
   /// Ends the server (it may be gone already) and reaps it. Its workers die with it.
@@ -248,7 +162,7 @@ enum ForkServer {
 
   /// Spawns the server: this executable with a `forkserver:<token>` marker and its end of a
   /// socket pair on fd 3, which holds the token.
-  private static func start(backtraceEntry: String?, waitRequests: Bool) -> Server? {
+  private static func start(backtraceEntry: String?) -> Server? {
     guard let ends = try? Syscall.socketPair() else { return nil }
     defer { Syscall.close(ends.1) }
     let token = WorkerSpawner.newToken()
@@ -264,7 +178,6 @@ enum ForkServer {
       WorkerSpawner.environment(
         marker: PP_WORKER_ENV + "=" + PP_FORK_SERVER_MARKER + ":" + token, backtraceEntry: backtraceEntry)
       + ["LD_BIND_NOW=1".utf8CString.map { $0 }]
-      + (waitRequests ? [(PP_FORK_SERVER_WAITS_ENV + "=1").utf8CString.map { $0 }] : [])
     var pointers = environment.map { entry in entry.withUnsafeBufferPointer { strdup($0.baseAddress!) } } + [nil]
     var arguments = [strdup(CommandLine.arguments.first ?? "processpool-worker"), nil]
     defer {

@@ -379,14 +379,14 @@ extension PoolCore {
     if case .retiring = phase { graceful = true }
     let signalTarget = channel.launched ? -channel.pid : channel.pid
     // A worker closes its socket only by exiting, unless it misbehaves: make sure it is dead
-    // before blocking in waitpid. (Through its pidfd, or by its pid, which is not reaped yet and
-    // cannot have been reused; for a launcher, the rest of its process group goes too.)
-    if !graceful || (exited && signalTarget < 0) { channel.signal(SIGKILL, target: signalTarget) }
+    // before blocking in waitpid. (Not reaped yet, so the pid cannot have been reused; for a
+    // launcher, the rest of its process group goes too.)
+    if !graceful || (exited && signalTarget < 0) { Syscall.kill(signalTarget, SIGKILL) }
     var termination: ProcessPoolError.Termination?
     do {
       // Known to have exited: no blocking wait (with SIGCHLD ignored, a blocking waitpid would
       // wait for every other child too).
-      var status = exited ? try ForkServer.waitPID(channel.pid, pidfd: channel.pidfd, noHang: true) : nil
+      var status = exited ? try ForkServer.waitPID(channel.pid, noHang: true) : nil
       if status == nil { status = try ForkServer.waitPID(channel.pid, pidfd: channel.pidfd, noHang: false) }
       if let status { termination = Self.termination(fromWaitStatus: status) }
     } catch {

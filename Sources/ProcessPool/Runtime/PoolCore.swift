@@ -205,14 +205,9 @@ final class PoolCore: Sendable {
           worker: id, worker, launched: workerLauncher.arguments != nil,
           forwardStandardError: configuration.workerStandardError == .forward, poller: poller)
       } catch {
-        // Cannot be watched: stopped and reaped at once, the start failed. (A local worker with
-        // a pidfd was killed through it: its pid alone may no longer be its own.)
-        if workerLauncher.arguments != nil {
-          Syscall.kill(-worker.pid, SIGKILL)
-        } else if worker.pidfd == nil {
-          Syscall.kill(worker.pid, SIGKILL)
-        }
-        ForkServer.reap(worker.pid, pidfdClosed: worker.pidfd != nil)
+        // Cannot be watched: stopped and reaped at once, the start failed.
+        Syscall.kill(workerLauncher.arguments != nil ? -worker.pid : worker.pid, SIGKILL)
+        _ = try? Syscall.waitPID(worker.pid, noHang: false)
         throw SpawnFailure("cannot watch the worker's descriptors", error)
       }
     } catch {

@@ -47,9 +47,7 @@ final class WorkerChannel: Sendable {
   }
 
   /// Takes over the descriptors of `spawned` and watches them in `poller` (keyed by `worker`).
-  /// On failure every descriptor is closed, and a local worker with a pidfd killed through it
-  /// first (its pid may not be safe to use once the kernel reaped it); any other process is the
-  /// caller's to stop.
+  /// On failure every descriptor is closed (the process is the caller's to stop).
   init(
     worker: Int, _ spawned: SpawnedWorker, launched: Bool, forwardStandardError: Bool, poller: EventPoller
   ) throws(Errno) {
@@ -68,7 +66,6 @@ final class WorkerChannel: Sendable {
       if let pidfd { try poller.add(pidfd, .process, worker: worker) }
       if let errorStream { try poller.add(errorStream.fd, .standardError, worker: worker) }
     } catch {
-      if !launched, let pidfd { Syscall.signal(pidfd: pidfd, SIGKILL) }
       closeDescriptors(socket: true)
       throw error
     }

@@ -149,7 +149,6 @@ enum WorkerSpawner {
     let backtrace = command == nil ? backtraceEntry(backtraces: backtraces) : nil
     let environment = Self.environment(marker: marker, backtraceEntry: backtrace)
     var forked: pid_t?
-    var forkedPidfd: Int32?
     // The backtracer's setting is read once, when the runtime starts: a worker that needs
     // another one than the fork server's is spawned.
     if command == nil, let backtrace {
@@ -157,9 +156,7 @@ enum WorkerSpawner {
         socket: ends.1, ring: ring?.fd ?? -1, standardError: errorPipe?.write ?? -1,
         environment: environment.flatMap { $0 }, backtraceEntry: backtrace)
       {
-      case .forked(let pid, let pidfd):
-        forked = pid
-        forkedPidfd = pidfd
+      case .forked(let pid): forked = pid
       case .failed(let error): throw SpawnFailure("cannot start a worker", error)
       // The worker's token may be gone with a worker that died with the server: start over,
       // with new descriptors and a new server (or, after a few, without one).
@@ -182,7 +179,7 @@ enum WorkerSpawner {
     }
     // Without a pidfd (an old kernel, or no descriptor left) the end of the socket says when
     // the worker is gone, as before.
-    let pidfd = forkedPidfd ?? (try? Syscall.pidfdOpen(pid))
+    let pidfd = try? Syscall.pidfdOpen(pid)
     spawned = true
     return SpawnedWorker(pid: pid, socket: parentEnd, ring: ring?.ring, pidfd: pidfd, standardError: errorPipe?.read)
   }
