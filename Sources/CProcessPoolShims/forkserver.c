@@ -230,15 +230,11 @@ int pp_fork_server_run(int sock, int swift_ready) {
     }
 }
 
-// A request and the `length` bytes that follow it, in one message where the socket takes it whole
-// (the server, woken by the header, then finds the rest there instead of sleeping again).
-static int send_request(int server, const struct pp_fs_request *request, const int *fds, int count,
-                        const char *body, size_t length) {
+static int send_request(int server, const struct pp_fs_request *request, const int *fds, int count) {
     char control[CMSG_SPACE(PP_FS_SLOTS * sizeof(int))];
     memset(control, 0, sizeof control);
-    struct iovec parts[2] = {{.iov_base = (void *)request, .iov_len = sizeof *request},
-                             {.iov_base = (void *)body, .iov_len = length}};
-    struct msghdr message = {.msg_iov = parts, .msg_iovlen = length > 0 ? 2 : 1};
+    struct iovec part = {.iov_base = (void *)request, .iov_len = sizeof *request};
+    struct msghdr message = {.msg_iov = &part, .msg_iovlen = 1};
     if (count > 0) {
         message.msg_control = control;
         message.msg_controllen = CMSG_SPACE(count * sizeof(int));
@@ -253,14 +249,10 @@ static int send_request(int server, const struct pp_fs_request *request, const i
         sent = sendmsg(server, &message, MSG_NOSIGNAL);
     } while (sent < 0 && errno == EINTR);
     if (sent <= 0) return sent < 0 ? errno : EPIPE;
-    // The descriptors went with the first byte; the rest is plain bytes.
-    size_t done = (size_t)sent;
-    if (done < sizeof *request) {
-        if (write_all(server, (const char *)request + done, sizeof *request - done) != 0) return PP_FORK_SERVER_LOST;
-        done = sizeof *request;
-    }
-    done -= sizeof *request;
-    if (done < length && write_all(server, body + done, length - done) != 0) return PP_FORK_SERVER_LOST;
+    // The descriptors went with the first byte; the rest of the header is plain bytes.
+    if ((size_t)sent < sizeof *request &&
+        write_all(server, (const char *)request + sent, sizeof *request - (size_t)sent) != 0)
+        return PP_FORK_SERVER_LOST;
     return 0;
 }
 
@@ -288,9 +280,10 @@ int pp_fork_server_spawn(int server, int child_fd, int ring_fd, int error_fd, co
         request.flags |= 1u << PP_FS_CWD;
         fds[count++] = cwd;
     }
-    int rc = send_request(server, &request, fds, count, environment, length);
+    int rc = send_request(server, &request, fds, count);
     if (cwd >= 0) close(cwd);
     if (rc != 0) return rc;
+    if (length > 0 && write_all(server, environment, length) != 0) return PP_FORK_SERVER_LOST;
     struct pp_fs_reply answer;
     if (read_reply(server, &answer) != 0) return PP_FORK_SERVER_LOST;
     if (answer.result < 0) return answer.error != 0 ? -answer.error : -EAGAIN;
@@ -300,12 +293,14 @@ int pp_fork_server_spawn(int server, int child_fd, int ring_fd, int error_fd, co
 
 int pp_fork_server_prepare(int server, const char *names, unsigned long length) {
     struct pp_fs_request request = {PP_FS_PREPARE, 0, 0, 0, length};
-    return send_request(server, &request, NULL, 0, names, length);
+    int rc = send_request(server, &request, NULL, 0);
+    if (rc != 0) return rc;
+    return write_all(server, names, length) == 0 ? 0 : PP_FORK_SERVER_LOST;
 }
 
 int pp_fork_server_wait(int server, pid_t pid, int nohang, pid_t *result, int *status) {
     struct pp_fs_request request = {PP_FS_WAIT, 0, pid, nohang, 0};
-    int rc = send_request(server, &request, NULL, 0, NULL, 0);
+    int rc = send_request(server, &request, NULL, 0);
     if (rc != 0) return rc;
     struct pp_fs_reply answer;
     if (read_reply(server, &answer) != 0) return PP_FORK_SERVER_LOST;
