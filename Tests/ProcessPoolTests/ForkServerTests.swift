@@ -35,6 +35,42 @@ extension WorkerProcessTests {
       }
     }
 
+    @Test func workersThatExitBeforeTheirSpawnIsAnsweredAreReapedWithTheirStatus() async throws {
+      try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+        #expect(try await pool.submit(Square(), 3).value == 9)
+        let server = try #require(ForkServer.current)
+        // No marker in their environment: each exits (76) as soon as it is forked, often before
+        // the server has answered, or while it forks the next one.
+        var spawned: [(pid: pid_t, socket: (Int32, Int32))] = []
+        defer {
+          for worker in spawned {
+            close(worker.socket.0)
+            close(worker.socket.1)
+          }
+        }
+        for _ in 0..<20 {
+          let ends = try Syscall.socketPair()
+          let outcome = ForkServer.spawn(
+            socket: ends.1, ring: -1, standardError: -1, environment: [],
+            backtraceEntry: WorkerSpawner.backtraceEntry(backtraces: false))
+          guard case .forked(let pid) = outcome else {
+            close(ends.0)
+            close(ends.1)
+            Issue.record("the server did not fork: \(outcome)")
+            return
+          }
+          spawned.append((pid, ends))
+        }
+        for worker in spawned {
+          let status = try ForkServer.waitPID(worker.pid, noHang: false)
+          #expect(status.map { PoolCore.termination(fromWaitStatus: $0) } == .exited(PP_EXIT_NO_ENTRY))
+        }
+        // None left as a zombie of the server.
+        let left = Set(LeakCheck.childPIDs(of: server.pid)).intersection(spawned.map(\.pid))
+        #expect(left.isEmpty, "workers left: \(left)")
+      }
+    }
+
     @Test func aForkedWorkerRunsOnOneThread() async throws {
       // Its parent-death signal ends it with its server, so it starts no watchdog thread (a
       // synchronous task runs on the loop's thread: no other thread exists while it runs).
