@@ -72,7 +72,7 @@ extension PoolStateTests {
   @Test func cancelledChunksAreSkippedWithoutAJobAndNoLongerCountAsQueued() throws {
     let machine = Machine { $0.jobsPerWorker = 1 }
     let batch = RecordingBatch(4)
-    machine.event { state, effects in _ = state.submit(batch, now: .now, &effects) }
+    machine.submit(batch)
     batch.sinks[0].cancelAll()
     batch.sinks[1].cancelAll()
     #expect(machine.state.statisticsSnapshot.tasksQueued == 2)
@@ -88,7 +88,7 @@ extension PoolStateTests {
   @Test func aShutdownCancellingFuturesReachesTheChunksStillQueued() throws {
     let machine = Machine { $0.jobsPerWorker = 1 }
     let batch = RecordingBatch(3)
-    machine.event { state, effects in _ = state.submit(batch, now: .now, &effects) }
+    machine.submit(batch)
     let worker = try machine.spawned()
     machine.hello(worker)
     machine.event { state, effects in state.shutdown(cancelFutures: true, now: .now, &effects) }
@@ -101,7 +101,7 @@ extension PoolStateTests {
   @Test func aBrokenPoolFailsTheChunksStillQueued() throws {
     let machine = Machine()
     let batch = RecordingBatch(3)
-    machine.event { state, effects in _ = state.submit(batch, now: .now, &effects) }
+    machine.submit(batch)
     machine.event { state, effects in
       state.breakPool(ProcessPoolError(.brokenPool, "broken on purpose"), &effects)
     }
@@ -113,7 +113,7 @@ extension PoolStateTests {
   @Test func aPutBackJobGoesBeforeTheBatchesQueuedChunks() throws {
     let machine = Machine { $0.jobsPerWorker = 2 }
     let batch = RecordingBatch(3)
-    machine.event { state, effects in _ = state.submit(batch, now: .now, &effects) }
+    machine.submit(batch)
     let worker = try machine.spawned()
     machine.hello(worker)
     #expect(batch.madeJobs == [0, 1])
@@ -132,7 +132,7 @@ extension PoolStateTests {
       $0.jobsPerWorker = 1
     }
     let batch = ChunkKeyedBatch(2)
-    machine.event { state, effects in _ = state.submit(batch, now: .now, &effects) }
+    machine.submit(batch)
     let first = try machine.spawned()
     let second = try machine.spawned()
     machine.hello(first)

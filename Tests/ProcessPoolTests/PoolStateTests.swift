@@ -63,6 +63,12 @@ import Testing
       return jobs
     }
 
+    /// Submits a map's batch of chunks.
+    func submit(_ batch: any JobBatch) {
+      let rejection = event { state, effects in state.submit(batch, now: .now, &effects) }
+      #expect(rejection == nil)
+    }
+
     /// A worker of `launcher` was spawned (as the I/O thread reports it); returns its id and pid.
     func spawned(launcher: Int = 0, initializer: [UInt8]? = nil) throws -> (id: Int, pid: Int32) {
       nextPID += 1

@@ -531,16 +531,22 @@ struct ForgeSharedPlace: ProcessTask {
       frame.appendLittleEndian(offset)
       frame.appendLittleEndian(UInt64(8))
       Frame.finish(at: start, in: &frame)
-      let tail = base.load(as: UInt64.self)
-      let at = ReplyRing.headerPage + Int(tail % UInt64(ReplyRing.capacity))
-      frame.withUnsafeBytes { (base + at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-      pp_store_release_u64(base, tail + UInt64(frame.count))
-      let wake = Frame.bare(.wake)
-      _ = wake.withUnsafeBytes { write(3, $0.baseAddress, $0.count) }
+      publishForged(frame, ring: base)
       usleep(600_000_000)
     }
     return 0
   }
+}
+
+/// Puts `frame` in this worker's reply ring at `ring` (as its writer does, without checking for
+/// room: the ring is empty in these tests) and wakes the parent.
+func publishForged(_ frame: [UInt8], ring: UnsafeMutableRawPointer) {
+  let tail = ring.load(as: UInt64.self)
+  let at = ReplyRing.headerPage + Int(tail % UInt64(ReplyRing.capacity))
+  frame.withUnsafeBytes { (ring + at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+  pp_store_release_u64(ring, tail + UInt64(frame.count))
+  let wake = Frame.bare(.wake)
+  _ = wake.withUnsafeBytes { write(3, $0.baseAddress, $0.count) }
 }
 
 /// Writes a `results` payload whose one block claims, by an escaped length, far more bytes than
@@ -573,12 +579,7 @@ struct ForgeEscapedLength: ProcessTask {
     payload.append(contentsOf: [UInt8](repeating: 0, count: 8))
     payload.withUnsafeBytes { region.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
     let frame = SharedValues.frame(.resultsShared, id: 1, SharedValues.Span(offset: 0, length: payload.count))
-    let tail = ring.load(as: UInt64.self)
-    let at = ReplyRing.headerPage + Int(tail % UInt64(ReplyRing.capacity))
-    frame.withUnsafeBytes { (ring + at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-    pp_store_release_u64(ring, tail + UInt64(frame.count))
-    let wake = Frame.bare(.wake)
-    _ = wake.withUnsafeBytes { write(3, $0.baseAddress, $0.count) }
+    publishForged(frame, ring: ring)
     _exit(0)
   }
 }
