@@ -18,6 +18,7 @@ extension PoolCore {
     }
     assert(leftover.isEmpty, "worker channels left open when the I/O thread ends")
     for channel in leftover { channel.close() }
+    ForkServer.unwatch(poller)
     poller.close()
     closeWakeChannel()
     state.withLock {
@@ -57,6 +58,8 @@ extension PoolCore {
     var served = false
     /// Reaped: its channel is closed.
     var gone = false
+    /// Its socket ended before its process did: it is reaped at its exit (its pidfd's event).
+    var socketEnded = false
     init(_ channel: WorkerChannel) {
       self.channel = channel
       ring = channel.ring.map { ReplyRing.Reader($0) }
@@ -68,6 +71,13 @@ extension PoolCore {
   /// read, so a worker that is busy but waits its turn for a core (hundreds of workers on a
   /// few cores) stays hot.
   private static let quietBeforeWaking = Duration.milliseconds(10)
+
+  /// A worker whose status the fork server has yet to send.
+  private struct PendingReap {
+    let channel: WorkerChannel
+    let phase: WorkerSlot.Phase?
+    let request: ForkServer.Request
+  }
 
   /// The loop proper; its locals are released when it returns.
   private func serveWorkers(_ poller: EventPoller, wake: Int32) {
@@ -84,10 +94,13 @@ extension PoolCore {
     // for it pays. A pipeline (several results, or jobs still queued at the worker) keeps this
     // thread awake anyway and needs the processors for the workers' jobs.
     var oneAtATime = false
+    // Forks and reaps asked of the fork server: this thread goes on while it works.
+    var spawns = SpawnsInFlight()
+    var reaps: [PendingReap] = []
     while true {
-      for channel in spawnPendingWorkers(poller) { readers[channel.worker] = Reader(channel) }
+      for channel in spawnPendingWorkers(poller, pending: &spawns) { readers[channel.worker] = Reader(channel) }
       let stopped = state.withLock { $0.lifecycle == .stopped && $0.workers.isEmpty }
-      if stopped { break }
+      if stopped && spawns.isEmpty && reaps.isEmpty { break }
       // Replies a busy worker published while this thread was awake are taken without
       // sleeping; one published after the flag is up makes the worker send a `wake` frame.
       var timeout = Self.milliseconds(until: nextDeadline)
@@ -102,12 +115,17 @@ extension PoolCore {
       let count = events.withUnsafeMutableBufferPointer { poller.wait(into: $0, timeoutMilliseconds: timeout) }
       for reader in hot { reader.ring?.ring.setParentSleeping(false) }
       touched.removeAll(keepingCapacity: true)
+      var serverAnswered = false
       // Stderr first: a dying worker's last words are read before its death is handled.
       for event in events[0..<count] {
         let (source, worker) = EventPoller.decode(event.data)
         if source == .wake {
           drainWakeChannel(wake)
           deadlinesDue = true
+          continue
+        }
+        if worker == 0 {
+          serverAnswered = true
           continue
         }
         guard let reader = readers[worker] else { continue }
@@ -148,8 +166,10 @@ extension PoolCore {
           reader.ring?.ring.setParentSleeping(false)
           hot.append(reader)
         }
-        serve(reader, readers: &readers)
+        serve(reader, readers: &readers, poller, reaps: &reaps)
       }
+      if serverAnswered { ForkServer.collect(by: ObjectIdentifier(self)) }
+      if !reaps.isEmpty { finishReaps(&reaps) }
       for reader in hot where !reader.served {
         // No event: its ring alone.
         _ = read(reader, readable: false)
@@ -196,7 +216,8 @@ extension PoolCore {
 
   /// Reads a worker that has events: its socket and ring, all of it once it exited, then reaps
   /// it at its end.
-  private func serve(_ reader: Reader, readers: inout [Int: Reader]) {
+  private func serve(_ reader: Reader, readers: inout [Int: Reader], _ poller: EventPoller, reaps: inout [PendingReap])
+  {
     reader.served = true
     var open = read(reader, readable: true)
     if reader.exited {
@@ -210,9 +231,27 @@ extension PoolCore {
       open = false
     }
     guard !open else { return }
+    if !reader.exited, reader.channel.pidfd != nil, !reader.channel.launched {
+      // Its exit follows (a worker closes its socket by exiting): reaped then, without waiting
+      // for it here. Its socket, at its end, is watched no more.
+      if !reader.socketEnded {
+        reader.socketEnded = true
+        poller.remove(reader.channel.socket)
+        // Unless it is retiring, it is killed, as `reap` would.
+        let worker = reader.channel.worker
+        let retiring = state.withLock { state in
+          guard let index = state.index(ofWorker: worker), case .retiring = state.workers[index].phase else {
+            return false
+          }
+          return true
+        }
+        if !retiring { Syscall.kill(reader.channel.pid, SIGKILL) }
+      }
+      return
+    }
     reader.gone = true
     readers[reader.channel.worker] = nil
-    reap(reader.channel, exited: reader.exited)
+    reap(reader.channel, exited: reader.exited, poller, reaps: &reaps)
   }
 
   /// Reads what the socket has (when `readable`) and handles it together with what the reply
@@ -373,7 +412,9 @@ extension PoolCore {
 
   /// The worker exited, or its socket ended: make sure the process is gone, collect its
   /// status, hand it to the state with the tail of its stderr for the errors its death causes.
-  private func reap(_ channel: WorkerChannel, exited: Bool) {
+  /// A worker of the fork server that exited is reaped by it while this thread goes on
+  /// (`reaps`, until its answer).
+  private func reap(_ channel: WorkerChannel, exited: Bool, _ poller: EventPoller, reaps: inout [PendingReap]) {
     let phase = state.withLock { $0.workerEnded(worker: channel.worker) }
     var graceful = false
     if case .retiring = phase { graceful = true }
@@ -382,10 +423,25 @@ extension PoolCore {
     // before blocking in waitpid. (Not reaped yet, so the pid cannot have been reused; for a
     // launcher, the rest of its process group goes too.)
     if !graceful || (exited && signalTarget < 0) { Syscall.kill(signalTarget, SIGKILL) }
+    // Known to have exited: no blocking wait (with SIGCHLD ignored, a blocking waitpid would
+    // wait for every other child too).
+    if exited,
+      let request = ForkServer.requestWait(
+        channel.pid, noHang: true, poller: poller, owner: ObjectIdentifier(self),
+        wake: { [weak self] in self?.wakeIOThread() })
+    {
+      // Both stay ready until the channel is closed: not watched meanwhile.
+      poller.remove(channel.socket)
+      if let pidfd = channel.pidfd { poller.remove(pidfd) }
+      guard let answer = request.answer else {
+        reaps.append(PendingReap(channel: channel, phase: phase, request: request))
+        return
+      }
+      finishReap(channel, phase: phase, answer)
+      return
+    }
     var termination: ProcessPoolError.Termination?
     do {
-      // Known to have exited: no blocking wait (with SIGCHLD ignored, a blocking waitpid would
-      // wait for every other child too).
       var status = exited ? try ForkServer.waitPID(channel.pid, noHang: true) : nil
       if status == nil { status = try ForkServer.waitPID(channel.pid, pidfd: channel.pidfd, noHang: false) }
       if let status { termination = Self.termination(fromWaitStatus: status) }
@@ -393,6 +449,42 @@ extension PoolCore {
       // ECHILD: SIGCHLD is ignored here, so the system reaped the worker and kept no status.
       termination = nil
     }
+    workerReaped(channel, phase: phase, termination: termination)
+  }
+
+  /// Hands the state the reaps the fork server answered.
+  private func finishReaps(_ reaps: inout [PendingReap]) {
+    var index = 0
+    while index < reaps.count {
+      guard let answer = reaps[index].request.answer else {
+        index += 1
+        continue
+      }
+      let reap = reaps.remove(at: index)
+      finishReap(reap.channel, phase: reap.phase, answer)
+    }
+  }
+
+  private func finishReap(_ channel: WorkerChannel, phase: WorkerSlot.Phase?, _ answer: ForkServer.Request.Answer) {
+    var termination: ProcessPoolError.Termination?
+    switch answer {
+    case .waited(let status?):
+      termination = Self.termination(fromWaitStatus: status)
+    case .waited(nil):
+      // Still there (its pidfd said otherwise): waited for.
+      let status = try? ForkServer.waitPID(channel.pid, pidfd: channel.pidfd, noHang: false)
+      termination = status.map(Self.termination(fromWaitStatus:))
+    case .failed, .lost, .forked:
+      // Gone with a lost server, or already reaped: no status.
+      termination = nil
+    }
+    workerReaped(channel, phase: phase, termination: termination)
+  }
+
+  /// The worker was reaped: the state lets it go, with the tail of its stderr.
+  private func workerReaped(
+    _ channel: WorkerChannel, phase: WorkerSlot.Phase?, termination: ProcessPoolError.Termination?
+  ) {
     // Reaped: everything it wrote is in the pipe now.
     let report = channel.errorStream?.finish()
     // The state lets the worker go and asks for its channel to be closed.
