@@ -106,7 +106,10 @@ extension PoolCore {
       var timeout = Self.milliseconds(until: nextDeadline)
       // A busy worker's reply may be microseconds away: looking for it a little is cheaper than
       // sleeping and being woken for it.
-      if timeout != 0 && oneAtATime && spin.look(until: { hot.contains { $0.ring?.hasFrames == true } }) {
+      // Not while the fork server works for this pool: its answer is what comes next.
+      if timeout != 0 && oneAtATime && spawns.forks.isEmpty && reaps.isEmpty
+        && spin.look(until: { hot.contains { $0.ring?.hasFrames == true } })
+      {
         timeout = 0
       }
       for reader in hot { reader.ring?.ring.setParentSleeping(true) }
