@@ -1,3 +1,4 @@
+import CProcessPoolShims
 import Testing
 
 @testable import ProcessPool
@@ -72,6 +73,58 @@ extension WorkerProcessTests.ForkServerTests {
       #expect(replacement.pid != server.pid)
       #expect(Self.parent(of: pid) == replacement.pid)
     }
+  }
+
+  @Test func onlyAPollerWaitingForAnAnswerIsWokenByIt() async throws {
+    // One server for every pool: an answer wakes the pool that asked, not an idle one.
+    try await withPool(.workers(1)) { (pool: ProcessPoolExecutor) async throws in
+      #expect(try await pool.submit(Square(), 3).value == 9)
+    }
+    let check = LeakCheck()
+    let asking = try EventPoller()
+    let idle = try EventPoller()
+    var events = [pp_epoll_event](repeating: pp_epoll_event(), count: 4)
+    var sockets: [(Int32, Int32)] = []
+    var pids: [pid_t] = []
+    for poller in [idle, asking] {
+      // Workers without a marker exit as soon as they are forked.
+      let ends = try Syscall.socketPair()
+      sockets.append(ends)
+      let submission = ForkServer.requestSpawn(
+        socket: ends.1, ring: -1, standardError: -1, environment: [],
+        backtraceEntry: WorkerSpawner.backtraceEntry(backtraces: false), poller: poller)
+      guard case .sent(let request) = submission else {
+        Issue.record("the request was not sent: \(submission)")
+        break
+      }
+      // Its poller is woken by its answer (left unread until then), and only its.
+      let woken = events.withUnsafeMutableBufferPointer { poller.wait(into: $0, timeoutMilliseconds: 30_000) }
+      #expect(woken == 1)
+      if poller === asking {
+        #expect(events.withUnsafeMutableBufferPointer { idle.wait(into: $0, timeoutMilliseconds: 0) } == 0)
+      }
+      ForkServer.collect(by: nil)
+      guard case .forked(let pid) = request.answer else {
+        Issue.record("answered \(String(describing: request.answer))")
+        break
+      }
+      pids.append(pid)
+      // Answered: no longer watched.
+      #expect(events.withUnsafeMutableBufferPointer { poller.wait(into: $0, timeoutMilliseconds: 0) } == 0)
+    }
+    for pid in pids {
+      let status = try ForkServer.waitPID(pid, noHang: false)
+      #expect(status.map { PoolCore.termination(fromWaitStatus: $0) } == .exited(PP_EXIT_NO_ENTRY))
+    }
+    for ends in sockets {
+      close(ends.0)
+      close(ends.1)
+    }
+    ForkServer.unwatch(asking)
+    ForkServer.unwatch(idle)
+    asking.close()
+    idle.close()
+    check.verify()
   }
 
   @Test func aServerKilledWhileWorkersAreReplacedBreaksNoOtherTask() async throws {

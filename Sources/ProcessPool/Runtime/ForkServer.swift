@@ -37,9 +37,11 @@ enum ForkServer {
     /// The requests sent to the server and not answered yet, oldest first: it answers them in
     /// that order, whichever pool sent them.
     var pending: [Request] = []
-    /// The pollers (epoll descriptors) that watch the server's socket: each I/O thread that
-    /// waits for an answer is woken when one comes, and reads every answer there is.
-    var watchers: Set<Int32> = []
+    /// The pollers (epoll descriptors) that watch the server's socket, with the number of their
+    /// requests in flight: each I/O thread that waits for an answer is woken when one comes, and
+    /// reads every answer there is. A poller stops watching when it waits for none, so a pool
+    /// with nothing asked is not woken for another's answers.
+    var watchers: [Int32: Int] = [:]
   }
 
   private static let state = Mutex(State())
@@ -87,12 +89,15 @@ enum ForkServer {
     fileprivate let owner: ObjectIdentifier?
     /// Wakes the owner's I/O thread when another thread read the answer.
     fileprivate let wake: (@Sendable () -> Void)?
+    /// The poller that watches the server's socket for it.
+    fileprivate let watcher: EventPoller?
     private let result = Mutex<Answer?>(nil)
 
-    fileprivate init(waited: pid_t?, owner: ObjectIdentifier?, wake: (@Sendable () -> Void)?) {
+    fileprivate init(waited: pid_t?, owner: ObjectIdentifier?, wake: (@Sendable () -> Void)?, watcher: EventPoller?) {
       self.waited = waited
       self.owner = owner
       self.wake = wake
+      self.watcher = watcher
     }
 
     /// The server's answer, nil until it came.
@@ -150,9 +155,9 @@ enum ForkServer {
         stop(&state)
         return rc == PP_FORK_SERVER_LOST ? .lost : .unavailable
       }
-      let request = Request(waited: nil, owner: owner, wake: wake)
+      let request = Request(waited: nil, owner: owner, wake: wake, watcher: poller)
       state.pending.append(request)
-      if let poller { watch(poller, for: request, &state) }
+      watch(for: request, &state)
       return .sent(request)
     }
   }
@@ -185,7 +190,7 @@ enum ForkServer {
     state.withLock { state in
       guard let server = state.server, server.generation == pp_fork_generation(), server.workers.contains(pid)
       else { return nil }
-      let request = Request(waited: pid, owner: owner, wake: wake)
+      let request = Request(waited: pid, owner: owner, wake: wake, watcher: poller)
       guard makeRoom(&state) else {
         request.answer(.lost, readBy: owner)
         return request
@@ -196,7 +201,7 @@ enum ForkServer {
         return request
       }
       state.pending.append(request)
-      if let poller { watch(poller, for: request, &state) }
+      watch(for: request, &state)
       return request
     }
   }
@@ -212,7 +217,7 @@ enum ForkServer {
   /// Stops watching the server's socket in `poller` (before the poller is closed).
   static func unwatch(_ poller: EventPoller) {
     state.withLock { state in
-      guard state.watchers.remove(poller.fd) != nil, let server = state.server else { return }
+      guard state.watchers.removeValue(forKey: poller.fd) != nil, let server = state.server else { return }
       poller.remove(server.socket)
     }
   }
@@ -280,6 +285,14 @@ enum ForkServer {
       return false
     }
     let request = state.pending.removeFirst()
+    if let poller = request.watcher, let count = state.watchers[poller.fd] {
+      if count > 1 {
+        state.watchers[poller.fd] = count - 1
+      } else {
+        state.watchers[poller.fd] = nil
+        poller.remove(server.socket)
+      }
+    }
     let answer: Request.Answer
     if let pid = request.waited {
       if result != 0 { state.server!.workers.remove(pid) }
@@ -299,15 +312,19 @@ enum ForkServer {
     return true
   }
 
-  /// Watches the server's socket in `poller` (once) for `request`'s answer; where it cannot, the
-  /// answer is waited for now.
-  private static func watch(_ poller: EventPoller, for request: Request, _ state: inout State) {
-    guard let server = state.server, !state.watchers.contains(poller.fd) else { return }
+  /// Watches the server's socket in the poller of `request` (if any) until its answer; where it
+  /// cannot, the answer is waited for now.
+  private static func watch(for request: Request, _ state: inout State) {
+    guard let poller = request.watcher, let server = state.server else { return }
+    if let count = state.watchers[poller.fd] {
+      state.watchers[poller.fd] = count + 1
+      return
+    }
     guard (try? poller.add(server.socket, .socket, worker: 0)) != nil else {
       while request.answer == nil && readAnswer(&state, nonBlocking: false, by: request.owner) {}
       return
     }
-    state.watchers.insert(poller.fd)
+    state.watchers[poller.fd] = 1
   }
 
   /// The server, started if none runs (nil if it cannot be).
@@ -320,7 +337,7 @@ enum ForkServer {
       state.server = nil
       // The pollers and requests are the other process's (removing the socket from a poller
       // would remove it from that process's: the epoll instance is shared).
-      state.watchers = []
+      state.watchers = [:]
       state.pending = []
     }
     guard state.failures < attemptLimit, WorkerSpawner.localEntryAvailable else { return nil }
@@ -339,10 +356,10 @@ enum ForkServer {
     state.server = nil
     state.failures += 1
     // Removed before the socket is closed: its number may be reused at once.
-    for watcher in state.watchers {
+    for watcher in state.watchers.keys {
       _ = try? Syscall.epollControl(watcher, EPOLL_CTL_DEL, server.socket, events: 0, data: 0)
     }
-    state.watchers = []
+    state.watchers = [:]
     let pending = state.pending
     state.pending = []
     for request in pending { request.answer(.lost, readBy: nil) }
