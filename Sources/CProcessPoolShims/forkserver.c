@@ -256,10 +256,8 @@ static int send_request(int server, const struct pp_fs_request *request, const i
     return 0;
 }
 
-static int read_reply(int server, struct pp_fs_reply *answer) { return read_all(server, answer, sizeof *answer); }
-
-int pp_fork_server_spawn(int server, int child_fd, int ring_fd, int error_fd, const char *environment,
-                         unsigned long length, pid_t *pid) {
+int pp_fork_server_send_spawn(int server, int child_fd, int ring_fd, int error_fd, const char *environment,
+                              unsigned long length) {
     struct pp_fs_request request = {PP_FS_SPAWN, 0, 0, 0, length};
     int slots[PP_FS_SLOTS] = {child_fd, ring_fd, 0, 1, error_fd >= 0 ? error_fd : 2, -1};
     int fds[PP_FS_SLOTS];
@@ -284,10 +282,6 @@ int pp_fork_server_spawn(int server, int child_fd, int ring_fd, int error_fd, co
     if (cwd >= 0) close(cwd);
     if (rc != 0) return rc;
     if (length > 0 && write_all(server, environment, length) != 0) return PP_FORK_SERVER_LOST;
-    struct pp_fs_reply answer;
-    if (read_reply(server, &answer) != 0) return PP_FORK_SERVER_LOST;
-    if (answer.result < 0) return answer.error != 0 ? -answer.error : -EAGAIN;
-    *pid = answer.result;
     return 0;
 }
 
@@ -298,14 +292,24 @@ int pp_fork_server_prepare(int server, const char *names, unsigned long length) 
     return write_all(server, names, length) == 0 ? 0 : PP_FORK_SERVER_LOST;
 }
 
-int pp_fork_server_wait(int server, pid_t pid, int nohang, pid_t *result, int *status) {
+int pp_fork_server_send_wait(int server, pid_t pid, int nohang) {
     struct pp_fs_request request = {PP_FS_WAIT, 0, pid, nohang, 0};
-    int rc = send_request(server, &request, NULL, 0);
-    if (rc != 0) return rc;
+    return send_request(server, &request, NULL, 0);
+}
+
+int pp_fork_server_read_reply(int server, int nonblocking, int *result, int *status, int *error) {
     struct pp_fs_reply answer;
-    if (read_reply(server, &answer) != 0) return PP_FORK_SERVER_LOST;
-    if (answer.result < 0) return answer.error != 0 ? -answer.error : -ECHILD;
+    ssize_t got;
+    do {
+        got = recv(server, &answer, sizeof answer, nonblocking ? MSG_DONTWAIT : 0);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    if (got <= 0) return PP_FORK_SERVER_LOST;
+    // The server writes a reply at once: the rest of one begun is on its way.
+    if ((size_t)got < sizeof answer && read_all(server, (char *)&answer + got, sizeof answer - (size_t)got) != 0)
+        return PP_FORK_SERVER_LOST;
     *result = answer.result;
     *status = answer.status;
-    return 0;
+    *error = answer.error;
+    return 1;
 }

@@ -148,19 +148,19 @@ char *const *pp_environ(void);
 /// pre-main hook, single-threaded, and forks local workers on request over the socket on fd 3.
 #define PP_FORK_SERVER_MARKER "forkserver"
 
-/// What `pp_fork_server_spawn` and `pp_fork_server_wait` return when the request went out but no
-/// answer came (the server died meanwhile): whether it forked is unknown.
+/// What the fork server calls return when the request went out but no answer came (the server
+/// died meanwhile): whether it forked is unknown.
 #define PP_FORK_SERVER_LOST 0x10000
 
 /// Asks the fork server on `server` (a blocking socket) for a worker with `child_fd` on fd 3,
 /// `ring_fd` (when not -1) on 4, `error_fd` (or, when -1, this process's stderr) as its stderr,
 /// this process's stdin, stdout and working directory as they are now, and `length` bytes of
 /// NUL-terminated entries as its environment; in a process group of its own, killed when the
-/// server ends. Returns 0 with the pid in `pid`; a positive errno value when the request could
-/// not be sent (the server is gone), `PP_FORK_SERVER_LOST`, or a negative errno value when the
-/// server could not fork.
-int pp_fork_server_spawn(int server, int child_fd, int ring_fd, int error_fd, const char *environment,
-                         unsigned long length, pid_t *pid);
+/// server ends. Does not wait for the answer (`pp_fork_server_read_reply`: the pid, or -1 and
+/// an errno value). Returns 0; a positive errno value when the request could not be sent (the
+/// server is gone), or `PP_FORK_SERVER_LOST`.
+int pp_fork_server_send_spawn(int server, int child_fd, int ring_fd, int error_fd, const char *environment,
+                              unsigned long length);
 
 /// 1 in a worker the fork server forked (killed by its parent-death signal when the server
 /// ends, which it does when the pool's process goes), else 0.
@@ -171,9 +171,14 @@ int pp_forked_by_server(void);
 /// No answer; returns 0, a positive errno value or `PP_FORK_SERVER_LOST`.
 int pp_fork_server_prepare(int server, const char *names, unsigned long length);
 
-/// Asks the fork server to waitpid(`pid`) (with WNOHANG when `nohang`): 0 with the result (the
-/// pid, or 0 while it runs) and the raw status; a positive errno value or `PP_FORK_SERVER_LOST`
-/// when the server cannot be reached, a negative one from waitpid.
-int pp_fork_server_wait(int server, pid_t pid, int nohang, pid_t *result, int *status);
+/// Asks the fork server to waitpid(`pid`) (with WNOHANG when `nohang`), without waiting for the
+/// answer (`pp_fork_server_read_reply`: the pid, or 0 while it runs, or -1 and an errno value;
+/// and the raw status). Returns 0, a positive errno value or `PP_FORK_SERVER_LOST`.
+int pp_fork_server_send_wait(int server, pid_t pid, int nohang);
+
+/// Reads the fork server's next answer (they come in the order of the requests): 1 with its
+/// result, status and errno value; 0 when none is there yet and `nonblocking`;
+/// `PP_FORK_SERVER_LOST` when the server is gone.
+int pp_fork_server_read_reply(int server, int nonblocking, int *result, int *status, int *error);
 
 #endif

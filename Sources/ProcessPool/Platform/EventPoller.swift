@@ -37,14 +37,15 @@ final class EventPoller: Sendable {
       fd, EPOLL_CTL_ADD, descriptor, events: events, data: Self.data(source, worker: worker))
   }
 
-  /// Changes the events watched on a descriptor added before.
+  /// Changes the events watched on a descriptor added before (nothing if it is watched no more:
+  /// a worker's socket once it ended, while the worker is reaped).
   func modify(_ descriptor: Int32, _ source: Source, worker: Int, events: UInt32) {
-    // Fails only for a descriptor not added, which is a bug of ours.
     do {
       try Syscall.epollControl(
         fd, EPOLL_CTL_MOD, descriptor, events: events, data: Self.data(source, worker: worker))
     } catch {
-      preconditionFailure("epoll_ctl(MOD, \(descriptor)): \(error)")
+      // Any other failure is a bug of ours.
+      precondition(error.code == ENOENT, "epoll_ctl(MOD, \(descriptor)): \(error)")
     }
   }
 

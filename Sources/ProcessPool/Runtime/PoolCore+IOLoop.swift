@@ -18,6 +18,7 @@ extension PoolCore {
     }
     assert(leftover.isEmpty, "worker channels left open when the I/O thread ends")
     for channel in leftover { channel.close() }
+    ForkServer.unwatch(poller)
     poller.close()
     closeWakeChannel()
     state.withLock {
@@ -57,6 +58,8 @@ extension PoolCore {
     var served = false
     /// Reaped: its channel is closed.
     var gone = false
+    /// Its socket ended before its process did: it is reaped at its exit (its pidfd's event).
+    var socketEnded = false
     init(_ channel: WorkerChannel) {
       self.channel = channel
       ring = channel.ring.map { ReplyRing.Reader($0) }
@@ -84,16 +87,22 @@ extension PoolCore {
     // for it pays. A pipeline (several results, or jobs still queued at the worker) keeps this
     // thread awake anyway and needs the processors for the workers' jobs.
     var oneAtATime = false
+    // Forks and reaps asked of the fork server: this thread goes on while it works.
+    var spawns = SpawnsInFlight()
+    var reaps: [PendingReap] = []
     while true {
-      for channel in spawnPendingWorkers(poller) { readers[channel.worker] = Reader(channel) }
+      for channel in spawnPendingWorkers(poller, pending: &spawns) { readers[channel.worker] = Reader(channel) }
       let stopped = state.withLock { $0.lifecycle == .stopped && $0.workers.isEmpty }
-      if stopped { break }
+      if stopped && spawns.isEmpty && reaps.isEmpty { break }
       // Replies a busy worker published while this thread was awake are taken without
       // sleeping; one published after the flag is up makes the worker send a `wake` frame.
       var timeout = Self.milliseconds(until: nextDeadline)
       // A busy worker's reply may be microseconds away: looking for it a little is cheaper than
       // sleeping and being woken for it.
-      if timeout != 0 && oneAtATime && spin.look(until: { hot.contains { $0.ring?.hasFrames == true } }) {
+      // Not while the fork server works for this pool: its answer is what comes next.
+      if timeout != 0 && oneAtATime && spawns.forks.isEmpty && reaps.isEmpty
+        && spin.look(until: { hot.contains { $0.ring?.hasFrames == true } })
+      {
         timeout = 0
       }
       for reader in hot { reader.ring?.ring.setParentSleeping(true) }
@@ -102,12 +111,17 @@ extension PoolCore {
       let count = events.withUnsafeMutableBufferPointer { poller.wait(into: $0, timeoutMilliseconds: timeout) }
       for reader in hot { reader.ring?.ring.setParentSleeping(false) }
       touched.removeAll(keepingCapacity: true)
+      var serverAnswered = false
       // Stderr first: a dying worker's last words are read before its death is handled.
       for event in events[0..<count] {
         let (source, worker) = EventPoller.decode(event.data)
         if source == .wake {
           drainWakeChannel(wake)
           deadlinesDue = true
+          continue
+        }
+        if worker == 0 {
+          serverAnswered = true
           continue
         }
         guard let reader = readers[worker] else { continue }
@@ -148,8 +162,10 @@ extension PoolCore {
           reader.ring?.ring.setParentSleeping(false)
           hot.append(reader)
         }
-        serve(reader, readers: &readers)
+        serve(reader, readers: &readers, poller, reaps: &reaps)
       }
+      if serverAnswered { ForkServer.collect(by: ObjectIdentifier(self)) }
+      if !reaps.isEmpty { finishReaps(&reaps) }
       for reader in hot where !reader.served {
         // No event: its ring alone.
         _ = read(reader, readable: false)
@@ -196,7 +212,8 @@ extension PoolCore {
 
   /// Reads a worker that has events: its socket and ring, all of it once it exited, then reaps
   /// it at its end.
-  private func serve(_ reader: Reader, readers: inout [Int: Reader]) {
+  private func serve(_ reader: Reader, readers: inout [Int: Reader], _ poller: EventPoller, reaps: inout [PendingReap])
+  {
     reader.served = true
     var open = read(reader, readable: true)
     if reader.exited {
@@ -210,9 +227,27 @@ extension PoolCore {
       open = false
     }
     guard !open else { return }
+    if !reader.exited, reader.channel.pidfd != nil, !reader.channel.launched {
+      // Its exit follows (a worker closes its socket by exiting): reaped then, without waiting
+      // for it here. Its socket, at its end, is watched no more.
+      if !reader.socketEnded {
+        reader.socketEnded = true
+        poller.remove(reader.channel.socket)
+        // Unless it is retiring, it is killed, as `reap` would.
+        let worker = reader.channel.worker
+        let retiring = state.withLock { state in
+          guard let index = state.index(ofWorker: worker), case .retiring = state.workers[index].phase else {
+            return false
+          }
+          return true
+        }
+        if !retiring { Syscall.kill(reader.channel.pid, SIGKILL) }
+      }
+      return
+    }
     reader.gone = true
     readers[reader.channel.worker] = nil
-    reap(reader.channel, exited: reader.exited)
+    reap(reader.channel, exited: reader.exited, poller, reaps: &reaps)
   }
 
   /// Reads what the socket has (when `readable`) and handles it together with what the reply
@@ -369,68 +404,6 @@ extension PoolCore {
       let source = kind == .resultsOnSocket || kind == .resultsShared ? "ring" : "parent's"
       throw WireError("the worker sent a \(source) frame on its socket")
     }
-  }
-
-  /// The worker exited, or its socket ended: make sure the process is gone, collect its
-  /// status, hand it to the state with the tail of its stderr for the errors its death causes.
-  private func reap(_ channel: WorkerChannel, exited: Bool) {
-    let phase = state.withLock { $0.workerEnded(worker: channel.worker) }
-    var graceful = false
-    if case .retiring = phase { graceful = true }
-    let signalTarget = channel.launched ? -channel.pid : channel.pid
-    // A worker closes its socket only by exiting, unless it misbehaves: make sure it is dead
-    // before blocking in waitpid. (Not reaped yet, so the pid cannot have been reused; for a
-    // launcher, the rest of its process group goes too.)
-    if !graceful || (exited && signalTarget < 0) { Syscall.kill(signalTarget, SIGKILL) }
-    var termination: ProcessPoolError.Termination?
-    do {
-      // Known to have exited: no blocking wait (with SIGCHLD ignored, a blocking waitpid would
-      // wait for every other child too).
-      var status = exited ? try ForkServer.waitPID(channel.pid, noHang: true) : nil
-      if status == nil { status = try ForkServer.waitPID(channel.pid, pidfd: channel.pidfd, noHang: false) }
-      if let status { termination = Self.termination(fromWaitStatus: status) }
-    } catch {
-      // ECHILD: SIGCHLD is ignored here, so the system reaped the worker and kept no status.
-      termination = nil
-    }
-    // Reaped: everything it wrote is in the pipe now.
-    let report = channel.errorStream?.finish()
-    // The state lets the worker go and asks for its channel to be closed.
-    transition { state, effects in
-      let failuresBefore = effects.failures.count
-      let logsBefore = effects.logs.count
-      state.workerExited(
-        worker: channel.worker, phase: phase ?? .exited, termination: termination, now: .now, &effects)
-      if let report {
-        Self.attach(report, of: channel.pid, to: &effects, failuresFrom: failuresBefore, logsFrom: logsBefore)
-      }
-    }
-    if let missed = channels.withLock({ $0.removeValue(forKey: channel.worker) }) {
-      assertionFailure("the state did not let worker \(channel.worker) go when it was reaped")
-      missed.close()
-    }
-  }
-
-  /// Puts a dead worker's crash report on the errors its death caused (a crash, or a pool it
-  /// broke), and its reason on the log line that reports the death.
-  private static func attach(
-    _ report: String, of pid: Int32, to effects: inout PoolEffects, failuresFrom: Int, logsFrom: Int
-  ) {
-    for index in failuresFrom..<effects.failures.count {
-      let error = effects.failures[index].1
-      guard error.workerPID == pid, error.code == .workerCrashed || error.code == .brokenPool else { continue }
-      effects.failures[index].1.crashReport = report
-    }
-    guard let reason = ProcessPoolError.reason(inReport: report) else { return }
-    for index in logsFrom..<effects.logs.count where effects.logs[index].1.contains("worker \(pid)") {
-      effects.logs[index].1 += ": \(reason)"
-    }
-  }
-
-  static func termination(fromWaitStatus status: Int32) -> ProcessPoolError.Termination {
-    let signal = status & 0x7f
-    if signal == 0 { return .exited((status >> 8) & 0xff) }
-    return .signaled(signal)
   }
 
   private func drainWakeChannel(_ fd: Int32) {

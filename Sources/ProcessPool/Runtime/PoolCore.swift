@@ -24,7 +24,7 @@ final class PoolCore: Sendable {
   /// closes it when it returns; a wake-up writes under the lock, never to a closed descriptor.
   private let wakeChannel = Mutex<(read: Int32, write: Int32)?>(nil)
   /// The id of the last worker spawned (ids start at 1).
-  private let lastWorkerID = Atomic<Int>(0)
+  let lastWorkerID = Atomic<Int>(0)
   let configuration: ProcessPoolExecutor.Configuration
   /// The initializer's `initialize` payload (type name and value), sent first to every worker.
   let initializerPayload: [UInt8]?
@@ -173,57 +173,10 @@ final class PoolCore: Sendable {
 
   /// Set when spawns are queued: the I/O thread looks at the queue only then, not on every pass
   /// (one lock less per pass on the hot path).
-  private let spawnsQueued = Atomic<Bool>(false)
-
-  /// Spawns what `requestSpawns` queued; on the I/O thread. Returns the new workers' channels.
-  func spawnPendingWorkers(_ poller: EventPoller) -> [WorkerChannel] {
-    guard spawnsQueued.exchange(false, ordering: .acquiringAndReleasing) else { return [] }
-    var spawned: [WorkerChannel] = []
-    while true {
-      let launchers = state.withLock { $0.takePendingSpawns() }
-      if launchers.isEmpty { return spawned }
-      for launcher in launchers {
-        if let channel = spawnWorker(launcher: launcher, poller) { spawned.append(channel) }
-      }
-    }
-  }
+  let spawnsQueued = Atomic<Bool>(false)
 
   /// Workers spawned on a thread other than the I/O thread (kept at zero; tests check it).
   let spawnsOffIOThread = Atomic<Int>(0)
-
-  private func spawnWorker(launcher: Int, _ poller: EventPoller) -> WorkerChannel? {
-    if pp_is_io_thread() == 0 { spawnsOffIOThread.add(1, ordering: .relaxed) }
-    let spawnedAt = MonotonicInstant.now
-    let workerLauncher = state.withLock { $0.launchers[launcher] }
-    let channel: WorkerChannel
-    do throws(SpawnFailure) {
-      let worker = try WorkerSpawner.spawn(
-        workerLauncher, standardError: configuration.workerStandardError, backtraces: configuration.workerBacktraces)
-      let id = lastWorkerID.add(1, ordering: .relaxed).newValue
-      do {
-        channel = try WorkerChannel(
-          worker: id, worker, launched: workerLauncher.arguments != nil,
-          forwardStandardError: configuration.workerStandardError == .forward, poller: poller)
-      } catch {
-        // Cannot be watched: stopped and reaped at once, the start failed.
-        Syscall.kill(workerLauncher.arguments != nil ? -worker.pid : worker.pid, SIGKILL)
-        _ = try? Syscall.waitPID(worker.pid, noHang: false)
-        throw SpawnFailure("cannot watch the worker's descriptors", error)
-      }
-    } catch {
-      transition { state, effects in
-        state.spawnFailed(launcher: launcher, error.error, exhausted: error.exhausted, now: .now, &effects)
-      }
-      return nil
-    }
-    channels.withLock { $0[channel.worker] = channel }
-    transition { state, effects in
-      state.workerSpawned(
-        worker: channel.worker, launcher: launcher, pid: channel.pid, spawnedAt: spawnedAt,
-        sharesMemory: channel.ring?.values != nil, initializer: initializerPayload, &effects)
-    }
-    return channel
-  }
 
   /// Starts the I/O thread if it is not running; false (and the pool broken, the spawns of
   /// `launchers` uncounted) if it cannot start.

@@ -18,6 +18,17 @@ struct SpawnedWorker: Sendable {
   let standardError: Int32?
 }
 
+/// A local worker asked of the fork server, before its answer: the parent's ends, held until
+/// then (`WorkerSpawner.finish`).
+struct PendingWorker: Sendable {
+  let request: ForkServer.Request
+  /// The parent's end of its socket (non-blocking, close-on-exec), its token written.
+  let socket: Int32
+  let ring: ReplyRing?
+  /// The read end of its stderr (nil when inherited).
+  let standardError: Int32?
+}
+
 /// Why a worker could not be started.
 struct SpawnFailure: Error {
   let error: ProcessPoolError
@@ -55,20 +66,54 @@ enum WorkerSpawner {
 
   static let localEntryAvailable = pp_worker_entry_available() != 0
 
+  /// Where a spawn stands once `start` returns.
+  enum Start {
+    case spawned(SpawnedWorker)
+    /// Asked of the fork server, which has not answered yet (see `finish`).
+    case pending(PendingWorker)
+  }
+
   /// Starts a worker of `launcher`, with its stderr as `standardError` says. A local worker is
-  /// forked by the fork server where it runs, else spawned.
-  static func spawn(
-    _ launcher: WorkerLauncher, standardError: ProcessPoolExecutor.WorkerStandardError, backtraces: Bool
-  ) throws(SpawnFailure) -> SpawnedWorker {
+  /// forked by the fork server where it runs, else spawned. The fork server's answer is not
+  /// waited for: `poller` is woken when it is there (`wake` is called when another pool's
+  /// thread read it), and `finish` makes the worker of it. `forksInFlight`: the pending spawns
+  /// of the caller, each to open a descriptor (its pidfd) when answered.
+  static func start(
+    _ launcher: WorkerLauncher, standardError: ProcessPoolExecutor.WorkerStandardError, backtraces: Bool,
+    forksInFlight: Int, poller: EventPoller?, owner: ObjectIdentifier?, wake: (@Sendable () -> Void)?
+  ) throws(SpawnFailure) -> Start {
     while true {
-      if let worker = try spawnOnce(launcher, standardError: standardError, backtraces: backtraces) { return worker }
+      if let start = try startOnce(
+        launcher, standardError: standardError, backtraces: backtraces, forksInFlight: forksInFlight, poller: poller,
+        owner: owner, wake: wake)
+      {
+        return start
+      }
     }
   }
 
+  /// The worker a pending spawn became, once its answer is there; nil when the fork server
+  /// died before it answered (whether a worker started is unknown: start over, with new
+  /// descriptors). The descriptors are closed when no worker came.
+  static func finish(_ pending: PendingWorker) throws(SpawnFailure) -> SpawnedWorker? {
+    guard case .forked(let pid) = pending.request.answer else {
+      Syscall.close(pending.socket)
+      if let standardError = pending.standardError { Syscall.close(standardError) }
+      if case .failed(let error) = pending.request.answer { throw SpawnFailure("cannot start a worker", error) }
+      return nil
+    }
+    // Without a pidfd (an old kernel, or no descriptor left) the end of the socket says when
+    // the worker is gone, as before.
+    return SpawnedWorker(
+      pid: pid, socket: pending.socket, ring: pending.ring, pidfd: try? Syscall.pidfdOpen(pid),
+      standardError: pending.standardError)
+  }
+
   /// One attempt; nil when the fork server died while it handled the request.
-  private static func spawnOnce(
-    _ launcher: WorkerLauncher, standardError: ProcessPoolExecutor.WorkerStandardError, backtraces: Bool
-  ) throws(SpawnFailure) -> SpawnedWorker? {
+  private static func startOnce(
+    _ launcher: WorkerLauncher, standardError: ProcessPoolExecutor.WorkerStandardError, backtraces: Bool,
+    forksInFlight: Int, poller: EventPoller?, owner: ObjectIdentifier?, wake: (@Sendable () -> Void)?
+  ) throws(SpawnFailure) -> Start? {
     if pp_started_as_worker() != 0 && !WorkerLoop.isActive.load(ordering: .acquiring) {
       throw SpawnFailure(
         ProcessPoolError(
@@ -88,7 +133,10 @@ enum WorkerSpawner {
     // Descriptors are handed out lowest first, so a new one this close to the limit means all
     // but a few are taken: the pool leaves those to the rest of the program (libdispatch, for
     // one, traps when it cannot open a file) and goes on with the workers it has.
-    if let limit = Syscall.descriptorLimit(), Int(max(ends.0, ends.1)) >= limit - Self.reservedDescriptors {
+    // (The forks in flight will each take one more.)
+    if let limit = Syscall.descriptorLimit(),
+      Int(max(ends.0, ends.1)) >= limit - Self.reservedDescriptors - forksInFlight
+    {
       Syscall.close(ends.0)
       Syscall.close(ends.1)
       throw SpawnFailure(
@@ -152,40 +200,37 @@ enum WorkerSpawner {
     let marker = command == nil ? PP_WORKER_ENV + "=3,4:" + token : launcherMarker
     let backtrace = command == nil ? backtraceEntry(backtraces: backtraces) : nil
     let environment = Self.environment(marker: marker, backtraceEntry: backtrace)
-    var forked: pid_t?
     // The backtracer's setting is read once, when the runtime starts: a worker that needs
     // another one than the fork server's is spawned.
     if command == nil, let backtrace {
-      switch ForkServer.spawn(
+      switch ForkServer.requestSpawn(
         socket: ends.1, ring: ring?.fd ?? -1, standardError: errorPipe?.write ?? -1,
-        environment: environment.flatMap { $0 }, backtraceEntry: backtrace)
+        environment: environment.flatMap { $0 }, backtraceEntry: backtrace, poller: poller, owner: owner, wake: wake)
       {
-      case .forked(let pid): forked = pid
-      case .failed(let error): throw SpawnFailure("cannot start a worker", error)
+      case .sent(let request):
+        spawned = true
+        return .pending(
+          PendingWorker(request: request, socket: parentEnd, ring: ring?.ring, standardError: errorPipe?.read))
       // The worker's token may be gone with a worker that died with the server: start over,
       // with new descriptors and a new server (or, after a few, without one).
       case .lost: return nil
-      case .unavailable: forked = nil
+      case .unavailable: break
       }
     }
     // A launcher whose command line passes the marker on itself (`env PROCESSPOOL_WORKER_FD=stdio
     // app`, and the ssh launcher's remote command) gets this worker's token there too.
-    let pid: pid_t
-    if let forked {
-      pid = forked
-    } else {
-      pid = try posixSpawn(
-        program: command?[0] ?? selfExecutable,
-        arguments: command?.map { $0.replacing(WorkerLauncher.environmentMarker, with: launcherMarker) }
-          ?? [CommandLine.arguments.first ?? "processpool-worker"],
-        launched: command != nil, environment: environment, socket: ends.1, ring: ring?.fd ?? -1,
-        standardError: errorPipe?.write ?? -1)
-    }
+    let pid = try posixSpawn(
+      program: command?[0] ?? selfExecutable,
+      arguments: command?.map { $0.replacing(WorkerLauncher.environmentMarker, with: launcherMarker) }
+        ?? [CommandLine.arguments.first ?? "processpool-worker"],
+      launched: command != nil, environment: environment, socket: ends.1, ring: ring?.fd ?? -1,
+      standardError: errorPipe?.write ?? -1)
     // Without a pidfd (an old kernel, or no descriptor left) the end of the socket says when
     // the worker is gone, as before.
     let pidfd = try? Syscall.pidfdOpen(pid)
     spawned = true
-    return SpawnedWorker(pid: pid, socket: parentEnd, ring: ring?.ring, pidfd: pidfd, standardError: errorPipe?.read)
+    return .spawned(
+      SpawnedWorker(pid: pid, socket: parentEnd, ring: ring?.ring, pidfd: pidfd, standardError: errorPipe?.read))
   }
 
   /// This process's environment for a new process of the pool, each entry with its NUL (bytes
