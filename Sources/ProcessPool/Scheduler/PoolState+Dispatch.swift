@@ -63,10 +63,12 @@ extension PoolState {
   }
 
   private mutating func dispatch(_ effects: inout PoolEffects) {
-    waitsForSharedRoom = false
+    // Whether the next job was left queued for want of room in a worker's shared region (see
+    // `WorkerSlot.hasSharedRoom`): a worker with room for smaller jobs then stays listed.
+    var waitedForRoom = false
     // 1. Idle workers first (CPython reuses an idle worker before starting one).
     while !queue.isEmpty, let index = takeAvailable(holding: 0...0) {
-      fill(index, while: { $0.queue.count > 0 }, &effects)
+      if fill(index, while: { $0.queue.count > 0 }, &effects) == .waitsForRoom { waitedForRoom = true }
       listIfAvailable(index)
     }
     guard !queue.isEmpty else { return }
@@ -92,11 +94,12 @@ extension PoolState {
     //    never waits for a round trip; jobs that new workers will take stay queued.
     let coming = workersComing
     while queue.count > coming, let index = takeAvailable(holding: 0...Int.max) {
-      let assigned = fill(index, while: { $0.queue.count > coming }, &effects)
+      let assignment = fill(index, while: { $0.queue.count > coming }, &effects)
       listIfAvailable(index)
-      if !assigned { break }
+      if assignment == .waitsForRoom { waitedForRoom = true }
+      if assignment != .assigned { break }
     }
-    assert(queue.count <= coming || waitsForSharedRoom || !anyWorkerAvailable, "a worker with room was not listed")
+    assert(queue.count <= coming || waitedForRoom || !anyWorkerAvailable, "a worker with room was not listed")
   }
 
   /// Whether some worker may take a job now, by looking at every one (for assertions only).
@@ -150,30 +153,34 @@ extension PoolState {
   /// Gives `workers[index]` the next job, and a worker with a deep pipeline (fast jobs) more
   /// while `more` holds, up to its depth: one write and one wake-up of the worker for many
   /// jobs, where hundreds of workers on a few processors would otherwise each be woken for
-  /// every job. False when the queue ran dry.
-  @discardableResult
+  /// every job. Says how the last job it looked at went.
   private mutating func fill(
     _ index: Int, while more: (borrowing PoolState) -> Bool, _ effects: inout PoolEffects
-  ) -> Bool {
-    var assigned = assignNext(to: index, &effects)
+  ) -> Assignment {
+    var assignment = assignNext(to: index, &effects)
     let depth = workers[index].pipelineDepth(configuration)
-    guard depth > configuration.jobsPerWorker else { return assigned }
-    while assigned && more(self) && workers[index].inflight.count < depth {
-      assigned = assignNext(to: index, &effects)
+    guard depth > configuration.jobsPerWorker else { return assignment }
+    while assignment == .assigned && more(self) && workers[index].inflight.count < depth {
+      assignment = assignNext(to: index, &effects)
     }
-    return assigned
+    return assignment
   }
 
-  /// Sends the next job that was not cancelled to `workers[index]`; false when the queue ran dry,
-  /// or when the next job waits for room in the worker's shared region (it stays first in the
-  /// queue until a worker with room takes it: one that finishes a job is offered it again).
-  @discardableResult
-  private mutating func assignNext(to index: Int, _ effects: inout PoolEffects) -> Bool {
+  /// How handing a worker the next job went.
+  private enum Assignment {
+    case assigned
+    case queueEmpty
+    /// The next job waits for room in the worker's shared region: it stays first in the queue
+    /// until a worker with room takes it (one that finishes a job is offered it again).
+    case waitsForRoom
+  }
+
+  /// Sends the next job that was not cancelled to `workers[index]`.
+  private mutating func assignNext(to index: Int, _ effects: inout PoolEffects) -> Assignment {
     while let job = queue.popFirst() {
       guard workers[index].hasSharedRoom(for: job) else {
         queue.prepend(CollectionOfOne(job))
-        waitsForSharedRoom = true
-        return false
+        return .waitsForRoom
       }
       guard job.sink.start() else {
         effects.acknowledgedCancels.append(job.sink)
@@ -204,9 +211,9 @@ extension PoolState {
         workers[index].stopSent = true
         effects.writes.append(PoolEffects.Write(worker: workers[index].id, bytes: Frame.bare(.stop)))
       }
-      return true
+      return .assigned
     }
-    return false
+    return .queueEmpty
   }
 
   /// Workers with nothing to do that must go: at their task limit, or the pool is shutting down

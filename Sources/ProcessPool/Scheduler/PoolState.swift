@@ -54,9 +54,6 @@ struct PoolState: ~Copyable {
   private(set) var slotIndex: [Int: Int] = [:]
   /// Workers that may take a job, by how many they hold (dispatch never scans every worker).
   var available = WorkerAvailability()
-  /// Set by a dispatch pass that left the next job queued for want of room in a worker's shared
-  /// region (see `WorkerSlot.hasSharedRoom`), so a worker with room for smaller jobs stays listed.
-  var waitsForSharedRoom = false
   /// Workers alive per launcher (a retiring one too).
   var launcherAlive: [Int]
   /// Of those, workers retired at their task limit (`stop` sent, no work held): they no longer
