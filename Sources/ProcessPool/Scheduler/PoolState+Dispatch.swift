@@ -73,26 +73,11 @@ extension PoolState {
     }
     guard !queue.isEmpty else { return }
     // 2. Start workers for what is left, from the first launchers with room.
-    if canSpawn {
-      var wanted = queue.count - workersComing
-      for launcher in launchers.indices where wanted > 0 && !launcherGivenUp[launcher] {
-        // Never more workers that can run jobs than the launcher allows; a worker retired at its
-        // task limit holds none and is not counted while it exits, but at most as many of those
-        // as the launcher's workers may be alive besides (a bounded overlap of exiting processes).
-        let limit = launchers[launcher].workers
-        let coming = launcherSpawning[launcher]
-        let count = min(
-          wanted, limit - (launcherAlive[launcher] - launcherReplaced[launcher]) - coming,
-          2 * limit - launcherAlive[launcher] - coming)
-        guard count > 0 else { continue }
-        launcherSpawning[launcher] += count
-        effects.spawns += repeatElement(launcher, count: count)
-        wanted -= count
-      }
-    }
+    spawnForQueue(&effects)
     // 3. Pipeline the rest onto busy workers, least loaded first, so a stream of small tasks
     //    never waits for a round trip; jobs that new workers will take stay queued.
     let coming = workersComing
+    let finishing = launcherFinishing
     while queue.count > coming, let index = takeAvailable(holding: 0...Int.max) {
       let assignment = fill(index, while: { $0.queue.count > coming }, &effects)
       listIfAvailable(index)
@@ -100,6 +85,31 @@ extension PoolState {
       if assignment != .assigned { break }
     }
     assert(queue.count <= coming || waitedForRoom || !anyWorkerAvailable, "a worker with room was not listed")
+    // A worker given its last job here is replaced now, not at the next event.
+    if launcherFinishing != finishing && !queue.isEmpty { spawnForQueue(&effects) }
+  }
+
+  /// Spawns workers for the queued jobs that no worker on its way will take, from the first
+  /// launchers with room.
+  private mutating func spawnForQueue(_ effects: inout PoolEffects) {
+    if canSpawn {
+      var wanted = queue.count - workersComing
+      for launcher in launchers.indices where wanted > 0 && !launcherGivenUp[launcher] {
+        // Never more workers that can run jobs than the launcher allows; a worker retired at its
+        // task limit holds none and is not counted while it exits, and one given its last job
+        // is replaced at once: the replacement arrives as a standby and takes work once that
+        // worker retires (see `addSlot`). At most three processes per worker are alive: one
+        // running, one standing by, one exiting (a bounded overlap).
+        let limit = launchers[launcher].workers
+        let coming = launcherSpawning[launcher]
+        let running = launcherAlive[launcher] - launcherReplaced[launcher] - launcherFinishing[launcher]
+        let count = min(wanted, limit - running - coming, 3 * limit - launcherAlive[launcher] - coming)
+        guard count > 0 else { continue }
+        launcherSpawning[launcher] += count
+        effects.spawns += repeatElement(launcher, count: count)
+        wanted -= count
+      }
+    }
   }
 
   /// Whether some worker may take a job now, by looking at every one (for assertions only).
@@ -209,6 +219,8 @@ extension PoolState {
       // when that reply arrives, as a worker stopped when idle is).
       if let limit = configuration.maxTasksPerChild, workers[index].jobsAssigned >= limit {
         workers[index].stopSent = true
+        workers[index].finishing = true
+        launcherFinishing[workers[index].launcher] += 1
         effects.writes.append(PoolEffects.Write(worker: workers[index].id, bytes: Frame.bare(.stop)))
       }
       return .assigned
@@ -237,6 +249,11 @@ extension PoolState {
         statistics.workersRetired += 1
         workers[index].replaced = true
         launcherReplaced[workers[index].launcher] += 1
+        if workers[index].finishing {
+          workers[index].finishing = false
+          launcherFinishing[workers[index].launcher] -= 1
+        }
+        promoteStandby(of: workers[index].launcher)
         retired = true
       }
       if !workers[index].stopSent {
