@@ -32,10 +32,11 @@ extension ProcessPoolExecutor {
     /// workers on other hosts or through a launcher command, or to mix them with local ones;
     /// workers are started from the first launcher with room, in this order.
     public var launchers: [WorkerLauncher] = []
-    /// Replace a worker after it has run this many tasks (a `map` chunk counts as one). The
-    /// replacement starts as soon as the worker is told to stop, while it exits: no more than
-    /// `maxWorkers` workers run tasks, but up to as many retired ones may still be exiting (and
-    /// be listed in ``ProcessPoolExecutor/workerPIDs``).
+    /// Replace a worker after it has run this many tasks (a `map` chunk counts as one). When
+    /// there is more work, the replacement starts as soon as the worker is given its last task
+    /// and stands by until that task is done, so its start-up overlaps the task: no more than
+    /// `maxWorkers` workers run tasks, but a standby and a retired worker that is still exiting
+    /// may be alive besides each (and be listed in ``ProcessPoolExecutor/workerPIDs``).
     public var maxTasksPerChild: Int?
     /// Default per-task time limit; past it the task fails with
     /// ``ProcessPoolError/Code/taskTimedOut`` and its worker is stopped and replaced. Must be

@@ -305,8 +305,9 @@ extension WorkerProcessTests {
         for _ in 0..<4 { pids.append(try await pool.submit(ProcessID(), 0).value) }
         #expect(Set(pids[0..<3]).count == 1)
         #expect(pids[3] != pids[0])
-        // One runs tasks; the worker it replaced may still be exiting (at most one per worker).
-        #expect(pool.workerPIDs.count <= 2)
+        // One runs tasks; its replacement may stand by, and the worker it replaced may still be
+        // exiting (at most three processes per worker).
+        #expect(pool.workerPIDs.count <= 3)
         #expect(pool.statistics.workersRetired == 1)
       }
     }

@@ -394,12 +394,15 @@ import Testing
     _ = machine.submit(3)
     let first = try machine.spawned()
     #expect(machine.running(first).count == 1)  // never more than its limit
+    // Replaced as soon as it has its last job, not once it is done or has exited.
+    #expect(machine.effects.spawns == [0])
     machine.hello(first)
     machine.result(first)
     #expect(machine.slot(first)?.phase == .retiring(from: .ready))
     #expect(machine.queued == 2)
-    // Replaced when told to stop, not once it has exited.
-    #expect(machine.effects.spawns == [0])
+    #expect(machine.effects.spawns.isEmpty)  // its replacement is on its way
+    let second = try machine.spawned()
+    #expect(machine.running(second).count == 1)
     machine.exited(first, .exited(0))
     #expect(machine.effects.spawns.isEmpty)
     #expect(machine.state.statistics.workersRetired == 1)
@@ -413,8 +416,10 @@ import Testing
     }
     _ = machine.submit(3)
     let first = try machine.spawned()
-    // Both of its jobs, then `stop`, in one go: it exits once its last reply is out.
+    // Both of its jobs, then `stop`, in one go: it exits once its last reply is out. Its
+    // replacement starts now, for the third job.
     #expect(Self.kinds(of: machine.effects.writes, to: first) == [.run, .run, .stop])
+    #expect(machine.effects.spawns == [0])
     #expect(machine.slot(first)?.stopSent == true)
     #expect(machine.slot(first)?.phase == .starting(initializer: false, launchDeadline: nil))
     machine.hello(first)
@@ -424,7 +429,7 @@ import Testing
     // Retired (and replaced) as a worker stopped when idle, without another `stop`.
     #expect(machine.slot(first)?.phase == .retiring(from: .ready))
     #expect(Self.kinds(of: machine.effects.writes, to: first).isEmpty)
-    #expect(machine.effects.spawns == [0])
+    #expect(machine.effects.spawns.isEmpty)
     machine.exited(first, .exited(0))
     #expect(machine.state.statistics.workersRetired == 1)
     #expect(machine.state.statistics.workersCrashed == 0)
@@ -435,11 +440,31 @@ import Testing
     let jobs = machine.submit(2)
     let first = try machine.spawned()
     #expect(Self.kinds(of: machine.effects.writes, to: first) == [.run, .stop])
+    #expect(machine.effects.spawns == [0])  // its replacement, for the next job
     machine.hello(first)
     machine.exited(first, .signaled(SIGSEGV))
     #expect(machine.failures(of: jobs[0].1) == [.workerCrashed])
     #expect(machine.state.statistics.workersCrashed == 1)
-    #expect(machine.effects.spawns == [0])  // the next job gets a new worker
+    #expect(machine.effects.spawns.isEmpty)  // on its way already
+    let second = try machine.spawned()
+    #expect(machine.slot(second)?.standby == false)
+    #expect(machine.running(second).count == 1)
+  }
+
+  @Test func aStandbyTakesTheNextJobWhenTheWorkerItReplacesDiesInItsLastJob() throws {
+    let machine = Machine { $0.maxTasksPerChild = 1 }
+    let jobs = machine.submit(2)
+    let first = try machine.spawned()
+    let standby = try machine.spawned()
+    #expect(machine.slot(standby)?.standby == true)
+    machine.hello(first)
+    machine.hello(standby)
+    #expect(machine.running(standby).isEmpty)
+    machine.exited(first, .signaled(SIGSEGV))
+    #expect(machine.failures(of: jobs[0].1) == [.workerCrashed])
+    #expect(machine.slot(standby)?.standby == false)
+    #expect(machine.running(standby) == [ObjectIdentifier(jobs[1].0)])
+    #expect(machine.effects.spawns.isEmpty)  // no job is left for another
   }
 
   @Test func aPoolWithoutATaskLimitSendsStopOnlyToIdleWorkersAtShutdown() throws {
@@ -462,35 +487,63 @@ import Testing
     }
   }
 
-  @Test func aRetiredWorkerIsReplacedWhileItExitsWithABoundedOverlap() throws {
+  @Test func aWorkerIsReplacedWhileItRunsItsLastJobWithABoundedOverlap() throws {
     let machine = Machine { $0.maxTasksPerChild = 1 }
     _ = machine.submit(4)
     #expect(machine.effects.spawns == [0])
     let first = try machine.spawned()
-    machine.hello(first)
-    machine.result(first)
-    // Retired: its replacement starts at once, while it still drains.
-    #expect(machine.slot(first)?.phase == .retiring(from: .ready))
+    // Given its last job: its replacement starts at once, and stands by while that job runs.
     #expect(machine.effects.spawns == [0])
     let second = try machine.spawned()
-    #expect(machine.running(second).count == 1)
-    #expect(machine.running(first).isEmpty)  // only one worker runs jobs (maxWorkers 1)
+    #expect(machine.slot(second)?.standby == true)
+    #expect(machine.running(second).isEmpty)  // only one worker runs jobs (maxWorkers 1)
+    #expect(machine.effects.spawns.isEmpty)  // one replacement per worker
+    machine.hello(first)
     machine.hello(second)
-    machine.result(second)
-    // Two retired workers alive already: no third process until one of them is gone.
-    #expect(machine.slot(second)?.phase == .retiring(from: .ready))
-    #expect(machine.effects.spawns.isEmpty)
-    #expect(machine.state.workers.count == 2)
-    machine.exited(first, .exited(0))
+    #expect(machine.running(second).isEmpty)
+    machine.result(first)
+    // Retired: the standby takes the next job, and is replaced in turn.
+    #expect(machine.slot(first)?.phase == .retiring(from: .ready))
+    #expect(machine.slot(second)?.standby == false)
+    #expect(machine.running(second).count == 1)
     #expect(machine.effects.spawns == [0])
     let third = try machine.spawned()
+    #expect(machine.slot(third)?.standby == true)
+    machine.hello(third)
+    machine.result(second)
     #expect(machine.running(third).count == 1)
+    // Three processes alive (one running, two exiting): no fourth until one of them is gone.
+    #expect(machine.effects.spawns.isEmpty)
+    #expect(machine.state.workers.count == 3)
+    machine.exited(first, .exited(0))
+    #expect(machine.effects.spawns == [0])
+    let fourth = try machine.spawned()
+    #expect(machine.slot(fourth)?.standby == true)
     #expect(machine.state.launcherReplaced == [1])
     machine.exited(second, .exited(0))
-    #expect(machine.effects.spawns.isEmpty)  // the one alive runs the next job; one is queued
+    #expect(machine.effects.spawns.isEmpty)
     #expect(machine.state.launcherReplaced == [0])
     #expect(machine.queued == 1)
+    #expect(machine.state.workers.filter { !$0.inflight.isEmpty }.count == 1)
     #expect(machine.state.statistics.workersCrashed == 0)
+  }
+
+  @Test func aStandbyWithNothingLeftToDoIsStoppedAtShutdown() throws {
+    let machine = Machine { $0.maxTasksPerChild = 1 }
+    _ = machine.submit(2)
+    let first = try machine.spawned()
+    let standby = try machine.spawned()
+    machine.hello(first)
+    machine.hello(standby)
+    machine.event { state, effects in state.shutdown(cancelFutures: false, now: .now, &effects) }
+    machine.result(first)
+    #expect(machine.running(standby).count == 1)  // the queued job still runs
+    machine.result(standby)
+    machine.exited(first, .exited(0))
+    machine.exited(standby, .exited(0))
+    #expect(machine.lifecycle == .stopped)
+    #expect(machine.state.standbys == [[]])
+    #expect(machine.state.launcherFinishing == [0])
   }
 
   @Test func shutdownWithCancelFuturesCancelsQueuedWorkAndLetsRunningWorkFinish() throws {

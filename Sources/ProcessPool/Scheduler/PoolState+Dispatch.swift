@@ -63,40 +63,53 @@ extension PoolState {
   }
 
   private mutating func dispatch(_ effects: inout PoolEffects) {
-    waitsForSharedRoom = false
+    // Whether the next job was left queued for want of room in a worker's shared region (see
+    // `WorkerSlot.hasSharedRoom`): a worker with room for smaller jobs then stays listed.
+    var waitedForRoom = false
     // 1. Idle workers first (CPython reuses an idle worker before starting one).
     while !queue.isEmpty, let index = takeAvailable(holding: 0...0) {
-      fill(index, while: { $0.queue.count > 0 }, &effects)
+      if fill(index, while: { $0.queue.count > 0 }, &effects) == .waitsForRoom { waitedForRoom = true }
       listIfAvailable(index)
     }
     guard !queue.isEmpty else { return }
     // 2. Start workers for what is left, from the first launchers with room.
+    spawnForQueue(&effects)
+    // 3. Pipeline the rest onto busy workers, least loaded first, so a stream of small tasks
+    //    never waits for a round trip; jobs that new workers will take stay queued.
+    let coming = workersComing
+    let finishing = launcherFinishing
+    while queue.count > coming, let index = takeAvailable(holding: 0...Int.max) {
+      let assignment = fill(index, while: { $0.queue.count > coming }, &effects)
+      listIfAvailable(index)
+      if assignment == .waitsForRoom { waitedForRoom = true }
+      if assignment != .assigned { break }
+    }
+    assert(queue.count <= coming || waitedForRoom || !anyWorkerAvailable, "a worker with room was not listed")
+    // A worker given its last job here is replaced now, not at the next event.
+    if launcherFinishing != finishing && !queue.isEmpty { spawnForQueue(&effects) }
+  }
+
+  /// Spawns workers for the queued jobs that no worker on its way will take, from the first
+  /// launchers with room.
+  private mutating func spawnForQueue(_ effects: inout PoolEffects) {
     if canSpawn {
       var wanted = queue.count - workersComing
       for launcher in launchers.indices where wanted > 0 && !launcherGivenUp[launcher] {
         // Never more workers that can run jobs than the launcher allows; a worker retired at its
-        // task limit holds none and is not counted while it exits, but at most as many of those
-        // as the launcher's workers may be alive besides (a bounded overlap of exiting processes).
+        // task limit holds none and is not counted while it exits, and one given its last job
+        // is replaced at once: the replacement arrives as a standby and takes work once that
+        // worker retires (see `addSlot`). At most three processes per worker are alive: one
+        // running, one standing by, one exiting (a bounded overlap).
         let limit = launchers[launcher].workers
         let coming = launcherSpawning[launcher]
-        let count = min(
-          wanted, limit - (launcherAlive[launcher] - launcherReplaced[launcher]) - coming,
-          2 * limit - launcherAlive[launcher] - coming)
+        let running = launcherAlive[launcher] - launcherReplaced[launcher] - launcherFinishing[launcher]
+        let count = min(wanted, limit - running - coming, 3 * limit - launcherAlive[launcher] - coming)
         guard count > 0 else { continue }
         launcherSpawning[launcher] += count
         effects.spawns += repeatElement(launcher, count: count)
         wanted -= count
       }
     }
-    // 3. Pipeline the rest onto busy workers, least loaded first, so a stream of small tasks
-    //    never waits for a round trip; jobs that new workers will take stay queued.
-    let coming = workersComing
-    while queue.count > coming, let index = takeAvailable(holding: 0...Int.max) {
-      let assigned = fill(index, while: { $0.queue.count > coming }, &effects)
-      listIfAvailable(index)
-      if !assigned { break }
-    }
-    assert(queue.count <= coming || waitsForSharedRoom || !anyWorkerAvailable, "a worker with room was not listed")
   }
 
   /// Whether some worker may take a job now, by looking at every one (for assertions only).
@@ -150,30 +163,34 @@ extension PoolState {
   /// Gives `workers[index]` the next job, and a worker with a deep pipeline (fast jobs) more
   /// while `more` holds, up to its depth: one write and one wake-up of the worker for many
   /// jobs, where hundreds of workers on a few processors would otherwise each be woken for
-  /// every job. False when the queue ran dry.
-  @discardableResult
+  /// every job. Says how the last job it looked at went.
   private mutating func fill(
     _ index: Int, while more: (borrowing PoolState) -> Bool, _ effects: inout PoolEffects
-  ) -> Bool {
-    var assigned = assignNext(to: index, &effects)
+  ) -> Assignment {
+    var assignment = assignNext(to: index, &effects)
     let depth = workers[index].pipelineDepth(configuration)
-    guard depth > configuration.jobsPerWorker else { return assigned }
-    while assigned && more(self) && workers[index].inflight.count < depth {
-      assigned = assignNext(to: index, &effects)
+    guard depth > configuration.jobsPerWorker else { return assignment }
+    while assignment == .assigned && more(self) && workers[index].inflight.count < depth {
+      assignment = assignNext(to: index, &effects)
     }
-    return assigned
+    return assignment
   }
 
-  /// Sends the next job that was not cancelled to `workers[index]`; false when the queue ran dry,
-  /// or when the next job waits for room in the worker's shared region (it stays first in the
-  /// queue until a worker with room takes it: one that finishes a job is offered it again).
-  @discardableResult
-  private mutating func assignNext(to index: Int, _ effects: inout PoolEffects) -> Bool {
+  /// How handing a worker the next job went.
+  private enum Assignment {
+    case assigned
+    case queueEmpty
+    /// The next job waits for room in the worker's shared region: it stays first in the queue
+    /// until a worker with room takes it (one that finishes a job is offered it again).
+    case waitsForRoom
+  }
+
+  /// Sends the next job that was not cancelled to `workers[index]`.
+  private mutating func assignNext(to index: Int, _ effects: inout PoolEffects) -> Assignment {
     while let job = queue.popFirst() {
       guard workers[index].hasSharedRoom(for: job) else {
         queue.prepend(CollectionOfOne(job))
-        waitsForSharedRoom = true
-        return false
+        return .waitsForRoom
       }
       guard job.sink.start() else {
         effects.acknowledgedCancels.append(job.sink)
@@ -202,11 +219,13 @@ extension PoolState {
       // when that reply arrives, as a worker stopped when idle is).
       if let limit = configuration.maxTasksPerChild, workers[index].jobsAssigned >= limit {
         workers[index].stopSent = true
+        workers[index].finishing = true
+        launcherFinishing[workers[index].launcher] += 1
         effects.writes.append(PoolEffects.Write(worker: workers[index].id, bytes: Frame.bare(.stop)))
       }
-      return true
+      return .assigned
     }
-    return false
+    return .queueEmpty
   }
 
   /// Workers with nothing to do that must go: at their task limit, or the pool is shutting down
@@ -230,6 +249,11 @@ extension PoolState {
         statistics.workersRetired += 1
         workers[index].replaced = true
         launcherReplaced[workers[index].launcher] += 1
+        if workers[index].finishing {
+          workers[index].finishing = false
+          launcherFinishing[workers[index].launcher] -= 1
+        }
+        promoteStandby(of: workers[index].launcher)
         retired = true
       }
       if !workers[index].stopSent {

@@ -54,14 +54,18 @@ struct PoolState: ~Copyable {
   private(set) var slotIndex: [Int: Int] = [:]
   /// Workers that may take a job, by how many they hold (dispatch never scans every worker).
   var available = WorkerAvailability()
-  /// Set by a dispatch pass that left the next job queued for want of room in a worker's shared
-  /// region (see `WorkerSlot.hasSharedRoom`), so a worker with room for smaller jobs stays listed.
-  var waitsForSharedRoom = false
   /// Workers alive per launcher (a retiring one too).
   var launcherAlive: [Int]
   /// Of those, workers retired at their task limit (`stop` sent, no work held): they no longer
   /// count toward the launcher's workers, so their replacements start while they exit.
   var launcherReplaced: [Int]
+  /// Of those, workers given their last job at their task limit (`stop` sent behind it) and not
+  /// yet replaced: a replacement for each starts while that job runs, as a standby.
+  var launcherFinishing: [Int]
+  /// Per launcher, workers that arrived while as many of its workers as it allows could run jobs
+  /// (ids, oldest first): each takes no job until one of those retires or is gone, so a standby
+  /// is ready when a worker retires and no more workers than allowed ever run jobs.
+  var standbys: [[Int]]
   /// Whether any launcher starts workers by a command (only those wait for a hello to get work).
   let anyLaunched: Bool
   /// Whether the I/O thread runs (it is started with the first worker and ends when stopped).
@@ -75,6 +79,8 @@ struct PoolState: ~Copyable {
     launcherSpawning = Array(repeating: 0, count: launchers.count)
     launcherAlive = launcherSpawning
     launcherReplaced = launcherSpawning
+    launcherFinishing = launcherSpawning
+    standbys = Array(repeating: [], count: launchers.count)
     anyLaunched = launchers.contains { $0.arguments != nil }
     launcherStartFailures = launcherSpawning
     launcherGivenUp = Array(repeating: false, count: launchers.count)
@@ -84,21 +90,43 @@ struct PoolState: ~Copyable {
     slotIndex[id]
   }
 
-  /// A new worker joins, last.
+  /// A new worker joins, last: a standby if as many of its launcher's workers as it allows can
+  /// run jobs already (only a replacement started early finds them so).
   mutating func addSlot(_ slot: WorkerSlot) {
+    var slot = slot
+    let launcher = slot.launcher
+    if launcherAlive[launcher] - launcherReplaced[launcher] - standbys[launcher].count >= launchers[launcher].workers {
+      slot.standby = true
+      standbys[launcher].append(slot.id)
+    }
     slotIndex[slot.id] = workers.count
-    launcherAlive[slot.launcher] += 1
+    launcherAlive[launcher] += 1
     workers.append(slot)
   }
 
-  /// A worker leaves for good.
+  /// A worker leaves for good; a standby of its launcher takes its place if it could run jobs.
   mutating func removeSlot(at index: Int) -> WorkerSlot {
     let slot = workers.remove(at: index)
     slotIndex[slot.id] = nil
     launcherAlive[slot.launcher] -= 1
     if slot.replaced { launcherReplaced[slot.launcher] -= 1 }
+    if slot.finishing { launcherFinishing[slot.launcher] -= 1 }
     for later in index..<workers.count { slotIndex[workers[later].id] = later }
+    if slot.standby {
+      standbys[slot.launcher].removeAll { $0 == slot.id }
+    } else if !slot.replaced {
+      promoteStandby(of: slot.launcher)
+    }
     return slot
+  }
+
+  /// A worker of `launcher` that could run jobs no longer can: its oldest standby may now.
+  mutating func promoteStandby(of launcher: Int) {
+    guard !standbys[launcher].isEmpty else { return }
+    let id = standbys[launcher].removeFirst()
+    guard let index = slotIndex[id] else { return }
+    workers[index].standby = false
+    listIfAvailable(index)
   }
 
   /// The counters now, with the gauges (workers alive, busy and idle, tasks queued and running)

@@ -48,6 +48,11 @@ struct WorkerSlot {
   /// Retired at its task limit and already replaced: it no longer counts toward its launcher's
   /// workers while it drains and exits (`PoolState.launcherReplaced`).
   var replaced = false
+  /// Holds its last job at its task limit and is not replaced yet (`PoolState.launcherFinishing`).
+  var finishing = false
+  /// Started early, as a replacement for a finishing worker: takes no job until its launcher has
+  /// room for one more worker running jobs (`PoolState.standbys`).
+  var standby = false
   /// Jobs sent and not answered, oldest first; the first one is running.
   var inflight: InflightJobs = []
   var jobsAssigned = 0
@@ -151,6 +156,7 @@ struct WorkerSlot {
 
   /// Whether it may be given work now.
   func accepts(maxTasksPerChild: Int?) -> Bool {
+    if standby { return false }
     switch phase {
     // A local worker's hello is on its socket before anything it runs, so work written to it
     // early is requeued safely if it dies unheard. A launched worker's hello can be lost in
