@@ -669,6 +669,25 @@ import Testing
     #expect(machine.effects.spawns == [0])
   }
 
+  @Test func runningOutOfDescriptorsWhileAnotherWorkerIsOnItsWayRetriesLaterAndAloneFailsAStart() throws {
+    let machine = Machine { $0.maxWorkers = 2 }
+    _ = machine.submit(4)
+    #expect(machine.effects.spawns == [0, 0])
+    let start = MonotonicInstant.now
+    let exhausted = ProcessPoolError(.workerStartFailed, "EMFILE")
+    // The other spawn (a fork the server has yet to answer) may still give the pool a worker.
+    machine.event { state, effects in
+      state.spawnFailed(launcher: 0, exhausted, exhausted: true, now: start, &effects)
+    }
+    #expect(machine.state.statistics.workersFailedToStart == 0)
+    #expect(machine.lifecycle == .running)
+    // It fails too, with no worker left on its way: a failed start of the launcher.
+    machine.event { state, effects in
+      state.spawnFailed(launcher: 0, exhausted, exhausted: true, now: start, &effects)
+    }
+    #expect(machine.state.statistics.workersFailedToStart == 1)
+  }
+
   @Test func aCancelledJobIsSkippedAndItsFuturesAreToldOnlyOnceTheLockIsReleased() throws {
     let machine = Machine { $0.jobsPerWorker = 1 }
     let jobs = machine.submit(2)

@@ -18,12 +18,8 @@ extension PoolCore {
     }
 
     var forks: [Fork] = []
-    /// Starts that failed for want of descriptors or processes while forks were in flight: told
-    /// once those are workers, so the state sees the pool has some and retries later instead of
-    /// counting the failures against the launcher.
-    var exhausted: [(launcher: Int, failure: SpawnFailure)] = []
 
-    var isEmpty: Bool { forks.isEmpty && exhausted.isEmpty }
+    var isEmpty: Bool { forks.isEmpty }
   }
 
   /// Spawns what `requestSpawns` queued, and makes workers of the fork server's answers that
@@ -40,10 +36,6 @@ extension PoolCore {
           startWorker(launcher: launcher, spawnedAt: .now, poller, pending: &pending, into: &spawned)
         }
       }
-    }
-    if pending.forks.isEmpty && !pending.exhausted.isEmpty {
-      for (launcher, failure) in pending.exhausted { spawnFailed(launcher: launcher, failure) }
-      pending.exhausted = []
     }
     return spawned
   }
@@ -65,8 +57,6 @@ extension PoolCore {
       case .pending(let worker):
         pending.forks.append(SpawnsInFlight.Fork(launcher: launcher, spawnedAt: spawnedAt, worker: worker))
       }
-    } catch  where error.exhausted && !pending.forks.isEmpty {
-      pending.exhausted.append((launcher, error))
     } catch {
       spawnFailed(launcher: launcher, error)
     }
@@ -96,8 +86,6 @@ extension PoolCore {
           startWorker(
             launcher: spawn.launcher, spawnedAt: spawn.spawnedAt, poller, pending: &pending, into: &spawned)
         }
-      } catch  where error.exhausted && !pending.forks.isEmpty {
-        pending.exhausted.append((spawn.launcher, error))
       } catch {
         spawnFailed(launcher: spawn.launcher, error)
       }

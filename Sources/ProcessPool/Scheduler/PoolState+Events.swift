@@ -41,8 +41,9 @@ extension PoolState {
     self.now = now
     launcherSpawning[launcher] -= 1
     // Out of descriptors or processes is the system's state, not the launcher's fault: while
-    // some worker runs, go on with the workers there are and try again later (said once).
-    if exhausted && workers.contains(where: { $0.phase != .exited }) {
+    // some worker runs or is on its way (a fork the server has yet to answer), go on with the
+    // workers there are and try again later (said once).
+    if exhausted && (spawning > 0 || workers.contains(where: { $0.phase != .exited })) {
       if spawnRetryAt == nil {
         effects.logs.append(
           (.warning, "cannot start another worker now (\(error.message)); going on with \(workers.count) and retrying"))
