@@ -681,6 +681,10 @@ import Testing
     }
     #expect(machine.state.statistics.workersFailedToStart == 0)
     #expect(machine.lifecycle == .running)
+    #expect(
+      machine.effects.logs.map(\.1) == [
+        "cannot start another worker now (EMFILE); going on with 1 on their way and retrying"
+      ])
     // It fails too, with no worker left on its way: a failed start of the launcher.
     machine.event { state, effects in
       state.spawnFailed(launcher: 0, exhausted, exhausted: true, now: start, &effects)

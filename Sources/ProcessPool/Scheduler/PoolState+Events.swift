@@ -45,8 +45,9 @@ extension PoolState {
     // workers there are and try again later (said once).
     if exhausted && (spawning > 0 || workers.contains(where: { $0.phase != .exited })) {
       if spawnRetryAt == nil {
+        let others = workers.isEmpty ? "\(spawning) on their way" : "\(workers.count)"
         effects.logs.append(
-          (.warning, "cannot start another worker now (\(error.message)); going on with \(workers.count) and retrying"))
+          (.warning, "cannot start another worker now (\(error.message)); going on with \(others) and retrying"))
       }
       spawnRetryAt = now.advanced(by: Self.spawnRetryDelay)
       effects.wakeIO = true
