@@ -50,13 +50,13 @@ extension WorkerProcessTests {
         }
         for _ in 0..<20 {
           let ends = try Syscall.socketPair()
-          let outcome = ForkServer.spawn(
+          let submission = ForkServer.requestSpawn(
             socket: ends.1, ring: -1, standardError: -1, environment: [],
             backtraceEntry: WorkerSpawner.backtraceEntry(backtraces: false))
-          guard case .forked(let pid) = outcome else {
+          guard case .sent(let request) = submission, case .forked(let pid) = ForkServer.answer(to: request) else {
             close(ends.0)
             close(ends.1)
-            Issue.record("the server did not fork: \(outcome)")
+            Issue.record("the server did not fork: \(submission)")
             return
           }
           spawned.append((pid, ends))

@@ -56,17 +56,6 @@ enum ForkServer {
     state.withLock { state in state.server.map { ($0.pid, $0.socket) } }
   }
 
-  enum Outcome {
-    case forked(pid_t)
-    /// The server could not fork (no memory, too many processes).
-    case failed(Errno)
-    /// The server died while it handled the request: whether a worker started is unknown, so
-    /// the worker's descriptors must not be reused.
-    case lost
-    /// No server can run: spawn the worker instead.
-    case unavailable
-  }
-
   /// A spawn or wait request whose answer comes later: the I/O thread that sent it goes on with
   /// its loop while the server forks or reaps, and is woken by its poller (or by the pool whose
   /// thread read the answer) when it is there.
@@ -162,25 +151,6 @@ enum ForkServer {
     }
   }
 
-  /// `requestSpawn`, waiting for the answer.
-  static func spawn(
-    socket: Int32, ring: Int32, standardError: Int32, environment: [CChar], backtraceEntry: String?
-  ) -> Outcome {
-    let submission = requestSpawn(
-      socket: socket, ring: ring, standardError: standardError, environment: environment,
-      backtraceEntry: backtraceEntry)
-    switch submission {
-    case .lost: return .lost
-    case .unavailable: return .unavailable
-    case .sent(let request):
-      switch awaitAnswer(request) {
-      case .forked(let pid): return .forked(pid)
-      case .failed(let error): return .failed(error)
-      case .lost, .waited: return .lost
-      }
-    }
-  }
-
   /// Asks the server that forked `pid` to reap it (WNOHANG when `noHang`) and returns without
   /// waiting: nil when the server did not fork it (the caller waits for it itself).
   static func requestWait(
@@ -242,7 +212,7 @@ enum ForkServer {
 
   private static func wait(_ pid: pid_t, noHang: Bool) throws(Errno) -> Int32? {
     guard let request = requestWait(pid, noHang: noHang) else { return try Syscall.waitPID(pid, noHang: noHang) }
-    switch awaitAnswer(request) {
+    switch answer(to: request) {
     case .waited(let status): return status
     case .failed(let error): throw error
     // Gone, and its workers with it, reaped by whoever adopted them: no status to report.
@@ -251,7 +221,7 @@ enum ForkServer {
   }
 
   /// Reads answers, blocking, until `request`'s is there.
-  private static func awaitAnswer(_ request: Request) -> Request.Answer {
+  static func answer(to request: Request) -> Request.Answer {
     state.withLock { state in
       while request.answer == nil {
         if state.pending.isEmpty || !readAnswer(&state, nonBlocking: false, by: nil) { break }
