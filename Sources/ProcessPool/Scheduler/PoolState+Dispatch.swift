@@ -77,38 +77,39 @@ extension PoolState {
     // 3. Pipeline the rest onto busy workers, least loaded first, so a stream of small tasks
     //    never waits for a round trip; jobs that new workers will take stay queued.
     let coming = workersComing
-    let finishing = launcherFinishing
+    // Whether a worker was given its last job here (it could take one, so it was not finishing
+    // before): it is replaced now, not at the next event.
+    var gaveLastJob = false
     while queue.count > coming, let index = takeAvailable(holding: 0...Int.max) {
       let assignment = fill(index, while: { $0.queue.count > coming }, &effects)
       listIfAvailable(index)
+      if workers[index].finishing { gaveLastJob = true }
       if assignment == .waitsForRoom { waitedForRoom = true }
       if assignment != .assigned { break }
     }
     assert(queue.count <= coming || waitedForRoom || !anyWorkerAvailable, "a worker with room was not listed")
-    // A worker given its last job here is replaced now, not at the next event.
-    if launcherFinishing != finishing && !queue.isEmpty { spawnForQueue(&effects) }
+    if gaveLastJob && !queue.isEmpty { spawnForQueue(&effects) }
   }
 
   /// Spawns workers for the queued jobs that no worker on its way will take, from the first
   /// launchers with room.
   private mutating func spawnForQueue(_ effects: inout PoolEffects) {
-    if canSpawn {
-      var wanted = queue.count - workersComing
-      for launcher in launchers.indices where wanted > 0 && !launcherGivenUp[launcher] {
-        // Never more workers that can run jobs than the launcher allows; a worker retired at its
-        // task limit holds none and is not counted while it exits, and one given its last job
-        // is replaced at once: the replacement arrives as a standby and takes work once that
-        // worker retires (see `addSlot`). At most three processes per worker are alive: one
-        // running, one standing by, one exiting (a bounded overlap).
-        let limit = launchers[launcher].workers
-        let coming = launcherSpawning[launcher]
-        let running = launcherAlive[launcher] - launcherReplaced[launcher] - launcherFinishing[launcher]
-        let count = min(wanted, limit - running - coming, 3 * limit - launcherAlive[launcher] - coming)
-        guard count > 0 else { continue }
-        launcherSpawning[launcher] += count
-        effects.spawns += repeatElement(launcher, count: count)
-        wanted -= count
-      }
+    guard canSpawn else { return }
+    var wanted = queue.count - workersComing
+    for launcher in launchers.indices where wanted > 0 && !launcherGivenUp[launcher] {
+      // Never more workers that can run jobs than the launcher allows; a worker retired at its
+      // task limit holds none and is not counted while it exits, and one given its last job
+      // is replaced at once: the replacement arrives as a standby and takes work once that
+      // worker retires (see `addSlot`). At most three processes per worker are alive: one
+      // running, one standing by, one exiting (a bounded overlap).
+      let limit = launchers[launcher].workers
+      let coming = launcherSpawning[launcher]
+      let running = launcherAlive[launcher] - launcherReplaced[launcher] - launcherFinishing[launcher]
+      let count = min(wanted, limit - running - coming, 3 * limit - launcherAlive[launcher] - coming)
+      guard count > 0 else { continue }
+      launcherSpawning[launcher] += count
+      effects.spawns += repeatElement(launcher, count: count)
+      wanted -= count
     }
   }
 
